@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make run` and `make test` create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.autolabel-installed
+FRAME_RATE ?= 350
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+# Reinstalled when the dependency pins change. Ultralytics and rf-groundingdino pull
+# opencv-python beside opencv-python-headless; both ship cv2, so keep only headless.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "autolabel needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip uninstall -y -q opencv-python || true
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall \
+		"$$(grep -o 'opencv-python-headless==[0-9.]*' pyproject.toml)"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/autolabel run --frame-rate $(FRAME_RATE)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf dataset runs .pytest_cache

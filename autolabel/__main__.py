@@ -1,0 +1,5 @@
+"""``python -m autolabel``."""
+
+from autolabel.cli import main
+
+main()

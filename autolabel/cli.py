@@ -1,0 +1,197 @@
+"""The command line: parse, load config, call a stage, print, map errors to exit codes.
+
+Known errors become one line on stderr and their exit code; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autolabel import progress
+from autolabel.errors import AutolabelError, ConfigError
+
+app = typer.Typer(
+    name="autolabel",
+    help="Label product videos with Grounding DINO, merge the datasets, distill a YOLO model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors.")]
+
+
+@app.callback()
+def _main() -> None:
+    """Label product videos with Grounding DINO, merge the datasets, distill a YOLO model."""
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"autolabel: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup(quiet: bool, debug: bool) -> None:
+    progress.configure(not quiet)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("autolabel")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except AutolabelError as exc:
+        if debug:
+            raise
+        typer.echo(f"autolabel: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        typer.echo("autolabel: interrupted; finished frames are kept, re-run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+
+
+def _echo(line: str = "") -> None:
+    typer.echo(line)
+
+
+def print_run_summary(results) -> None:
+    """One block per product: frames, boxes per class, empty frames, time, frames/s."""
+    _echo()
+    _echo("Summary")
+    for r in results:
+        if r.output is None:
+            _echo(f"  {r.product}: FAILED: {r.errors[0] if r.errors else 'unknown error'}")
+            continue
+        classes = ", ".join(f"{name} {n}" for name, n in r.boxes_per_class.items()) or "-"
+        split = " / ".join(f"{k} {v}" for k, v in r.split.items())
+        _echo(f"  {r.product} -> {r.output}")
+        _echo(f"    frames {r.frames} ({split}), new this run {r.new_frames}, empty {r.empty_frames}")
+        _echo(f"    boxes per class: {classes}")
+        if r.filtered or r.dropped_frames:
+            removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
+            _echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
+        _echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
+        for e in r.errors:
+            _echo(f"    error: {e}")
+
+
+@app.command()
+def run(
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="Folder of product folders (default videos/).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset folder (default dataset/).")] = None,
+    product: Annotated[list[str] | None, typer.Option("--product", "-p", help="Only this product (repeatable).")] = None,
+    frame_rate: Annotated[int | None, typer.Option("--frame-rate", help="Keep every Nth frame (0, N, 2N, ...).")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Keep F frames per second of video instead.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="grounding-dino or ultralytics.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Grounding DINO checkpoint (.pth).")] = None,
+    model_config: Annotated[str | None, typer.Option("--model-config", help="Grounding DINO config (.py).")] = None,
+    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="bert-base-uncased folder.")] = None,
+    base_weights: Annotated[str | None, typer.Option("--base-weights", help="Ultralytics checkpoint (.pt).")] = None,
+    box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
+    text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Split seed.")] = None,
+    min_box_size: Annotated[float | None, typer.Option("--min-box-size", help="Drop boxes under this area fraction.")] = None,
+    max_box_size: Annotated[float | None, typer.Option("--max-box-size", help="Drop boxes over this area fraction.")] = None,
+    overlap_iou: Annotated[float | None, typer.Option("--overlap-iou", help="Drop the less confident of overlapping boxes.")] = None,
+    drop_empty: Annotated[bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")] = None,
+    drop_multi: Annotated[bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with more than one box.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel products whose settings changed.")] = False,
+    report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write report.html per dataset.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Then merge all products into <output>/merged.")] = False,
+    train: Annotated[bool, typer.Option("--train", help="Then merge and train a YOLO model (configs/train.yaml).")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Label every product folder under --input into --output/<product>/."""
+    _setup(quiet, debug)
+
+    def go() -> int:
+        from autolabel.config import load_config
+        from autolabel.labelers import create_labeler
+        from autolabel.pipeline import run as run_pipeline
+
+        if frame_rate is not None and fps is not None:
+            raise ConfigError("give either --frame-rate (a stride) or --fps, not both")
+        overrides = {
+            "input": str(input) if input else None,
+            "output": str(output) if output else None,
+            "products": product or None,
+            "sampling.frame_rate": frame_rate,
+            "sampling.fps": fps,
+            "model.base_model": base_model,
+            "model.weights": weights,
+            "model.model_config": model_config,
+            "model.text_encoder": text_encoder,
+            "model.base_weights": base_weights,
+            "model.box_threshold": box_threshold,
+            "model.text_threshold": text_threshold,
+            "model.image_size": image_size,
+            "model.batch_size": batch_size,
+            "model.device": device,
+            "model.precision": precision,
+            "dataset.formats": format,
+            "dataset.val_fraction": val_fraction,
+            "dataset.seed": seed,
+            "filters.min_box_size": min_box_size,
+            "filters.max_box_size": max_box_size,
+            "filters.overlap_iou": overlap_iou,
+            "filters.drop_empty": drop_empty,
+            "filters.drop_multi": drop_multi,
+            "report": report,
+        }
+        cfg = load_config(config, overrides)
+        if frame_rate is not None:
+            cfg.sampling.fps = None
+        results = run_pipeline(cfg, lambda: create_labeler(cfg.model, cfg.cache_dir, progress.enabled()), overwrite=overwrite)
+        if cfg.report:
+            from autolabel.report import write_report
+
+            for r in results:
+                if r.output is not None:
+                    write_report(r.output)
+        print_run_summary(results)
+        failed = [r for r in results if not r.ok]
+        if merge or train:
+            from autolabel.merge import merge_datasets
+
+            merged = merge_datasets([r.output for r in results if r.output is not None], Path(cfg.output) / "merged", cfg.filters)
+            _echo(f"merged {merged.frames} frames of {len(merged.products)} products into {merged.output}")
+            if train:
+                from autolabel.train import TrainOptions, train_model
+
+                outcome = train_model(TrainOptions(data=merged.output / "data.yaml"))
+                _echo(outcome.describe())
+        return 1 if failed else 0
+
+    code = _guard(debug, go)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

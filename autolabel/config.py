@@ -1,0 +1,230 @@
+"""Typed configuration: dataclass defaults, YAML files, flag overrides.
+
+``configs/default.yaml`` mirrors these defaults with comments (a test keeps them
+equal). Unknown keys are an error naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autolabel.errors import ConfigError
+
+FORMATS = ("yolo", "voc", "coco")
+BASE_MODELS = ("grounding-dino", "ultralytics")
+
+
+@dataclass
+class SamplingConfig:
+    """Which frames of each video are kept."""
+
+    frame_rate: int = 30
+    fps: float | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The base model that labels frames, and its thresholds."""
+
+    base_model: str = "grounding-dino"
+    weights: str | None = None
+    model_config: str | None = None
+    text_encoder: str | None = None
+    base_weights: str | None = None
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    nms_iou: float = 0.5
+    image_size: int = 800
+    max_size: int = 1333
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class DatasetConfig:
+    """What the dataset writer produces."""
+
+    formats: list[str] = field(default_factory=lambda: ["yolo", "voc"])
+    val_fraction: float = 0.2
+    seed: int = 0
+    jpeg_quality: int = 95
+
+
+@dataclass
+class FilterConfig:
+    """Box and frame filters; the defaults keep everything."""
+
+    min_box_size: float = 0.0
+    max_box_size: float = 1.0
+    overlap_iou: float | None = None
+    drop_empty: bool = False
+    drop_multi: bool = False
+
+
+@dataclass
+class RunConfig:
+    """Everything ``autolabel run`` needs."""
+
+    input: str = "videos"
+    output: str = "dataset"
+    products: list[str] = field(default_factory=list)
+    cache_dir: str | None = None
+    report: bool = True
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+
+    def validate(self) -> RunConfig:
+        """Checks ranges and choices; returns self."""
+        s, m, d, f = self.sampling, self.model, self.dataset, self.filters
+        if s.fps is None and s.frame_rate < 1:
+            raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {s.frame_rate}")
+        if s.fps is not None and s.fps <= 0:
+            raise ConfigError(f"sampling.fps (--fps) must be > 0, got {s.fps}")
+        for name in ("box_threshold", "text_threshold", "nms_iou"):
+            value = getattr(m, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
+        if m.base_model not in BASE_MODELS:
+            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {m.base_model!r}")
+        if m.image_size < 32 or m.max_size < m.image_size:
+            raise ConfigError(
+                f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"
+            )
+        if m.batch_size is not None and m.batch_size < 1:
+            raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {m.batch_size}")
+        if m.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {m.precision!r}")
+        unknown = [x for x in d.formats if x not in FORMATS]
+        if unknown or not d.formats:
+            raise ConfigError(f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {d.formats}")
+        if not 0.0 <= d.val_fraction < 1.0:
+            raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {d.val_fraction}")
+        if not 1 <= d.jpeg_quality <= 100:
+            raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {d.jpeg_quality}")
+        validate_filters(f)
+        return self
+
+
+def validate_filters(f: FilterConfig) -> None:
+    """Checks filter ranges."""
+    if not 0.0 <= f.min_box_size <= f.max_box_size <= 1.0:
+        raise ConfigError(
+            f"filters need 0 <= min_box_size <= max_box_size <= 1, got {f.min_box_size} / {f.max_box_size}"
+        )
+    if f.overlap_iou is not None and not 0.0 < f.overlap_iou <= 1.0:
+        raise ConfigError(f"filters.overlap_iou must be in (0, 1] or null, got {f.overlap_iou}")
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else f" (valid keys: {', '.join(valid)})"
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Checks a YAML value against a dataclass field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(hint)
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+
+
+def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {dotted!r}" + _closest(str(key), names))
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, where, f"{dotted}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}: {dotted}"))
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Builds a RunConfig from defaults, an optional YAML file and dotted overrides.
+
+    Args:
+        path: A YAML file with any subset of the keys of ``configs/default.yaml``.
+        overrides: ``{"model.box_threshold": 0.3, ...}``; ``None`` values are ignored.
+    """
+    config = RunConfig()
+    if path is not None:
+        data = read_yaml(path)
+        _apply(config, data or {}, str(path))
+    nested: dict = {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    _apply(config, nested, "flags")
+    return config.validate()
+
+
+def read_yaml(path: Path) -> Any:
+    """Reads a YAML file, turning I/O and syntax errors into one clear line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict of a config dataclass (for run.yaml)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""Dataset layout, streamed writers per format, split and finalisation."""

@@ -1,0 +1,70 @@
+"""Turns a journaled dataset into its split lists, data.yaml and COCO files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, SPLITS, FrameRecord
+from autolabel.fileio import atomic_write_text
+from autolabel.postprocess import to_detections
+
+
+def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
+    """Writes ``train.txt`` and ``val.txt`` (``./images/<name>.jpg`` lines, relative to the dataset)."""
+    counts = {}
+    for split in SPLITS:
+        names = sorted(r.name for r in records if r.split == split)
+        atomic_write_text(root / f"{split}.txt", "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in names))
+        counts[split] = len(names)
+    return counts
+
+
+def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
+    """Writes an Ultralytics ``data.yaml`` without ``path:``, so the folder can move."""
+    body = {
+        "train": "train.txt",
+        "val": "val.txt" if has_val else "train.txt",
+        "nc": len(classes),
+        "names": dict(enumerate(classes)),
+    }
+    header = (
+        "# Written by autolabel. No 'path:' key on purpose: Ultralytics then resolves\n"
+        "# train/val against this file's folder, so the dataset trains wherever it is moved.\n"
+    )
+    if not has_val:
+        header += "# No validation frames (val_fraction 0 or a single frame): val reuses train.\n"
+    atomic_write_text(root / DATA_YAML, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+
+
+def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> None:
+    """Writes ``coco_train.json`` and ``coco_val.json`` (supervision's per-frame serialiser)."""
+    from supervision.dataset.formats.coco import classes_to_coco_categories, detections_to_coco_annotations
+
+    image_id, annotation_id = 1, 1
+    categories = classes_to_coco_categories(list(classes))
+    for split in SPLITS:
+        path = root / f"coco_{split}.json"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.autolabel-tmp-", dir=root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                images, annotations = [], []
+                for r in sorted((r for r in records if r.split == split), key=lambda r: r.name):
+                    images.append(
+                        {"id": image_id, "file_name": f"images/{r.name}{IMAGE_SUFFIX}", "width": r.width, "height": r.height}
+                    )
+                    anns, annotation_id = detections_to_coco_annotations(to_detections(r.boxes), image_id, annotation_id)
+                    for ann, box in zip(anns, r.boxes, strict=True):
+                        if box.confidence is not None:
+                            ann["score"] = box.confidence
+                    annotations.extend(anns)
+                    image_id += 1
+                json.dump({"images": images, "annotations": annotations, "categories": categories}, out)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,162 @@
+"""The on-disk layout of an autolabel dataset and its journal.
+
+::
+
+    <root>/
+      images/<name>.jpg          the sampled frames
+      labels/<name>.txt          YOLO labels (empty file: nothing found)
+      annotations/<name>.xml     Pascal VOC
+      detections.jsonl           one line per frame: source, index, size and every box
+                                 with its class id and confidence (the confidence
+                                 sidecar, and the resume journal)
+      train.txt, val.txt         the split, as ./images/<name>.jpg lines
+      data.yaml                  Ultralytics dataset file (no absolute paths)
+      coco_train.json, coco_val.json   COCO (with --format coco)
+      run.yaml                   resolved config and package versions
+      .autolabel/state.json      kind, classes, settings fingerprint, completion
+
+A frame counts as done only once its journal line is written, which happens after
+its image and label files are in place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.errors import InputError
+from autolabel.fileio import atomic_write_text
+
+IMAGES = "images"
+LABELS = "labels"
+ANNOTATIONS = "annotations"
+JOURNAL = "detections.jsonl"
+STATE_DIR = ".autolabel"
+STATE = f"{STATE_DIR}/state.json"
+DATA_YAML = "data.yaml"
+RUN_YAML = "run.yaml"
+SPLITS = ("train", "val")
+IMAGE_SUFFIX = ".jpg"
+
+
+@dataclass
+class Box:
+    """One labeled box in pixels."""
+
+    class_id: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    confidence: float | None = None
+
+
+@dataclass
+class FrameRecord:
+    """One line of the journal: a frame and its boxes (plain data between stages)."""
+
+    name: str
+    source: str
+    index: int
+    t: float
+    width: int
+    height: int
+    boxes: list[Box] = field(default_factory=list)
+    split: str | None = None
+    product: str | None = None
+    dropped: str | None = None
+
+    def to_json(self) -> str:
+        """One compact JSON line (boxes as [class, x1, y1, x2, y2, confidence])."""
+        data = {
+            "name": self.name,
+            "source": self.source,
+            "index": self.index,
+            "t": round(self.t, 4),
+            "width": self.width,
+            "height": self.height,
+            "boxes": [[b.class_id, b.x1, b.y1, b.x2, b.y2, b.confidence] for b in self.boxes],
+        }
+        if self.split is not None:
+            data["split"] = self.split
+        if self.product is not None:
+            data["product"] = self.product
+        if self.dropped is not None:
+            data["dropped"] = self.dropped
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> FrameRecord:
+        """Parses one journal line."""
+        d = json.loads(line)
+        boxes = [Box(int(b[0]), *map(float, b[1:5]), None if b[5] is None else float(b[5])) for b in d["boxes"]]
+        return cls(
+            d["name"], d["source"], int(d["index"]), float(d["t"]), int(d["width"]), int(d["height"]),
+            boxes, d.get("split"), d.get("product"), d.get("dropped"),
+        )
+
+    @property
+    def image(self) -> str:
+        """Image path relative to the dataset root."""
+        return f"{IMAGES}/{self.name}{IMAGE_SUFFIX}"
+
+
+def read_journal(root: Path, repair: bool = False) -> Iterator[FrameRecord]:
+    """Streams the journal's records.
+
+    A last line cut short by a crash is ignored (and cut off the file with
+    ``repair``); a bad line elsewhere is an error naming the line.
+    """
+    path = root / JOURNAL
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        offset = 0
+        lineno = 0
+        for raw in fh:
+            lineno += 1
+            complete = raw.endswith(b"\n")
+            try:
+                record = FrameRecord.from_json(raw.decode("utf-8"))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                if not complete:
+                    break
+                raise InputError(f"{path}:{lineno}: corrupt journal line: {exc}") from exc
+            if not complete:
+                break
+            offset += len(raw)
+            yield record
+    if repair and path.stat().st_size != offset:
+        with path.open("r+b") as fh:
+            fh.truncate(offset)
+
+
+def read_state(root: Path) -> dict | None:
+    """The dataset's state file, or None when ``root`` is not an autolabel dataset."""
+    path = root / STATE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable dataset state ({exc}); delete the folder to start over") from exc
+
+
+def write_state(root: Path, state: dict) -> None:
+    """Writes the state file atomically."""
+    atomic_write_text(root / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """Image names (without suffix) listed in ``<split>.txt``."""
+    path = root / f"{split}.txt"
+    if not path.exists():
+        return []
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            names.append(Path(line).stem)
+    return names

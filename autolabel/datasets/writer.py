@@ -1,0 +1,80 @@
+"""Streams frames into a dataset folder, one frame at a time, each file atomic.
+
+Per frame: the image, the YOLO ``.txt`` and the VOC ``.xml`` land by rename, then the
+journal line is appended. A frame whose line is missing is redone on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
+from autolabel.errors import OutputError
+from autolabel.fileio import atomic_write_bytes, atomic_write_text
+from autolabel.postprocess import to_detections
+
+
+def yolo_lines(record: FrameRecord) -> str:
+    """The YOLO label file for a record (supervision's serialiser), empty when no boxes."""
+    from supervision.dataset.formats.yolo import object_to_yolo
+
+    shape = (record.height, record.width)
+    lines = [object_to_yolo(np.array([b.x1, b.y1, b.x2, b.y2]), b.class_id, shape) for b in record.boxes]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def voc_xml(record: FrameRecord, classes: list[str]) -> str:
+    """The Pascal VOC XML for a record (supervision's serialiser; names are XML-escaped)."""
+    from supervision.dataset.formats.pascal_voc import detections_to_pascal_voc
+
+    return detections_to_pascal_voc(
+        to_detections(record.boxes), list(classes), f"{record.name}{IMAGE_SUFFIX}", (record.height, record.width, 3)
+    )
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of a BGR image."""
+    import cv2
+
+    ok, buf = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OutputError("cannot encode frame as JPEG")
+    return buf.tobytes()
+
+
+class DatasetWriter:
+    """Writes frames of one dataset in the formats asked for, then journals them."""
+
+    def __init__(self, root: Path, classes: list[str], formats: list[str], jpeg_quality: int = 95) -> None:
+        self.root = root
+        self.classes = list(classes)
+        self.formats = set(formats)
+        self.jpeg_quality = jpeg_quality
+        for sub in (IMAGES, LABELS, ANNOTATIONS if "voc" in self.formats else None):
+            if sub:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        self._journal = (root / JOURNAL).open("a", encoding="utf-8")
+
+    def add(self, record: FrameRecord, image: np.ndarray | None = None, image_bytes: bytes | None = None) -> None:
+        """Writes one frame's files (unless dropped by a filter), then its journal line."""
+        if record.dropped is None:
+            data = image_bytes if image_bytes is not None else encode_jpeg(image, self.jpeg_quality)
+            atomic_write_bytes(self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", data)
+            # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
+            atomic_write_text(self.root / LABELS / f"{record.name}.txt", yolo_lines(record))
+            if "voc" in self.formats:
+                atomic_write_text(self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes))
+        self._journal.write(record.to_json() + "\n")
+        self._journal.flush()
+
+    def close(self) -> None:
+        """Closes the journal."""
+        self._journal.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

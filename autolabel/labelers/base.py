@@ -1,0 +1,75 @@
+"""The labeler contract and the device/precision choices the labelers share."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import supervision as sv
+
+from autolabel.errors import ConfigError
+from autolabel.ontology import Ontology
+
+log = logging.getLogger(__name__)
+
+
+class Labeler(Protocol):
+    """A base model that labels frames.
+
+    ``label`` takes BGR uint8 images and returns one ``sv.Detections`` per image
+    with pixel ``xyxy``, ontology ``class_id`` and ``confidence``, after the model's
+    own thresholds. NMS and filters are the pipeline's.
+    """
+
+    batch_size: int
+
+    def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
+        """Labels a batch of images for one ontology."""
+        ...
+
+    def describe(self) -> dict:
+        """What identifies this model's output (for run.yaml and the resume check)."""
+        ...
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` picks CUDA when available; an explicit CUDA request must be satisfiable."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("no CUDA device found: labeling on the CPU, which is slow (several seconds per frame)")
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device is {requested!r} but no CUDA device is available")
+    if requested == "cpu":
+        log.warning("labeling on the CPU, which is slow (several seconds per frame)")
+    return requested
+
+
+def pick_dtype(precision: str, device: str):
+    """The autocast dtype for ``precision`` on ``device`` (None: full fp32)."""
+    import torch
+
+    if precision == "fp32" or not device.startswith("cuda"):
+        if precision in ("fp16", "bf16") and not device.startswith("cuda"):
+            log.warning("precision %s needs CUDA; using fp32 on %s", precision, device)
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: str, dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA, nothing elsewhere."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)

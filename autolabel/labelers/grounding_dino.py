@@ -1,0 +1,305 @@
+"""Grounding DINO (Swin-T OGC) through the ``groundingdino`` package.
+
+All captions of an ontology go to the model in one prompt (``a . b . c .``), and a
+batch of frames in one forward. Each box takes the caption whose tokens score
+highest; its confidence is that score. Frames are resized and normalised on the
+device; on CUDA the forward runs under autocast (bf16 where supported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.resources
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import supervision as sv
+
+from autolabel.errors import InputError, MissingWeightsError
+from autolabel.labelers.base import autocast, pick_device, pick_dtype
+from autolabel.ontology import Ontology
+from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolve_text_encoder
+
+log = logging.getLogger(__name__)
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def default_model_config() -> Path:
+    """The SwinT OGC config that ships inside the groundingdino package."""
+    return Path(str(importlib.resources.files("groundingdino.config") / "GroundingDINO_SwinT_OGC.py"))
+
+
+def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """Short side to ``short`` unless the long side would pass ``max_size`` (as the package's RandomResize)."""
+    lo, hi = min(height, width), max(height, width)
+    if hi / lo * short > max_size:
+        short = int(round(max_size * lo / hi))
+    if width < height:
+        return int(short * height / width), short
+    return short, int(short * width / height)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """An ontology turned into one caption and the token span of each caption."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...]
+
+
+def build_prompt(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> Prompt:
+    """Joins captions as ``a . b .`` and finds each caption's token positions."""
+    parts = [" ".join(c.lower().replace(".", " ").split()) for c in captions]
+    text = " . ".join(parts) + " ."
+    starts, pos = [], 0
+    for part in parts:
+        starts.append(pos)
+        pos += len(part) + 3
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    spans = []
+    for caption, part, start in zip(captions, parts, starts, strict=True):
+        end = start + len(part)
+        tokens = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+        if not tokens:
+            raise InputError(f"caption {caption!r} has no tokens the text encoder knows")
+        spans.append((tokens[0], tokens[-1] + 1))
+    if len(offsets) > max_tokens:
+        raise InputError(
+            f"the ontology's captions make {len(offsets)} tokens; Grounding DINO reads at most {max_tokens}: "
+            "use fewer or shorter captions"
+        )
+    return Prompt(text, tuple(spans))
+
+
+def _file_id(path: Path) -> str:
+    return f"{path.name}:{path.stat().st_size}"
+
+
+def load_model(model_config: Path, weights: Path, text_encoder: Path):
+    """Builds Grounding DINO from its config and loads the checkpoint safely (weights only)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timm's deprecation notice on groundingdino's import
+        from groundingdino.models import build_model
+        from groundingdino.util.misc import clean_state_dict
+        from groundingdino.util.slconfig import SLConfig
+
+    if not model_config.is_file():
+        raise MissingWeightsError(f"model config {model_config} does not exist (given by --model-config)")
+    try:
+        args = SLConfig.fromfile(str(model_config))
+    except (SyntaxError, OSError, KeyError, NameError, AttributeError, ValueError) as exc:
+        raise InputError(f"{model_config}: not a Grounding DINO config: {exc}") from exc
+    args.text_encoder_type = str(text_encoder)
+    args.device = "cpu"
+    # Gradient checkpointing only slows inference down.
+    args.use_checkpoint = False
+    args.use_transformer_ckpt = False
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = build_model(args)
+        except (OSError, ValueError) as exc:
+            raise MissingWeightsError(f"text encoder {text_encoder}: cannot load: {exc}") from exc
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"{weights}: not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{weights}: not a Grounding DINO checkpoint (no 'model' state dict)")
+    state = clean_state_dict(state)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    if len(missing) > len(expected) // 10:
+        raise InputError(
+            f"{weights}: does not match the model in {model_config.name}: "
+            f"{len(missing)} of {len(expected)} weights missing (e.g. {missing[0]})"
+        )
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise InputError(f"{weights}: does not match the model in {model_config.name}: {first}") from exc
+    if missing:
+        log.warning("%s: %d weights not in the checkpoint (left at their initial values)", weights, len(missing))
+    return model.eval()
+
+
+class GroundingDinoLabeler:
+    """Batched, mixed-precision Grounding DINO behind the :class:`Labeler` contract."""
+
+    def __init__(
+        self,
+        model,
+        device: str = "cpu",
+        precision: str = "auto",
+        image_size: int = 800,
+        max_size: int = 1333,
+        box_threshold: float = 0.35,
+        text_threshold: float = 0.25,
+        batch_size: int | None = None,
+        identity: dict | None = None,
+    ) -> None:
+        import torch
+
+        self.device = device
+        self.dtype = pick_dtype(precision, device)
+        self.model = model.to(device)
+        self.image_size = image_size
+        self.max_size = max_size
+        self.box_threshold = box_threshold
+        self.text_threshold = text_threshold
+        self.batch_size = batch_size or self._auto_batch_size()
+        self._identity = identity or {}
+        self._prompts: dict[tuple[str, ...], Prompt] = {}
+        self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_config(cls, mc, cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
+        """Resolves the files (flags, cache, download) and loads the model."""
+        cache_path = cache_dir(cache)
+        weights = resolve(GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress)
+        text_encoder = resolve_text_encoder(mc.text_encoder, cache_path, progress)
+        config = Path(mc.model_config).expanduser() if mc.model_config else default_model_config()
+        device = pick_device(mc.device)
+        model = load_model(config, weights, text_encoder)
+        identity = {
+            "base_model": "grounding-dino",
+            "weights": _file_id(weights),
+            "model_config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
+            "text_encoder": text_encoder.name,
+        }
+        return cls(
+            model,
+            device=device,
+            precision=mc.precision,
+            image_size=mc.image_size,
+            max_size=mc.max_size,
+            box_threshold=mc.box_threshold,
+            text_threshold=mc.text_threshold,
+            batch_size=mc.batch_size,
+            identity=identity,
+        )
+
+    def describe(self) -> dict:
+        """Model identity and the settings that change its output."""
+        return {
+            **self._identity,
+            "image_size": self.image_size,
+            "max_size": self.max_size,
+            "box_threshold": self.box_threshold,
+            "text_threshold": self.text_threshold,
+        }
+
+    def _auto_batch_size(self) -> int:
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return 2
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        h, w = resized_shape(720, 1280, self.image_size, self.max_size)
+        # About 0.25 GB per megapixel of input per image under autocast, half of the free memory.
+        per_image = 0.25e9 * h * w / 1e6 * (1 if self.dtype is not None else 2)
+        return int(max(1, min(64, free * 0.5 // per_image)))
+
+    def prompt(self, ontology: Ontology) -> Prompt:
+        """The (cached) prompt for an ontology."""
+        key = ontology.captions
+        if key not in self._prompts:
+            self._prompts[key] = build_prompt(self.model.tokenizer, ontology.captions)
+        return self._prompts[key]
+
+    def _preprocess(self, images: Sequence[np.ndarray]):
+        """BGR uint8 frames to a normalised, resized NestedTensor on the device."""
+        import torch
+        import torch.nn.functional as F
+        from groundingdino.util.misc import NestedTensor, nested_tensor_from_tensor_list
+
+        pin = self.device.startswith("cuda")
+
+        def to_device(array: np.ndarray):
+            t = torch.from_numpy(array)
+            if pin:
+                t = t.pin_memory()
+            return t.to(self.device, non_blocking=True)
+
+        def normalise(batch, shape):  # batch: (B, H, W, 3) uint8 BGR
+            x = batch.permute(0, 3, 1, 2).flip(1).float().div_(255.0)
+            h, w = resized_shape(shape[0], shape[1], self.image_size, self.max_size)
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            return (x - self._mean) / self._std
+
+        shapes = {im.shape[:2] for im in images}
+        if len(shapes) == 1:
+            (shape,) = shapes
+            x = normalise(to_device(np.stack(images)), shape)
+            mask = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.bool, device=self.device)
+            return NestedTensor(x, mask)
+        tensors = [normalise(to_device(im[None]), im.shape[:2])[0] for im in images]
+        return nested_tensor_from_tensor_list(tensors)
+
+    def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
+        """Labels frames; splits the batch in half and retries on CUDA out-of-memory."""
+        import torch
+
+        results: list[sv.Detections] = []
+        start = 0
+        while start < len(images):
+            chunk = images[start : start + self.batch_size]
+            try:
+                results.extend(self._label_batch(chunk, ontology))
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                torch.cuda.empty_cache()
+                log.warning("CUDA out of memory: batch size lowered to %d", self.batch_size)
+                continue
+            start += len(chunk)
+        return results
+
+    def _label_batch(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
+        import torch
+
+        prompt = self.prompt(ontology)
+        samples = self._preprocess(images)
+        with torch.inference_mode(), autocast(self.device, self.dtype), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            out = self.model(samples, captions=[prompt.text] * len(images))
+        logits = out["pred_logits"].float().sigmoid()  # (B, queries, 256)
+        scores = torch.stack([logits[..., a:b].max(-1).values for a, b in prompt.spans], dim=-1)
+        confidence, caption = scores.max(-1)  # (B, queries)
+        keep = (confidence > self.box_threshold) & (confidence > self.text_threshold)
+        # One transfer for the whole batch, no per-frame round trips.
+        boxes = out["pred_boxes"].float().cpu().numpy()
+        confidence, caption, keep = confidence.cpu().numpy(), caption.cpu().numpy(), keep.cpu().numpy()
+        caption_class = np.asarray(ontology.caption_class)
+        detections = []
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            cx, cy, bw, bh = boxes[i, keep[i]].T
+            xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * [w, h, w, h]
+            xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
+            detections.append(
+                sv.Detections(
+                    xyxy=xyxy.reshape(-1, 4),
+                    confidence=confidence[i, keep[i]].astype(np.float32),
+                    class_id=caption_class[caption[i, keep[i]]].astype(int),
+                )
+            )
+        return detections

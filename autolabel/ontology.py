@@ -1,0 +1,91 @@
+"""Ontology: captions sent to the detector, mapped to class labels.
+
+``ontology.json`` is ``{"caption": "class"}``. Several captions may name one class
+(synonyms share its id); class ids follow first appearance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from autolabel.errors import InputError
+
+
+@dataclass(frozen=True)
+class Ontology:
+    """Captions and the class each one maps to.
+
+    Attributes:
+        captions: The prompts, in file order.
+        caption_class: For each caption, the index of its class in ``classes``.
+        classes: Class labels in order of first appearance (index = class id).
+    """
+
+    captions: tuple[str, ...]
+    caption_class: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, str], where: str = "ontology") -> Ontology:
+        """Validates a ``{caption: class}`` mapping and builds the ontology."""
+        if not isinstance(mapping, dict):
+            raise InputError(
+                f"{where}: expected a JSON object {{caption: class}}, got {type(mapping).__name__}"
+            )
+        if not mapping:
+            raise InputError(f"{where}: the ontology is empty; add at least one caption: class pair")
+        captions: list[str] = []
+        caption_class: list[int] = []
+        classes: list[str] = []
+        seen_captions: set[str] = set()
+        for caption, label in mapping.items():
+            if not isinstance(caption, str) or not caption.strip():
+                raise InputError(f"{where}: caption {caption!r} is blank; captions must be text")
+            if not isinstance(label, str) or not label.strip():
+                raise InputError(
+                    f"{where}: class for caption {caption!r} must be a non-blank string, "
+                    f"got {json.dumps(label)}"
+                )
+            caption, label = caption.strip(), label.strip()
+            key = caption.lower()
+            if key in seen_captions:
+                raise InputError(f"{where}: caption {caption!r} appears twice (captions are case-insensitive)")
+            seen_captions.add(key)
+            if label not in classes:
+                classes.append(label)
+            captions.append(caption)
+            caption_class.append(classes.index(label))
+        return cls(tuple(captions), tuple(caption_class), tuple(classes))
+
+    @classmethod
+    def load(cls, path: Path) -> Ontology:
+        """Reads and validates an ``ontology.json`` file."""
+        if not path.is_file():
+            raise InputError(f"{path}: missing ontology.json (expected {{\"caption\": \"class\"}})")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read: {exc}") from exc
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        return cls.from_mapping(data, where=str(path))
+
+    def to_mapping(self) -> dict[str, str]:
+        """The ``{caption: class}`` mapping, as in the file."""
+        return {c: self.classes[i] for c, i in zip(self.captions, self.caption_class, strict=True)}
+
+
+def _no_duplicate_keys(path: Path):
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                raise InputError(f"{path}: caption {key!r} appears twice")
+            out[key] = value
+        return out
+
+    return hook
