@@ -14,6 +14,17 @@ from autolabel.fileio import atomic_write_text
 from autolabel.postprocess import to_detections
 
 
+def _plain(value):
+    """numpy scalars and arrays (from supervision) as JSON numbers and lists."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
     """Writes ``train.txt`` and ``val.txt`` (``./images/<name>.jpg`` lines, relative to the dataset)."""
     counts = {}
@@ -63,7 +74,7 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
                             ann["score"] = box.confidence
                     annotations.extend(anns)
                     image_id += 1
-                json.dump({"images": images, "annotations": annotations, "categories": categories}, out)
+                json.dump({"images": images, "annotations": annotations, "categories": categories}, out, default=_plain)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,118 @@
+"""Shared fixtures: offline environment, synthetic media, a fake and a tiny real labeler."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import supervision as sv
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+YOLO11N = SHARED / "weights" / "yolo11n.pt"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_env(tmp_path_factory):
+    """No network, no writes into the user's home: as on CI."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["AUTOLABEL_OFFLINE"] = "1"
+    os.environ["AUTOLABEL_CACHE"] = str(home / "cache")
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    os.environ["YOLO_CONFIG_DIR"] = str(home / "ultralytics")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    yield
+
+
+def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int, int] = (96, 64)) -> Path:
+    """Writes an mp4v video of a square moving across a gradient; frame i carries i in its colour."""
+    import cv2
+
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened()
+    for i in range(frames):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:, :, 1] = np.linspace(0, 120, w, dtype=np.uint8)[None, :]
+        x = (i * 3) % max(1, w - 20)
+        img[10:30, x : x + 20] = (255, 255, 255)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def make_image(path: Path, size: tuple[int, int] = (80, 60)) -> Path:
+    """Writes a small still image."""
+    import cv2
+
+    w, h = size
+    img = np.full((h, w, 3), 90, np.uint8)
+    img[5:25, 5:35] = (0, 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def make_product(root: Path, name: str, ontology: dict | str | None = None, videos: dict | None = None) -> Path:
+    """A product folder with videos ``{file name: frame count}`` and an ontology."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, frames in (videos if videos is not None else {"clip.mp4": 20}).items():
+        make_video(folder / file_name, frames=frames)
+    if ontology is not None:
+        text = ontology if isinstance(ontology, str) else json.dumps(ontology)
+        (folder / "ontology.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+class FakeLabeler:
+    """Planted boxes: two per frame, one per class 0 and 1 (when present), fixed confidences."""
+
+    batch_size = 4
+
+    def __init__(self, fail_after_batches: int | None = None) -> None:
+        self.calls = 0
+        self.frames = 0
+        self.fail_after_batches = fail_after_batches
+
+    def label(self, images: Sequence[np.ndarray], ontology) -> list[sv.Detections]:
+        if self.fail_after_batches is not None and self.calls >= self.fail_after_batches:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.frames += len(images)
+        out = []
+        n_classes = len(ontology.classes)
+        for image in images:
+            h, w = image.shape[:2]
+            xyxy = np.array([[w * 0.1, h * 0.2, w * 0.5, h * 0.6], [w * 0.6, h * 0.1, w * 0.9, h * 0.9]], np.float32)
+            class_id = np.array([0, min(1, n_classes - 1)])
+            out.append(sv.Detections(xyxy=xyxy, class_id=class_id, confidence=np.array([0.9, 0.6], np.float32)))
+        return out
+
+    def describe(self) -> dict:
+        return {"base_model": "fake"}
+
+
+@pytest.fixture(scope="session")
+def tiny_gdino(tmp_path_factory):
+    """A tiny random Grounding DINO of the real architecture, written once per session."""
+    from autolabel.labelers.gdino_random import write_random_grounding_dino
+
+    return write_random_grounding_dino(tmp_path_factory.mktemp("tiny_gdino"))
+
+
+@pytest.fixture
+def tiny_flags(tiny_gdino) -> list[str]:
+    """CLI flags that run the tiny model at a small input size."""
+    return [
+        "--weights", str(tiny_gdino.weights),
+        "--model-config", str(tiny_gdino.model_config),
+        "--text-encoder", str(tiny_gdino.text_encoder),
+        "--image-size", "128", "--batch-size", "4", "--no-report", "--quiet",
+    ]

@@ -1,0 +1,145 @@
+"""The run pipeline with a fake labeler (planted boxes): exact writers, resume, refusals."""
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autolabel.config import load_config
+from autolabel.datasets.layout import JOURNAL, read_journal
+from autolabel.errors import OutputError
+from autolabel.pipeline import run
+from tests.conftest import FakeLabeler, make_product
+
+
+def config(tmp_path: Path, **overrides):
+    base = {"input": str(tmp_path / "videos"), "output": str(tmp_path / "dataset"), "sampling.frame_rate": 2,
+            "report": False}
+    base.update(overrides)
+    return load_config(None, base)
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Every file's bytes; run.yaml parsed, without the output folder (which differs on purpose)."""
+    files: dict[str, object] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            files[str(p.relative_to(root))] = p.read_bytes()
+    run_yaml = yaml.safe_load(files.pop("run.yaml"))
+    run_yaml["config"].pop("output")
+    files["run.yaml"] = run_yaml
+    return files
+
+
+def test_writers_produce_exact_files(tmp_path):
+    make_product(tmp_path / "videos", "mug", {"red mug": "mug", "a hand": "hand"}, {"clip.mp4": 5})
+    results = run(config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+    (r,) = results
+    assert r.ok and r.frames == 3 and r.new_frames == 3 and r.boxes_per_class == {"mug": 3, "hand": 3}
+    out = tmp_path / "dataset" / "mug"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["clip_000000.jpg", "clip_000002.jpg", "clip_000004.jpg"]
+    # 96x64 frames, planted boxes at (0.1, 0.2, 0.5, 0.6) and (0.6, 0.1, 0.9, 0.9) of the image.
+    assert (out / "labels" / "clip_000002.txt").read_text() == (
+        "0 0.30000 0.40000 0.40000 0.40000\n1 0.75000 0.50000 0.30000 0.80000\n"
+    )
+    xml = ET.parse(out / "annotations" / "clip_000002.xml").getroot()
+    assert [o.find("name").text for o in xml.iter("object")] == ["mug", "hand"]
+    assert xml.find("filename").text == "clip_000002.jpg"
+    journal = [json.loads(line) for line in (out / JOURNAL).read_text().splitlines()]
+    assert [b[5] for b in journal[0]["boxes"]] == [0.9, 0.6]
+    assert journal[0]["boxes"][0][:5] == [0, 9.6, 12.8, 48.0, 38.4]
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data == {"train": "train.txt", "val": "val.txt", "nc": 2, "names": {0: "mug", 1: "hand"}}
+    listed = (out / "train.txt").read_text().split() + (out / "val.txt").read_text().split()
+    assert sorted(listed) == sorted(f"./images/{p.name}" for p in (out / "images").iterdir())
+    run_yaml = yaml.safe_load((out / "run.yaml").read_text())
+    assert run_yaml["config"]["sampling"]["frame_rate"] == 2 and "supervision" in run_yaml["versions"]
+
+
+def test_names_are_escaped_in_xml_and_yaml_and_sanitized_in_paths(tmp_path):
+    weird = '<script>alert("x")</script> & co: {a}'
+    make_product(tmp_path / "videos", "evil <name>?*", {"thing": weird, "other": "b: c"}, {"v 1.mp4": 2})
+    (r,) = run(config(tmp_path), FakeLabeler)
+    out = tmp_path / "dataset" / "evil_name"
+    assert r.output == out and out.is_dir()
+    xml = ET.parse(out / "annotations" / "v_1_000000.xml").getroot()
+    assert [o.find("name").text for o in xml.iter("object")] == [weird, "b: c"]
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: weird, 1: "b: c"}
+
+
+def test_resume_after_interrupt_gives_the_same_files(tmp_path):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 30, "b.mp4": 11})
+    full = run(config(tmp_path, output=str(tmp_path / "full")), FakeLabeler)
+    assert full[0].frames == 21
+
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tmp_path), lambda: FakeLabeler(fail_after_batches=2))
+    partial = tmp_path / "dataset" / "box"
+    assert len(list(read_journal(partial))) == 8
+    assert not (partial / "data.yaml").exists()
+    # A crash while appending leaves half a line; a killed write leaves a temporary file.
+    with (partial / JOURNAL).open("a") as fh:
+        fh.write('{"name":"a_0000')
+    (partial / "images" / ".x.jpg.autolabel-tmp-123").write_bytes(b"junk")
+
+    second = FakeLabeler()
+    (r,) = run(config(tmp_path), lambda: second)
+    assert second.frames == 21 - 8
+    assert r.frames == 21 and r.new_frames == 13
+    assert tree(partial) == tree(tmp_path / "full" / "box")
+
+    third = FakeLabeler()
+    (r,) = run(config(tmp_path), lambda: third)
+    assert third.frames == 0 and r.new_frames == 0
+    assert tree(partial) == tree(tmp_path / "full" / "box")
+
+
+def test_changed_settings_are_refused_then_overwritten(tmp_path):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
+    run(config(tmp_path), FakeLabeler)
+    (r,) = run(config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
+    assert r.output is None
+    assert "model.box_threshold: 0.35 -> 0.5" in r.errors[0] and "--overwrite" in r.errors[0]
+    (r,) = run(config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler)
+    assert "sampling.frame_rate: 2 -> 3" in r.errors[0]
+    (r,) = run(config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler, overwrite=True)
+    assert r.ok and r.frames == 2
+
+
+def test_bad_products_are_reported_and_the_others_still_run(tmp_path):
+    videos = tmp_path / "videos"
+    make_product(videos, "good", {"box": "box"}, {"a.mp4": 4})
+    make_product(videos, "badjson", '{"box": "box",}', {"a.mp4": 4})
+    make_product(videos, "nomedia", {"box": "box"}, {})
+    make_product(videos, "noontology", None, {"a.mp4": 4})
+    make_product(videos, "badvideo", {"box": "box"}, {"a.mp4": 4})
+    (videos / "badvideo" / "z.mp4").write_bytes(b"\x00" * 1000)
+    results = {r.product: r for r in run(config(tmp_path), FakeLabeler)}
+    assert results["good"].ok and results["good"].frames == 2
+    assert "badjson/ontology.json:1:15: invalid JSON" in results["badjson"].errors[0]
+    assert "nomedia: no media files" in results["nomedia"].errors[0]
+    assert "missing ontology.json" in results["noontology"].errors[0]
+    assert results["badvideo"].frames == 2 and "z.mp4: cannot open video" in results["badvideo"].errors[0]
+
+
+def test_output_that_is_a_file_or_foreign_folder_is_refused(tmp_path):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 2})
+    (tmp_path / "dataset").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        run(config(tmp_path), FakeLabeler)
+    (tmp_path / "dataset").unlink()
+    (tmp_path / "dataset" / "box").mkdir(parents=True)
+    (tmp_path / "dataset" / "box" / "precious.txt").write_text("mine")
+    (r,) = run(config(tmp_path), FakeLabeler)
+    assert "not an autolabel dataset" in r.errors[0]
+    assert (tmp_path / "dataset" / "box" / "precious.txt").read_text() == "mine"
+
+
+def test_filters_at_run_time_are_counted(tmp_path):
+    make_product(tmp_path / "videos", "box", {"box": "box", "hand": "hand"}, {"a.mp4": 4})
+    # Planted boxes cover 0.4*0.4=0.16 and 0.3*0.8=0.24 of the image.
+    (r,) = run(config(tmp_path, **{"filters.max_box_size": 0.2}), FakeLabeler)
+    assert r.filtered == {"boxes_too_large": 2}
+    assert r.boxes_per_class == {"box": 2, "hand": 0}

@@ -1,0 +1,73 @@
+import math
+
+import pytest
+
+from autolabel.errors import InputError
+from autolabel.sampling import expected_count, iter_frames
+from autolabel.sources import Product, Source, list_sources
+from tests.conftest import make_image, make_video
+
+
+@pytest.mark.parametrize("stride", [1, 3, 7, 40])
+def test_stride_keeps_frames_0_n_2n(tmp_path, stride):
+    video = make_video(tmp_path / "a.mp4", frames=25)
+    frames = list(iter_frames(Source(video, "a", True), frame_rate=stride))
+    assert [f.index for f in frames] == list(range(0, 25, stride))
+    assert len(frames) == math.ceil(25 / stride) == expected_count(Source(video, "a", True), stride, None)
+    assert frames[-1].name == f"a_{frames[-1].index:06d}"
+
+
+def test_fps_keeps_f_frames_per_second(tmp_path):
+    video = make_video(tmp_path / "a.mp4", frames=40, fps=10)  # 4 s of video
+    frames = list(iter_frames(Source(video, "a", True), fps=2.5))
+    assert [f.index for f in frames] == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert frames[1].t == pytest.approx(0.4)
+
+
+def test_skip_set_is_not_yielded(tmp_path):
+    video = make_video(tmp_path / "a.mp4", frames=10)
+    frames = list(iter_frames(Source(video, "a", True), frame_rate=2, skip={0, 4}))
+    assert [f.index for f in frames] == [2, 6, 8]
+
+
+def test_frames_are_decoded_images(tmp_path):
+    video = make_video(tmp_path / "a.mp4", frames=5, size=(96, 64))
+    frame = next(iter_frames(Source(video, "a", True), frame_rate=1))
+    assert frame.image.shape == (64, 96, 3)
+    assert frame.image.dtype.name == "uint8"
+
+
+def test_unreadable_video(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(InputError, match="cannot open video"):
+        list(iter_frames(Source(bad, "bad", True)))
+
+
+def test_truncated_video_yields_what_is_readable_or_fails_clearly(tmp_path, caplog):
+    video = make_video(tmp_path / "a.mp4", frames=60)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        frames = list(iter_frames(Source(cut, "cut", True)))
+    except InputError as exc:
+        assert str(cut) in str(exc)
+    else:
+        assert len(frames) < 60
+
+
+def test_images_are_one_frame_and_stems_stay_unique(tmp_path):
+    folder = tmp_path / "p"
+    make_image(folder / "shot.PNG")
+    make_image(folder / "shot.jpg")
+    make_video(folder / "Clip One.MOV", frames=3)
+    (folder / "notes.txt").write_text("x")
+    sources = list_sources(Product("p", "p", folder, folder / "ontology.json"))
+    assert [(s.path.name, s.stem, s.is_video) for s in sources] == [
+        ("Clip One.MOV", "Clip_One", True),
+        ("shot.PNG", "shot_PNG", False),
+        ("shot.jpg", "shot_jpg", False),
+    ]
+    frames = list(iter_frames(sources[1]))
+    assert len(frames) == 1 and frames[0].index == 0 and frames[0].name == "shot_PNG_000000"
