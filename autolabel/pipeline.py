@@ -82,6 +82,7 @@ class _Job:
     out: Path
     done: dict[str, set[int]]
     pending: int
+    resume: bool
 
 
 def fingerprint(config: RunConfig, ontology: Ontology) -> dict:
@@ -124,38 +125,51 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def prepare_output(out: Path, config: RunConfig, ontology: Ontology, product: str, overwrite: bool) -> None:
-    """Checks that ``out`` may receive this product's labels; creates or clears it."""
-    wanted = fingerprint(config, ontology)
+def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str, overwrite: bool) -> bool:
+    """Checks, without writing, that ``out`` may receive this product's labels.
+
+    Returns True when ``out`` holds this product's labels made with the same settings
+    (resume), False when it must be created (or cleared, with ``overwrite``).
+    """
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; remove it or choose another --output")
     state = read_state(out) if out.is_dir() else None
     if out.is_dir() and state is None and any(out.iterdir()):
         raise OutputError(f"{out}: exists and is not an autolabel dataset; remove it or choose another --output")
-    if state is not None and state.get("kind") != "product":
+    if state is None:
+        return False
+    if state.get("kind") != "product":
         raise OutputError(f"{out}: holds a {state.get('kind')} dataset, not product {product!r}'s; choose another --output")
-    if state is not None and overwrite:
-        shutil.rmtree(out)
-        state = None
-    if state is not None and state.get("fingerprint") != wanted:
+    if overwrite:
+        return False
+    wanted = fingerprint(config, ontology)
+    if state.get("fingerprint") != wanted:
         diffs = _differences(state.get("fingerprint") or {}, wanted)
         raise OutputError(
             f"{out}: was labeled with other settings ({'; '.join(diffs[:3])}); "
             "re-run with --overwrite to relabel it, or pick another --output"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if state is None:
+    return True
+
+
+def init_output(job: _Job, config: RunConfig) -> None:
+    """Creates (or, when not resuming, clears) the product's output folder and its state."""
+    if not job.resume and job.out.exists():
+        shutil.rmtree(job.out)
+    job.out.mkdir(parents=True, exist_ok=True)
+    if read_state(job.out) is None:
         write_state(
-            out,
+            job.out,
             {
                 "kind": "product",
                 "version": STATE_VERSION,
-                "product": product,
-                "classes": list(ontology.classes),
-                "fingerprint": wanted,
+                "product": job.product.name,
+                "classes": list(job.ontology.classes),
+                "fingerprint": fingerprint(config, job.ontology),
                 "complete": False,
             },
         )
+    remove_stale_temporaries(job.out)
 
 
 def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) -> _Job:
@@ -164,10 +178,9 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) ->
     ontology = Ontology.load(product.ontology_path)
     sources = list_sources(product)
     out = output / product.slug
-    prepare_output(out, config, ontology, product.name, overwrite)
-    remove_stale_temporaries(out)
+    resume = check_output(out, config, ontology, product.name, overwrite)
     done: dict[str, set[int]] = {}
-    for record in read_journal(out, repair=True):
+    for record in read_journal(out) if resume else ():
         done.setdefault(record.source, set()).add(record.index)
     s = config.sampling
     pending = 0
@@ -176,7 +189,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) ->
             pending += max(0, expected_count(source, s.frame_rate, s.fps) - len(done.get(source.stem, ())))
         except InputError:
             pending += 1  # reported when it is read
-    return _Job(product, ontology, sources, out, done, pending)
+    return _Job(product, ontology, sources, out, done, pending, resume)
 
 
 def _frames(job: _Job, config: RunConfig, errors: list[str]) -> Iterator[Frame]:
@@ -213,6 +226,8 @@ def versions() -> dict[str, str]:
 
 def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult) -> None:
     """Labels a job's pending frames and journals them."""
+    init_output(job, config)
+    list(read_journal(job.out, repair=True))  # cut a line a crash left half-written
     writer = DatasetWriter(job.out, list(job.ontology.classes), config.dataset.formats, config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
@@ -314,7 +329,7 @@ def run(
         if job is None:
             continue
         start = time.perf_counter()
-        if job.pending:
+        if job.pending or not job.resume:
             label_product(job, config, labeler, result)
         finalize_product(job, config, result, labeler if result.new_frames else None)
         result.seconds = time.perf_counter() - start
