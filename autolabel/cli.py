@@ -91,12 +91,20 @@ def print_run_summary(results) -> None:
 
 @app.command()
 def run(
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="Folder of product folders (default videos/).")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Folder of product folders (default videos/).")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset folder (default dataset/).")] = None,
-    product: Annotated[list[str] | None, typer.Option("--product", "-p", help="Only this product (repeatable).")] = None,
-    frame_rate: Annotated[int | None, typer.Option("--frame-rate", help="Keep every Nth frame (0, N, 2N, ...).")] = None,
+    product: Annotated[
+        list[str] | None, typer.Option("--product", "-p", help="Only this product (repeatable).")
+    ] = None,
+    frame_rate: Annotated[
+        int | None, typer.Option("--frame-rate", help="Keep every Nth frame (0, N, 2N, ...).")
+    ] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Keep F frames per second of video instead.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
+    ] = None,
     base_model: Annotated[str | None, typer.Option("--base-model", help="grounding-dino or ultralytics.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Grounding DINO checkpoint (.pth).")] = None,
     model_config: Annotated[str | None, typer.Option("--model-config", help="Grounding DINO config (.py).")] = None,
@@ -105,21 +113,35 @@ def run(
     box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16.")] = None,
     format: Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Split seed.")] = None,
-    min_box_size: Annotated[float | None, typer.Option("--min-box-size", help="Drop boxes under this area fraction.")] = None,
-    max_box_size: Annotated[float | None, typer.Option("--max-box-size", help="Drop boxes over this area fraction.")] = None,
-    overlap_iou: Annotated[float | None, typer.Option("--overlap-iou", help="Drop the less confident of overlapping boxes.")] = None,
-    drop_empty: Annotated[bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")] = None,
-    drop_multi: Annotated[bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with more than one box.")] = None,
+    min_box_size: Annotated[
+        float | None, typer.Option("--min-box-size", help="Drop boxes under this area fraction.")
+    ] = None,
+    max_box_size: Annotated[
+        float | None, typer.Option("--max-box-size", help="Drop boxes over this area fraction.")
+    ] = None,
+    overlap_iou: Annotated[
+        float | None, typer.Option("--overlap-iou", help="Drop the less confident of overlapping boxes.")
+    ] = None,
+    drop_empty: Annotated[
+        bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")
+    ] = None,
+    drop_multi: Annotated[
+        bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with more than one box.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel products whose settings changed.")] = False,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write report.html per dataset.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Then merge all products into <output>/merged.")] = False,
-    train: Annotated[bool, typer.Option("--train", help="Then merge and train a YOLO model (configs/train.yaml).")] = False,
+    train: Annotated[
+        bool, typer.Option("--train", help="Then merge and train a YOLO model (configs/train.yaml).")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -163,7 +185,9 @@ def run(
         cfg = load_config(config, overrides)
         if frame_rate is not None:
             cfg.sampling.fps = None
-        results = run_pipeline(cfg, lambda: create_labeler(cfg.model, cfg.cache_dir, progress.enabled()), overwrite=overwrite)
+        results = run_pipeline(
+            cfg, lambda: create_labeler(cfg.model, cfg.cache_dir, progress.enabled()), overwrite=overwrite
+        )
         if cfg.report:
             from autolabel.report import write_report
 
@@ -175,8 +199,13 @@ def run(
         if merge or train:
             from autolabel.merge import merge_datasets
 
-            merged = merge_datasets([r.output for r in results if r.output is not None], Path(cfg.output) / "merged", cfg.filters)
-            _echo(f"merged {merged.frames} frames of {len(merged.products)} products into {merged.output}")
+            merged = merge_datasets(
+                [r.output for r in results if r.ok and r.output is not None],
+                Path(cfg.output) / "merged",
+                cfg.filters,
+                cfg.dataset.formats,
+            )
+            print_merge_summary(merged)
             if train:
                 from autolabel.train import TrainOptions, train_model
 
@@ -186,6 +215,99 @@ def run(
 
     code = _guard(debug, go)
     raise typer.Exit(code)
+
+
+@app.command()
+def merge(
+    datasets: Annotated[list[Path] | None, typer.Argument(help="Product datasets (default: all under --root).")] = None,
+    root: Annotated[Path, typer.Option("--root", help="Folder of product datasets.")] = Path("dataset"),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Merged dataset (default <root>/merged).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config for filters and formats.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")] = None,
+    min_box_size: Annotated[float | None, typer.Option("--min-box-size")] = None,
+    max_box_size: Annotated[float | None, typer.Option("--max-box-size")] = None,
+    overlap_iou: Annotated[float | None, typer.Option("--overlap-iou")] = None,
+    drop_empty: Annotated[bool | None, typer.Option("--drop-empty/--keep-empty")] = None,
+    drop_multi: Annotated[bool | None, typer.Option("--drop-multi/--keep-multi")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Merge product datasets into one (classes united by name, files prefixed by product)."""
+    _setup(quiet, debug)
+
+    def go() -> None:
+        from autolabel.config import load_config
+        from autolabel.merge import find_product_datasets, merge_datasets
+
+        cfg = load_config(
+            config,
+            {
+                "dataset.formats": format,
+                "filters.min_box_size": min_box_size,
+                "filters.max_box_size": max_box_size,
+                "filters.overlap_iou": overlap_iou,
+                "filters.drop_empty": drop_empty,
+                "filters.drop_multi": drop_multi,
+            },
+        )
+        out = output or root / "merged"
+        inputs = list(datasets or [])
+        if not inputs:
+            inputs, skipped = find_product_datasets(root, exclude=out)
+            for why in skipped:
+                logging.getLogger("autolabel").warning("skipped %s", why)
+        result = merge_datasets(inputs, out, cfg.filters, cfg.dataset.formats)
+        print_merge_summary(result)
+
+    _guard(debug, go)
+
+
+def print_merge_summary(result) -> None:
+    """Frames, classes, boxes and filter removals of a merge."""
+    split = " / ".join(f"{k} {v}" for k, v in result.split.items())
+    _echo(f"merged {', '.join(result.products)} -> {result.output}")
+    _echo(f"  frames {result.frames} ({split})")
+    _echo(f"  classes: {', '.join(f'{i}: {n}' for i, n in enumerate(result.classes))}")
+    _echo(f"  boxes per class: {', '.join(f'{n} {c}' for n, c in result.boxes_per_class.items())}")
+    if result.filtered:
+        _echo(f"  filters removed: {', '.join(f'{k} {v}' for k, v in result.filtered.items())}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset yaml.")] = Path("dataset/merged/data.yaml"),
+    model: Annotated[
+        str | None, typer.Option("--model", help="yolo11n.pt (checkpoint) or yolo11n.yaml (scratch).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
+    batch: Annotated[int | None, typer.Option("--batch")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="0, 0,1, cpu (default: CUDA when available).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name under runs/.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Train settings (default configs/train.yaml).")
+    ] = None,
+    export: Annotated[
+        list[str] | None, typer.Option("--export", help="Export best.pt, e.g. onnx (repeatable).")
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Distill a YOLO model from a dataset with Ultralytics; prints best.pt and mAP."""
+    _setup(quiet, debug)
+
+    def go() -> None:
+        from autolabel.train import TrainOptions, train_model
+
+        overrides = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch, "device": device, "name": name}
+        if quiet:
+            overrides["verbose"] = False
+        outcome = train_model(TrainOptions(data=data, config=config, overrides=overrides, export=export or []))
+        _echo(outcome.describe())
+
+    _guard(debug, go)
 
 
 def main() -> None:

@@ -28,6 +28,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-links ``src`` to ``dst`` (a copy across file systems), atomically."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def remove_stale_temporaries(root: Path) -> int:
     """Deletes temporary files a killed run left under ``root``; returns how many."""
     count = 0

@@ -31,9 +31,7 @@ class Ontology:
     def from_mapping(cls, mapping: dict[str, str], where: str = "ontology") -> Ontology:
         """Validates a ``{caption: class}`` mapping and builds the ontology."""
         if not isinstance(mapping, dict):
-            raise InputError(
-                f"{where}: expected a JSON object {{caption: class}}, got {type(mapping).__name__}"
-            )
+            raise InputError(f"{where}: expected a JSON object {{caption: class}}, got {type(mapping).__name__}")
         if not mapping:
             raise InputError(f"{where}: the ontology is empty; add at least one caption: class pair")
         captions: list[str] = []
@@ -45,8 +43,7 @@ class Ontology:
                 raise InputError(f"{where}: caption {caption!r} is blank; captions must be text")
             if not isinstance(label, str) or not label.strip():
                 raise InputError(
-                    f"{where}: class for caption {caption!r} must be a non-blank string, "
-                    f"got {json.dumps(label)}"
+                    f"{where}: class for caption {caption!r} must be a non-blank string, got {json.dumps(label)}"
                 )
             caption, label = caption.strip(), label.strip()
             key = caption.lower()
@@ -63,7 +60,7 @@ class Ontology:
     def load(cls, path: Path) -> Ontology:
         """Reads and validates an ``ontology.json`` file."""
         if not path.is_file():
-            raise InputError(f"{path}: missing ontology.json (expected {{\"caption\": \"class\"}})")
+            raise InputError(f'{path}: missing ontology.json (expected {{"caption": "class"}})')
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -139,7 +139,9 @@ def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str,
     if state is None:
         return False
     if state.get("kind") != "product":
-        raise OutputError(f"{out}: holds a {state.get('kind')} dataset, not product {product!r}'s; choose another --output")
+        raise OutputError(
+            f"{out}: holds a {state.get('kind')} dataset, not product {product!r}'s; choose another --output"
+        )
     if overwrite:
         return False
     wanted = fingerprint(config, ontology)
@@ -174,7 +176,9 @@ def init_output(job: _Job, config: RunConfig) -> None:
 
 def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) -> _Job:
     if product.slug.lower() in RESERVED_OUTPUTS:
-        raise InputError(f"{product.folder}: the product name {product.name!r} is reserved for merge output; rename the folder")
+        raise InputError(
+            f"{product.folder}: the product name {product.name!r} is reserved for merge output; rename the folder"
+        )
     ontology = Ontology.load(product.ontology_path)
     sources = list_sources(product)
     out = output / product.slug
@@ -216,7 +220,16 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the output."""
     out = {"autolabel": __version__, "python": platform.python_version()}
-    for dist in ("torch", "torchvision", "rf-groundingdino", "transformers", "supervision", "ultralytics", "opencv-python-headless", "numpy"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "rf-groundingdino",
+        "transformers",
+        "supervision",
+        "ultralytics",
+        "opencv-python-headless",
+        "numpy",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -235,7 +248,9 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
 
     def write(item: tuple[FrameRecord, object]) -> None:
         record, image = item
-        writer.add(record, image_bytes=encode_jpeg(image, config.dataset.jpeg_quality) if record.dropped is None else None)
+        writer.add(
+            record, image_bytes=encode_jpeg(image, config.dataset.jpeg_quality) if record.dropped is None else None
+        )
 
     worker = Worker(write)
     bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
@@ -287,8 +302,11 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
             "model": labeler.describe() if labeler is not None else None,
             "versions": versions(),
         }
-        atomic_write_text(job.out / RUN_YAML, "# Written by autolabel run: the settings these labels were made with.\n"
-                          + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True))
+        atomic_write_text(
+            job.out / RUN_YAML,
+            "# Written by autolabel run: the settings these labels were made with.\n"
+            + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
+        )
     state = read_state(job.out) or {}
     state["complete"] = not result.errors
     write_state(job.out, state)

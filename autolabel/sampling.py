@@ -131,7 +131,6 @@ def iter_frames(
         if 0 not in skip:
             yield Frame(source, 0, 0.0, read_image(source.path))
         return
-    import cv2
 
     info = probe_video(source.path)
     keep = keep_indices(frame_rate, fps, info.fps)

@@ -59,7 +59,9 @@ def discover_products(input_dir: Path, only: list[str] | None = None) -> list[Pr
         raise InputError(f"{input_dir}: input must be a folder of product folders, not a file")
     folders = sorted(p for p in input_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise InputError(f"{input_dir}: no product folders (expected {input_dir}/<product>/ with videos and {ONTOLOGY_FILE})")
+        raise InputError(
+            f"{input_dir}: no product folders (expected {input_dir}/<product>/ with videos and {ONTOLOGY_FILE})"
+        )
     if only:
         names = {p.name for p in folders}
         missing = [n for n in only if n not in names]

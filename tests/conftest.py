@@ -111,8 +111,16 @@ def tiny_gdino(tmp_path_factory):
 def tiny_flags(tiny_gdino) -> list[str]:
     """CLI flags that run the tiny model at a small input size."""
     return [
-        "--weights", str(tiny_gdino.weights),
-        "--model-config", str(tiny_gdino.model_config),
-        "--text-encoder", str(tiny_gdino.text_encoder),
-        "--image-size", "128", "--batch-size", "4", "--no-report", "--quiet",
+        "--weights",
+        str(tiny_gdino.weights),
+        "--model-config",
+        str(tiny_gdino.model_config),
+        "--text-encoder",
+        str(tiny_gdino.text_encoder),
+        "--image-size",
+        "128",
+        "--batch-size",
+        "4",
+        "--no-report",
+        "--quiet",
     ]

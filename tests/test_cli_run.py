@@ -94,8 +94,22 @@ def test_not_a_checkpoint(tmp_path, tiny_gdino):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 2})
     fake = tmp_path / "fake.pth"
     fake.write_bytes(b"not a checkpoint")
-    result = invoke(["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--weights", str(fake),
-                     "--model-config", str(tiny_gdino.model_config), "--text-encoder", str(tiny_gdino.text_encoder), "-q"])
+    result = invoke(
+        [
+            "run",
+            "-i",
+            str(tmp_path / "videos"),
+            "-o",
+            str(tmp_path / "ds"),
+            "--weights",
+            str(fake),
+            "--model-config",
+            str(tiny_gdino.model_config),
+            "--text-encoder",
+            str(tiny_gdino.text_encoder),
+            "-q",
+        ]
+    )
     assert result.exit_code == 1 and "fake.pth: not a loadable PyTorch checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -15,8 +15,12 @@ from tests.conftest import FakeLabeler, make_product
 
 
 def config(tmp_path: Path, **overrides):
-    base = {"input": str(tmp_path / "videos"), "output": str(tmp_path / "dataset"), "sampling.frame_rate": 2,
-            "report": False}
+    base = {
+        "input": str(tmp_path / "videos"),
+        "output": str(tmp_path / "dataset"),
+        "sampling.frame_rate": 2,
+        "report": False,
+    }
     base.update(overrides)
     return load_config(None, base)
 
@@ -39,7 +43,11 @@ def test_writers_produce_exact_files(tmp_path):
     (r,) = results
     assert r.ok and r.frames == 3 and r.new_frames == 3 and r.boxes_per_class == {"mug": 3, "hand": 3}
     out = tmp_path / "dataset" / "mug"
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["clip_000000.jpg", "clip_000002.jpg", "clip_000004.jpg"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "clip_000000.jpg",
+        "clip_000002.jpg",
+        "clip_000004.jpg",
+    ]
     # 96x64 frames, planted boxes at (0.1, 0.2, 0.5, 0.6) and (0.6, 0.1, 0.9, 0.9) of the image.
     assert (out / "labels" / "clip_000002.txt").read_text() == (
         "0 0.30000 0.40000 0.40000 0.40000\n1 0.75000 0.50000 0.30000 0.80000\n"

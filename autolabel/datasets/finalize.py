@@ -66,9 +66,16 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
                 images, annotations = [], []
                 for r in sorted((r for r in records if r.split == split), key=lambda r: r.name):
                     images.append(
-                        {"id": image_id, "file_name": f"images/{r.name}{IMAGE_SUFFIX}", "width": r.width, "height": r.height}
+                        {
+                            "id": image_id,
+                            "file_name": f"images/{r.name}{IMAGE_SUFFIX}",
+                            "width": r.width,
+                            "height": r.height,
+                        }
                     )
-                    anns, annotation_id = detections_to_coco_annotations(to_detections(r.boxes), image_id, annotation_id)
+                    anns, annotation_id = detections_to_coco_annotations(
+                        to_detections(r.boxes), image_id, annotation_id
+                    )
                     for ann, box in zip(anns, r.boxes, strict=True):
                         if box.confidence is not None:
                             ann["score"] = box.confidence

@@ -93,8 +93,16 @@ class FrameRecord:
         d = json.loads(line)
         boxes = [Box(int(b[0]), *map(float, b[1:5]), None if b[5] is None else float(b[5])) for b in d["boxes"]]
         return cls(
-            d["name"], d["source"], int(d["index"]), float(d["t"]), int(d["width"]), int(d["height"]),
-            boxes, d.get("split"), d.get("product"), d.get("dropped"),
+            d["name"],
+            d["source"],
+            int(d["index"]),
+            float(d["t"]),
+            int(d["width"]),
+            int(d["height"]),
+            boxes,
+            d.get("split"),
+            d.get("product"),
+            d.get("dropped"),
         )
 
     @property
@@ -114,9 +122,7 @@ def read_journal(root: Path, repair: bool = False) -> Iterator[FrameRecord]:
         return
     with path.open("rb") as fh:
         offset = 0
-        lineno = 0
-        for raw in fh:
-            lineno += 1
+        for lineno, raw in enumerate(fh, start=1):
             complete = raw.endswith(b"\n")
             try:
                 record = FrameRecord.from_json(raw.decode("utf-8"))

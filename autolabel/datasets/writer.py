@@ -12,7 +12,7 @@ import numpy as np
 
 from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
 from autolabel.errors import OutputError
-from autolabel.fileio import atomic_write_bytes, atomic_write_text
+from autolabel.fileio import atomic_write_bytes, atomic_write_text, link_or_copy
 from autolabel.postprocess import to_detections
 
 
@@ -57,11 +57,25 @@ class DatasetWriter:
                 (root / sub).mkdir(parents=True, exist_ok=True)
         self._journal = (root / JOURNAL).open("a", encoding="utf-8")
 
-    def add(self, record: FrameRecord, image: np.ndarray | None = None, image_bytes: bytes | None = None) -> None:
-        """Writes one frame's files (unless dropped by a filter), then its journal line."""
+    def add(
+        self,
+        record: FrameRecord,
+        image: np.ndarray | None = None,
+        image_bytes: bytes | None = None,
+        image_file: Path | None = None,
+    ) -> None:
+        """Writes one frame's files (unless dropped by a filter), then its journal line.
+
+        The image comes as an array, as encoded bytes, or as an existing file to link
+        (or copy, across file systems).
+        """
         if record.dropped is None:
-            data = image_bytes if image_bytes is not None else encode_jpeg(image, self.jpeg_quality)
-            atomic_write_bytes(self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", data)
+            target = self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}"
+            if image_file is not None:
+                link_or_copy(image_file, target)
+            else:
+                data = image_bytes if image_bytes is not None else encode_jpeg(image, self.jpeg_quality)
+                atomic_write_bytes(target, data)
             # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
             atomic_write_text(self.root / LABELS / f"{record.name}.txt", yolo_lines(record))
             if "voc" in self.formats:

@@ -48,7 +48,9 @@ def tiny_vocab() -> list[str]:
     return vocab
 
 
-def write_random_grounding_dino(folder: Path, tiny: bool = True, vocab_file: Path | None = None, seed: int = 0) -> ModelFiles:
+def write_random_grounding_dino(
+    folder: Path, tiny: bool = True, vocab_file: Path | None = None, seed: int = 0
+) -> ModelFiles:
     """Writes a random-weight Grounding DINO (config, BERT folder, checkpoint) into ``folder``.
 
     Args:

@@ -172,7 +172,9 @@ class GroundingDinoLabeler:
     def from_config(cls, mc, cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
         """Resolves the files (flags, cache, download) and loads the model."""
         cache_path = cache_dir(cache)
-        weights = resolve(GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress)
+        weights = resolve(
+            GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress
+        )
         text_encoder = resolve_text_encoder(mc.text_encoder, cache_path, progress)
         config = Path(mc.model_config).expanduser() if mc.model_config else default_model_config()
         device = pick_device(mc.device)
