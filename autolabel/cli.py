@@ -188,13 +188,11 @@ def run(
         results = run_pipeline(
             cfg, lambda: create_labeler(cfg.model, cfg.cache_dir, progress.enabled()), overwrite=overwrite
         )
-        if cfg.report:
-            from autolabel.report import write_report
-
-            for r in results:
-                if r.output is not None:
-                    write_report(r.output)
         print_run_summary(results)
+        if cfg.report:
+            for r in results:
+                if r.output is not None and r.frames:
+                    print_report(write_report_for(r.output))
         failed = [r for r in results if not r.ok]
         if merge or train:
             from autolabel.merge import merge_datasets
@@ -206,6 +204,8 @@ def run(
                 cfg.dataset.formats,
             )
             print_merge_summary(merged)
+            if cfg.report:
+                print_report(write_report_for(merged.output))
             if train:
                 from autolabel.train import TrainOptions, train_model
 
@@ -306,6 +306,67 @@ def train(
             overrides["verbose"] = False
         outcome = train_model(TrainOptions(data=data, config=config, overrides=overrides, export=export or []))
         _echo(outcome.describe())
+
+    _guard(debug, go)
+
+
+@app.command()
+def report(
+    dataset: Annotated[Path, typer.Argument(help="A product dataset or a merged one.")],
+    export: Annotated[str | None, typer.Option("--export", help="Also write an import file for: label-studio.")] = None,
+    image_url_prefix: Annotated[
+        str | None, typer.Option("--image-url-prefix", help="Image URL prefix for the export (default: local files).")
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Write report.html (counts, histograms, frames worth a second look, annotated thumbnails)."""
+    _setup(quiet, debug)
+
+    def go() -> None:
+        if export not in (None, "label-studio"):
+            raise ConfigError(f"--export {export!r}: the supported review tool is label-studio")
+        print_report(write_report_for(dataset))
+        if export == "label-studio":
+            from autolabel.review import export_label_studio
+
+            tasks, config = export_label_studio(dataset, image_url_prefix)
+            _echo(f"Label Studio tasks: {tasks}\nLabel Studio labeling config: {config}")
+
+    _guard(debug, go)
+
+
+def write_report_for(dataset: Path):
+    """Writes a dataset's report (imports the report module lazily)."""
+    from autolabel.report import write_report
+
+    return write_report(dataset)
+
+
+def print_report(result) -> None:
+    """Where the report is and what it flagged."""
+    flagged = ", ".join(f"{k} {v}" for k, v in result.flagged.items())
+    _echo(f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.seconds:.1f} s)")
+
+
+@app.command(name="import")
+def import_(
+    export: Annotated[Path, typer.Argument(help="Label Studio JSON export of the reviewed tasks.")],
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="The dataset the tasks came from.")],
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Bring a Label Studio review back into the dataset (labels, VOC, COCO, journal)."""
+    _setup(quiet, debug)
+
+    def go() -> None:
+        from autolabel.review import import_label_studio
+
+        r = import_label_studio(dataset, export)
+        _echo(
+            f"imported {r.frames_reviewed} reviewed frames into {dataset}: {r.frames_changed} changed, "
+            f"boxes {r.boxes_before} -> {r.boxes_after}"
+        )
 
     _guard(debug, go)
 

@@ -1,0 +1,346 @@
+"""``autolabel report``: a static, offline HTML review page for a dataset.
+
+``report.html`` sits in the dataset folder and loads only files beside it: annotated
+thumbnails under ``report/thumbs/`` (drawn with supervision's annotators, made once and
+reused) and the dataset's own images for the full-size view, where the boxes are drawn
+over the image from the page's data. No CDN, no server. Every name is data: escaped in
+the HTML, embedded JSON is script-safe, and the page's script writes text only through
+``textContent``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import statistics
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.datasets.layout import FrameRecord, read_journal, read_split, read_state
+from autolabel.errors import InputError
+from autolabel.fileio import atomic_write_bytes, atomic_write_text
+
+REPORT_HTML = "report.html"
+THUMBS = "report/thumbs"
+
+FLAGS = {
+    "no_boxes": "No boxes",
+    "low_confidence": "Low confidence",
+    "many_boxes": "Many boxes",
+    "at_border": "Boxes at the image border",
+    "odd_size": "A class far off its usual size",
+}
+
+
+@dataclass
+class ReportOptions:
+    """What counts as worth a second look, and how the page is built."""
+
+    low_confidence: float = 0.5
+    many_boxes: int = 5
+    border_margin: float = 0.01
+    size_ratio: float = 4.0
+    thumb_size: int = 256
+    page_size: int = 200
+    workers: int = max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass
+class Analysis:
+    """Counts, histograms and flagged frames of a dataset."""
+
+    frames: int = 0
+    boxes_per_class: dict[str, int] = field(default_factory=dict)
+    boxes_per_frame: dict[int, int] = field(default_factory=dict)
+    confidence_hist: list[int] = field(default_factory=list)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it found."""
+
+    path: Path
+    frames: int
+    flagged: dict[str, int]
+    thumbnails_made: int
+    seconds: float
+    bytes: int
+
+
+def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions) -> Analysis:
+    """Counts and flags, from the records alone."""
+    a = Analysis(frames=len(records))
+    counts = Counter(b.class_id for r in records for b in r.boxes)
+    a.boxes_per_class = {name: counts.get(i, 0) for i, name in enumerate(classes)}
+    a.boxes_per_frame = dict(sorted(Counter(len(r.boxes) for r in records).items()))
+    bins = [0] * 20
+    for r in records:
+        for b in r.boxes:
+            if b.confidence is not None:
+                bins[min(19, int(b.confidence * 20))] += 1
+    a.confidence_hist = bins
+    areas: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        for b in r.boxes:
+            areas[b.class_id].append(_rel_area(r, b))
+    median = {c: statistics.median(v) for c, v in areas.items() if len(v) >= 5}
+    flags: dict[str, list[str]] = {k: [] for k in FLAGS}
+    for r in sorted(records, key=lambda r: r.name):
+        if not r.boxes:
+            flags["no_boxes"].append(r.name)
+            continue
+        if any(b.confidence is not None and b.confidence < opts.low_confidence for b in r.boxes):
+            flags["low_confidence"].append(r.name)
+        if len(r.boxes) > opts.many_boxes:
+            flags["many_boxes"].append(r.name)
+        mx, my = opts.border_margin * r.width, opts.border_margin * r.height
+        if any(b.x1 <= mx or b.y1 <= my or b.x2 >= r.width - mx or b.y2 >= r.height - my for b in r.boxes):
+            flags["at_border"].append(r.name)
+        for b in r.boxes:
+            m = median.get(b.class_id)
+            if m and m > 0 and abs(math.log(max(_rel_area(r, b), 1e-9) / m)) > math.log(opts.size_ratio):
+                flags["odd_size"].append(r.name)
+                break
+    a.flags = flags
+    return a
+
+
+def _rel_area(r: FrameRecord, b) -> float:
+    return max(0.0, b.x2 - b.x1) * max(0.0, b.y2 - b.y1) / float(r.width * r.height or 1)
+
+
+def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: int) -> bool:
+    """Draws one annotated thumbnail (supervision annotators); False when it was up to date."""
+    import cv2
+    import supervision as sv
+
+    from autolabel.postprocess import to_detections
+
+    src = root / record.image
+    dst = root / THUMBS / f"{record.name}.jpg"
+    if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
+        return False
+    image = cv2.imread(str(src), cv2.IMREAD_REDUCED_COLOR_2 if max(record.width, record.height) > 2 * size else 1)
+    if image is None:
+        raise InputError(f"{src}: cannot read image")
+    scale = size / max(image.shape[:2])
+    image = cv2.resize(
+        image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
+    det = to_detections(record.boxes)
+    if len(det):
+        det.xyxy = det.xyxy * np.float32(image.shape[1] / record.width)
+        labels = [
+            f"{classes[b.class_id] if b.class_id < len(classes) else b.class_id}"
+            + (f" {b.confidence:.2f}" if b.confidence is not None else "")
+            for b in record.boxes
+        ]
+        image = sv.BoxAnnotator(thickness=1).annotate(image, det)
+        image = sv.LabelAnnotator(text_scale=0.35, text_thickness=1, text_padding=2).annotate(image, det, labels)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise InputError(f"{src}: cannot encode thumbnail")
+    atomic_write_bytes(dst, buf.tobytes())
+    return True
+
+
+def _svg_bars(values: list[int], labels: list[str], title: str) -> str:
+    width, height, pad = 480, 160, 24
+    top = max(values) if values and max(values) > 0 else 1
+    n = max(1, len(values))
+    bar = (width - 2 * pad) / n
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">']
+    for i, (v, lab) in enumerate(zip(values, labels, strict=True)):
+        h = (height - 2 * pad) * v / top
+        x = pad + i * bar
+        parts.append(
+            f'<rect x="{x:.1f}" y="{height - pad - h:.1f}" width="{max(1.0, bar - 1):.1f}" height="{h:.1f}">'
+            f"<title>{html.escape(lab)}: {v}</title></rect>"
+        )
+    parts.append(f'<text x="{pad}" y="{height - 6}">{html.escape(labels[0] if labels else "")}</text>')
+    parts.append(
+        f'<text x="{width - pad}" y="{height - 6}" text-anchor="end">{html.escape(labels[-1] if labels else "")}</text>'
+    )
+    parts.append(f'<text x="{pad}" y="14">max {top}</text></svg>')
+    return "".join(parts)
+
+
+def _script_json(data) -> str:
+    """JSON that is safe inside a <script> element."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def render(
+    title: str, classes: list[str], records: list[FrameRecord], splits: dict[str, str], a: Analysis, opts
+) -> str:
+    """The report page."""
+    e = html.escape
+    class_rows = "".join(
+        f'<tr><td class="cls">{e(name)}</td><td class="num">{n}</td></tr>' for name, n in a.boxes_per_class.items()
+    )
+    bpf_labels = [str(k) for k in range(0, max(a.boxes_per_frame, default=0) + 1)]
+    bpf_values = [a.boxes_per_frame.get(int(k), 0) for k in bpf_labels]
+    conf_labels = [f"{i / 20:.2f}-{(i + 1) / 20:.2f}" for i in range(20)]
+    flag_blocks = []
+    for key, label in FLAGS.items():
+        names = a.flags.get(key, [])
+        shown = names[:500]
+        items = "".join(f'<li><a href="#" data-frame="{e(n)}">{e(n)}</a></li>' for n in shown)
+        more = (
+            f"<li>... and {len(names) - len(shown)} more (use the filter above)</li>" if len(names) > len(shown) else ""
+        )
+        flag_blocks.append(
+            f'<details class="flag" id="flag-{key}"><summary>{e(label)}: <b class="count">{len(names)}</b></summary>'
+            f'<ul class="frames">{items}{more}</ul></details>'
+        )
+    options = "".join(f'<option value="{k}">{e(v)} ({len(a.flags.get(k, []))})</option>' for k, v in FLAGS.items())
+    data = {
+        "classes": classes,
+        "pageSize": opts.page_size,
+        "thumbs": THUMBS,
+        "flags": a.flags,
+        "frames": [
+            [
+                r.name,
+                r.width,
+                r.height,
+                splits.get(r.name, ""),
+                [[b.class_id, b.x1, b.y1, b.x2, b.y2, b.confidence] for b in r.boxes],
+            ]
+            for r in sorted(records, key=lambda r: r.name)
+        ],
+    }
+    return _TEMPLATE.format(
+        title=e(title),
+        frames=a.frames,
+        boxes=sum(a.boxes_per_class.values()),
+        n_classes=len(classes),
+        class_rows=class_rows,
+        bpf=_svg_bars(bpf_values, bpf_labels, "boxes per frame"),
+        conf=_svg_bars(a.confidence_hist, conf_labels, "confidence"),
+        flags="".join(flag_blocks),
+        options=options,
+        data=_script_json(data),
+    )
+
+
+def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
+    """Writes ``report.html`` and its thumbnails for the dataset at ``root``."""
+    opts = opts or ReportOptions()
+    start = time.perf_counter()
+    state = read_state(root) if root.is_dir() else None
+    if state is None:
+        raise InputError(f"{root}: not an autolabel dataset (no .autolabel/state.json)")
+    classes = list(state.get("classes", []))
+    records = [r for r in read_journal(root) if r.dropped is None]
+    splits = {n: "val" for n in read_split(root, "val")}
+    splits.update({n: "train" for n in read_split(root, "train")})
+    a = analyse(records, classes, opts)
+    (root / THUMBS).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+        made = sum(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size), records))
+    title = str(state.get("product") or root.name)
+    page = render(title, classes, records, splits, a, opts)
+    path = root / REPORT_HTML
+    atomic_write_text(path, page)
+    return ReportResult(
+        path=path,
+        frames=len(records),
+        flagged={k: len(v) for k, v in a.flags.items()},
+        thumbnails_made=made,
+        seconds=time.perf_counter() - start,
+        bytes=path.stat().st_size,
+    )
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>autolabel review: {title}</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f6f8;color:#222}}
+header,section{{padding:12px 20px}} header{{background:#222;color:#fff}} h1{{margin:0;font-size:20px}}
+h2{{font-size:16px;margin:8px 0}} .stats{{display:flex;gap:24px;flex-wrap:wrap}}
+table{{border-collapse:collapse}} td{{padding:2px 10px;border-bottom:1px solid #ddd}} .num{{text-align:right}}
+.chart{{width:480px;height:160px;background:#fff;border:1px solid #ddd}} .chart rect{{fill:#4a6cf7}}
+.chart text{{font-size:10px;fill:#555}} details.flag{{margin:4px 0}} ul.frames{{columns:4;font-size:12px}}
+#controls{{display:flex;gap:12px;align-items:center;margin:8px 0}}
+#grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:8px}}
+figure{{margin:0;background:#fff;border:1px solid #ddd;cursor:pointer}} figure img{{width:100%;display:block}}
+figcaption{{font-size:11px;padding:2px 4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}
+#modal{{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}}
+#modal.open{{display:flex}} #stage{{position:relative;max-width:95vw;max-height:90vh}}
+#stage img{{max-width:95vw;max-height:90vh;display:block}} #stage svg{{position:absolute;inset:0;width:100%;height:100%}}
+#stage rect{{fill:none;stroke:#ff0;stroke-width:2;vector-effect:non-scaling-stroke}}
+#stage text{{fill:#ff0;font-size:14px;paint-order:stroke;stroke:#000;stroke-width:3px}}
+#caption{{position:fixed;bottom:8px;left:0;right:0;text-align:center;color:#fff}}
+</style></head><body>
+<header><h1>Review: {title}</h1>
+<div class="stats"><span>frames <b id="n-frames">{frames}</b></span><span>boxes <b id="n-boxes">{boxes}</b></span>
+<span>classes <b id="n-classes">{n_classes}</b></span></div></header>
+<section><h2>Boxes per class</h2><table id="class-counts">{class_rows}</table></section>
+<section class="stats"><div><h2>Boxes per frame</h2>{bpf}</div><div><h2>Confidence</h2>{conf}</div></section>
+<section><h2>Frames worth a second look</h2>{flags}</section>
+<section><h2>Contact sheet</h2>
+<div id="controls"><label>Show <select id="filter"><option value="">all frames</option>{options}</select></label>
+<button id="prev">&larr; previous</button><span id="page"></span><button id="next">next &rarr;</button></div>
+<div id="grid"></div></section>
+<div id="modal"><div id="stage"><img id="full" alt=""><svg id="boxes"></svg></div><div id="caption"></div></div>
+<script id="data" type="application/json">{data}</script>
+<script>
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const byName = new Map(D.frames.map(f => [f[0], f]));
+let list = D.frames, page = 0;
+const grid = document.getElementById("grid"), modal = document.getElementById("modal");
+const NS = "http://www.w3.org/2000/svg";
+function label(b) {{ const c = D.classes[b[0]] ?? String(b[0]); return b[5] === null ? c : c + " " + b[5].toFixed(2); }}
+function show() {{
+  const pages = Math.max(1, Math.ceil(list.length / D.pageSize));
+  page = Math.min(Math.max(page, 0), pages - 1);
+  grid.replaceChildren();
+  for (const f of list.slice(page * D.pageSize, (page + 1) * D.pageSize)) {{
+    const fig = document.createElement("figure"), img = document.createElement("img"), cap = document.createElement("figcaption");
+    img.className = "thumb"; img.loading = "lazy"; img.alt = f[0];
+    img.src = D.thumbs + "/" + encodeURIComponent(f[0]) + ".jpg";
+    cap.textContent = f[0] + " (" + f[4].length + " boxes, " + f[3] + ")";
+    fig.append(img, cap); fig.addEventListener("click", () => open(f[0])); grid.append(fig);
+  }}
+  document.getElementById("page").textContent = "page " + (page + 1) + " of " + pages + " (" + list.length + " frames)";
+}}
+function open(name) {{
+  const f = byName.get(name); if (!f) return;
+  const img = document.getElementById("full"), svg = document.getElementById("boxes");
+  img.src = "images/" + encodeURIComponent(name) + ".jpg"; img.alt = name;
+  svg.setAttribute("viewBox", "0 0 " + f[1] + " " + f[2]); svg.replaceChildren();
+  for (const b of f[4]) {{
+    const r = document.createElementNS(NS, "rect");
+    r.setAttribute("x", b[1]); r.setAttribute("y", b[2]); r.setAttribute("width", b[3] - b[1]); r.setAttribute("height", b[4] - b[2]);
+    const t = document.createElementNS(NS, "text");
+    t.setAttribute("x", b[1] + 2); t.setAttribute("y", Math.max(14, b[2] - 3)); t.textContent = label(b);
+    svg.append(r, t);
+  }}
+  document.getElementById("caption").textContent = name + ": " + f[4].map(label).join(", ");
+  modal.classList.add("open");
+}}
+modal.addEventListener("click", () => modal.classList.remove("open"));
+document.addEventListener("keydown", e => {{ if (e.key === "Escape") modal.classList.remove("open"); }});
+document.getElementById("filter").addEventListener("change", e => {{
+  const key = e.target.value, names = key ? new Set(D.flags[key]) : null;
+  list = names ? D.frames.filter(f => names.has(f[0])) : D.frames; page = 0; show();
+}});
+document.getElementById("prev").addEventListener("click", () => {{ page--; show(); }});
+document.getElementById("next").addEventListener("click", () => {{ page++; show(); }});
+for (const a of document.querySelectorAll("a[data-frame]")) a.addEventListener("click", e => {{ e.preventDefault(); open(a.dataset.frame); }});
+show();
+</script></body></html>
+"""
