@@ -42,7 +42,7 @@ class ModelConfig:
     box_threshold: float = 0.35
     text_threshold: float = 0.25
     nms_iou: float = 0.5
-    image_size: int = 800
+    image_size: int | None = None
     max_size: int = 1333
     batch_size: int | None = None
     device: str = "auto"
@@ -97,7 +97,7 @@ class RunConfig:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
         if m.base_model not in BASE_MODELS:
             raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {m.base_model!r}")
-        if m.image_size < 32 or m.max_size < m.image_size:
+        if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
             raise ConfigError(
                 f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"
             )

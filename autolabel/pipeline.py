@@ -347,8 +347,14 @@ def run(
         if job is None:
             continue
         start = time.perf_counter()
-        if job.pending or not job.resume:
-            label_product(job, config, labeler, result)
-        finalize_product(job, config, result, labeler if result.new_frames else None)
+        try:
+            if job.pending or not job.resume:
+                labeler.prepare(job.ontology)
+                label_product(job, config, labeler, result)
+            finalize_product(job, config, result, labeler if result.new_frames else None)
+        except (InputError, OutputError) as exc:
+            log.error("%s: %s", job.product.name, exc)
+            result.errors.append(str(exc))
+            result.output = None if not result.new_frames else result.output
         result.seconds = time.perf_counter() - start
     return results

@@ -1,28 +1,23 @@
 """``autolabel train``: distill a small YOLO model from a labeled dataset with Ultralytics.
 
-Ultralytics is told to stay offline (``YOLO_OFFLINE``, no auto-install) and to keep its
-settings in autolabel's cache, not the user's home config. A local checkpoint or an
-architecture yaml never touches the network; a checkpoint name that is not local is
-downloaded by Ultralytics where it can be, else one clear error.
+Ultralytics runs offline with its settings in autolabel's cache (see :mod:`autolabel.yolo`).
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autolabel.config import read_yaml
-from autolabel.errors import ConfigError, InputError, MissingWeightsError
-from autolabel.weights import cache_dir
+from autolabel.errors import ConfigError, InputError
+from autolabel.yolo import load_yolo, ultralytics_env
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
-ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 # Settings the CLI owns or autolabel sets itself.
 _RESERVED = {"data", "mode", "task"}
 
@@ -55,13 +50,6 @@ class TrainOutcome:
         ]
         lines += [f"exported: {p}" for p in self.exported]
         return "\n".join(lines)
-
-
-def ultralytics_env(cache: str | None = None) -> None:
-    """Offline, no auto-install, settings under autolabel's cache (call before importing ultralytics)."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir(cache) / "ultralytics"))
 
 
 def load_train_settings(config: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -100,35 +88,6 @@ def pick_train_device(requested: str | None) -> str:
         return "0"
     log.warning("no CUDA device found: training on the CPU, which is slow")
     return "cpu"
-
-
-def load_yolo(model: str):
-    """A YOLO model from a local checkpoint, an architecture yaml, or an Ultralytics name."""
-    from ultralytics import YOLO
-
-    path = Path(model).expanduser()
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            return YOLO(str(path) if path.exists() else model)
-        except (FileNotFoundError, KeyError, ValueError, SyntaxError) as exc:
-            raise InputError(f"{model}: not a YOLO architecture yaml ({exc})") from exc
-    if not path.exists():
-        if os.environ.get("YOLO_OFFLINE") == "1" or os.environ.get("AUTOLABEL_OFFLINE") == "1":
-            raise MissingWeightsError(
-                f"{model}: checkpoint not found locally and downloads are off (YOLO_OFFLINE=1): download "
-                f"{ULTRALYTICS_ASSETS}/{path.name} and give its path, set YOLO_OFFLINE=0 to let Ultralytics "
-                "fetch it, or start from an architecture yaml such as yolo11n.yaml"
-            )
-        try:
-            return YOLO(model)
-        except (FileNotFoundError, ConnectionError, OSError) as exc:
-            raise MissingWeightsError(
-                f"{model}: checkpoint not found locally and could not be downloaded ({exc})"
-            ) from exc
-    try:
-        return YOLO(str(path))
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, EOFError) as exc:
-        raise InputError(f"{path}: not an Ultralytics checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
 def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome:

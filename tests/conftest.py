@@ -81,6 +81,9 @@ class FakeLabeler:
         self.frames = 0
         self.fail_after_batches = fail_after_batches
 
+    def prepare(self, ontology) -> None:
+        pass
+
     def label(self, images: Sequence[np.ndarray], ontology) -> list[sv.Detections]:
         if self.fail_after_batches is not None and self.calls >= self.fail_after_batches:
             raise KeyboardInterrupt

@@ -26,6 +26,10 @@ class Labeler(Protocol):
 
     batch_size: int
 
+    def prepare(self, ontology: Ontology) -> None:
+        """Checks that the model can label this ontology (InputError if not) and sets it up."""
+        ...
+
     def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         """Labels a batch of images for one ontology."""
         ...

@@ -29,6 +29,7 @@ from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolv
 
 log = logging.getLogger(__name__)
 
+DEFAULT_IMAGE_SIZE = 800  # the package's own short side
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -189,7 +190,7 @@ class GroundingDinoLabeler:
             model,
             device=device,
             precision=mc.precision,
-            image_size=mc.image_size,
+            image_size=mc.image_size or DEFAULT_IMAGE_SIZE,
             max_size=mc.max_size,
             box_threshold=mc.box_threshold,
             text_threshold=mc.text_threshold,
@@ -217,6 +218,10 @@ class GroundingDinoLabeler:
         # About 0.25 GB per megapixel of input per image under autocast, half of the free memory.
         per_image = 0.25e9 * h * w / 1e6 * (1 if self.dtype is not None else 2)
         return int(max(1, min(64, free * 0.5 // per_image)))
+
+    def prepare(self, ontology: Ontology) -> None:
+        """Checks that the captions fit the text encoder."""
+        self.prompt(ontology)
 
     def prompt(self, ontology: Ontology) -> Prompt:
         """The (cached) prompt for an ontology."""

@@ -1,0 +1,120 @@
+"""The Ultralytics base model: real COCO weights on the bundled videos, and its errors."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import supervision as sv
+from typer.testing import CliRunner
+
+from autolabel.cli import app
+from autolabel.datasets.layout import read_journal
+from tests.conftest import YOLO11N, make_product
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_weights = pytest.mark.skipif(not YOLO11N.is_file(), reason="../shared/data/weights/yolo11n.pt not present")
+runner = CliRunner()
+
+
+def frame_at(video: Path, index: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(video))
+    for _ in range(index):
+        cap.grab()
+    ok, image = cap.read()
+    cap.release()
+    assert ok
+    return image
+
+
+@needs_weights
+def test_boxes_equal_ultralytics_own_prediction(tmp_path):
+    from ultralytics import YOLO
+
+    videos = tmp_path / "videos"
+    for product in ("box", "cup"):
+        (videos / product).mkdir(parents=True)
+        shutil.copy(ROOT / "videos" / product / f"{product}.mp4", videos / product)
+        (videos / product / "ontology.json").write_text('{"person": "hand", "cup": "cup", "book": "box"}')
+    args = [
+        "run",
+        "-i",
+        str(videos),
+        "-o",
+        str(tmp_path / "ds"),
+        "--base-model",
+        "ultralytics",
+        "--base-weights",
+        str(YOLO11N),
+        "--frame-rate",
+        "40",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-report",
+        "-q",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    reference = YOLO(str(YOLO11N))
+    coco_to_ours = {0: 0, 41: 1, 73: 2}  # person -> hand, cup -> cup, book -> box
+    compared = boxes = 0
+    for product in ("box", "cup"):
+        for record in read_journal(tmp_path / "ds" / product):
+            image = frame_at(videos / product / f"{product}.mp4", record.index)
+            pred = reference.predict(image, conf=0.35, iou=0.5, imgsz=640, classes=list(coco_to_ours), verbose=False)[0]
+            ref = sv.Detections.from_ultralytics(pred)
+            ours = sorted(record.boxes, key=lambda b: -b.confidence)
+            order = np.argsort(-ref.confidence)
+            assert len(ours) == len(ref), record.name
+            for b, i in zip(ours, order, strict=True):
+                assert b.class_id == coco_to_ours[int(ref.class_id[i])]
+                iou = sv.box_iou_batch(np.array([[b.x1, b.y1, b.x2, b.y2]]), ref.xyxy[i : i + 1])[0, 0]
+                assert iou > 0.99, (record.name, iou)
+                assert b.confidence == pytest.approx(float(ref.confidence[i]), abs=1e-3)
+                boxes += 1
+            compared += 1
+    assert compared == 12 + 6 and boxes > 10
+
+
+@needs_weights
+def test_caption_that_names_no_class(tmp_path):
+    make_product(tmp_path / "videos", "box", {"cardboard box": "box"}, {"a.mp4": 2})
+    make_product(tmp_path / "videos", "ok", {"Person": "hand"}, {"a.mp4": 2})
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-i",
+            str(tmp_path / "videos"),
+            "-o",
+            str(tmp_path / "ds"),
+            "--base-model",
+            "ultralytics",
+            "--base-weights",
+            str(YOLO11N),
+            "--no-report",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "caption 'cardboard box' names none of yolo11n.pt's 80 classes (closest:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "ds" / "ok" / "data.yaml").is_file() and not (tmp_path / "ds" / "box").exists()
+
+
+def test_missing_and_bad_weights(tmp_path):
+    make_product(tmp_path / "videos", "box", {"person": "hand"}, {"a.mp4": 2})
+    base = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "ultralytics", "-q"]
+    missing = runner.invoke(app, [*base, "--base-weights", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2 and "nope.pt: file not found (given by --base-weights)" in missing.stderr
+    offline = runner.invoke(app, [*base, "--base-weights", "yolo11x.pt"])
+    assert offline.exit_code == 2 and "yolo11x.pt: checkpoint not found locally and downloads are off" in offline.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x04not a checkpoint")
+    bad = runner.invoke(app, [*base, "--base-weights", str(junk)])
+    assert bad.exit_code == 1 and "junk.pt: not an Ultralytics checkpoint" in bad.stderr
+    for r in (missing, offline, bad):
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
