@@ -159,7 +159,10 @@ def init_output(job: _Job, config: RunConfig) -> None:
     if not job.resume and job.out.exists():
         shutil.rmtree(job.out)
     job.out.mkdir(parents=True, exist_ok=True)
-    if read_state(job.out) is None:
+    state = read_state(job.out)
+    if state is not None and state.get("complete"):
+        write_state(job.out, state | {"complete": False})  # unfinished again until finalized
+    if state is None:
         write_state(
             job.out,
             {
@@ -308,7 +311,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
             + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
         )
     state = read_state(job.out) or {}
-    state["complete"] = not result.errors
+    state["complete"] = True
+    state["source_errors"] = list(result.errors)
     write_state(job.out, state)
 
 

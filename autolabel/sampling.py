@@ -151,12 +151,12 @@ def iter_frames(
         cap.release()
     if index == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
-    if info.frame_count and index < info.frame_count - 1:
-        log.warning(
-            "%s: video ended at frame %d of %d that its header announces (truncated?); labeled what was readable",
-            source.path,
-            index,
-            info.frame_count,
+    missing = info.frame_count - index
+    # Some containers only estimate their frame count: allow a few frames of slack.
+    if missing > max(2, 0.05 * info.frame_count):
+        raise InputError(
+            f"{source.path}: video ends at frame {index} of the {info.frame_count} its header announces "
+            "(truncated?); the frames before that were labeled"
         )
 
 

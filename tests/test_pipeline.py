@@ -124,12 +124,26 @@ def test_bad_products_are_reported_and_the_others_still_run(tmp_path):
     make_product(videos, "noontology", None, {"a.mp4": 4})
     make_product(videos, "badvideo", {"box": "box"}, {"a.mp4": 4})
     (videos / "badvideo" / "z.mp4").write_bytes(b"\x00" * 1000)
+    make_product(videos, "truncated", {"box": "box"}, {})
+    _truncated_avi(videos / "truncated" / "t.avi")
     results = {r.product: r for r in run(config(tmp_path), FakeLabeler)}
+    assert results["truncated"].frames >= 2 and "t.avi: video ends at frame" in results["truncated"].errors[0]
     assert results["good"].ok and results["good"].frames == 2
     assert "badjson/ontology.json:1:15: invalid JSON" in results["badjson"].errors[0]
     assert "nomedia: no media files" in results["nomedia"].errors[0]
     assert "missing ontology.json" in results["noontology"].errors[0]
     assert results["badvideo"].frames == 2 and "z.mp4: cannot open video" in results["badvideo"].errors[0]
+
+
+def _truncated_avi(path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(40):
+        writer.write(np.full((64, 96, 3), i * 5, np.uint8))
+    writer.release()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def test_output_that_is_a_file_or_foreign_folder_is_refused(tmp_path):
