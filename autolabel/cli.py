@@ -26,6 +26,14 @@ app = typer.Typer(
 )
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
+MinBoxSize = Annotated[float | None, typer.Option("--min-box-size", help="Drop boxes under this area fraction.")]
+MaxBoxSize = Annotated[float | None, typer.Option("--max-box-size", help="Drop boxes over this area fraction.")]
+OverlapIou = Annotated[
+    float | None, typer.Option("--overlap-iou", help="Drop the less confident of two boxes overlapping this much.")
+]
+DropEmpty = Annotated[bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")]
+DropMulti = Annotated[bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with several boxes.")]
+Formats = Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors.")]
 
 
@@ -62,6 +70,16 @@ def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
             raise
         typer.echo("autolabel: interrupted; finished frames are kept, re-run the same command to resume", err=True)
         raise typer.Exit(130) from None
+
+
+def _filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi) -> dict[str, Any]:
+    return {
+        "filters.min_box_size": min_box_size,
+        "filters.max_box_size": max_box_size,
+        "filters.overlap_iou": overlap_iou,
+        "filters.drop_empty": drop_empty,
+        "filters.drop_multi": drop_multi,
+    }
 
 
 def _echo(line: str = "") -> None:
@@ -118,24 +136,14 @@ def run(
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16.")] = None,
-    format: Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")] = None,
+    format: Formats = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Split seed.")] = None,
-    min_box_size: Annotated[
-        float | None, typer.Option("--min-box-size", help="Drop boxes under this area fraction.")
-    ] = None,
-    max_box_size: Annotated[
-        float | None, typer.Option("--max-box-size", help="Drop boxes over this area fraction.")
-    ] = None,
-    overlap_iou: Annotated[
-        float | None, typer.Option("--overlap-iou", help="Drop the less confident of overlapping boxes.")
-    ] = None,
-    drop_empty: Annotated[
-        bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")
-    ] = None,
-    drop_multi: Annotated[
-        bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with more than one box.")
-    ] = None,
+    min_box_size: MinBoxSize = None,
+    max_box_size: MaxBoxSize = None,
+    overlap_iou: OverlapIou = None,
+    drop_empty: DropEmpty = None,
+    drop_multi: DropMulti = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel products whose settings changed.")] = False,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write report.html per dataset.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Then merge all products into <output>/merged.")] = False,
@@ -175,11 +183,7 @@ def run(
             "dataset.formats": format,
             "dataset.val_fraction": val_fraction,
             "dataset.seed": seed,
-            "filters.min_box_size": min_box_size,
-            "filters.max_box_size": max_box_size,
-            "filters.overlap_iou": overlap_iou,
-            "filters.drop_empty": drop_empty,
-            "filters.drop_multi": drop_multi,
+            **_filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi),
             "report": report,
         }
         cfg = load_config(config, overrides)
@@ -225,12 +229,12 @@ def merge(
         Path | None, typer.Option("--output", "-o", help="Merged dataset (default <root>/merged).")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config for filters and formats.")] = None,
-    format: Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")] = None,
-    min_box_size: Annotated[float | None, typer.Option("--min-box-size")] = None,
-    max_box_size: Annotated[float | None, typer.Option("--max-box-size")] = None,
-    overlap_iou: Annotated[float | None, typer.Option("--overlap-iou")] = None,
-    drop_empty: Annotated[bool | None, typer.Option("--drop-empty/--keep-empty")] = None,
-    drop_multi: Annotated[bool | None, typer.Option("--drop-multi/--keep-multi")] = None,
+    format: Formats = None,
+    min_box_size: MinBoxSize = None,
+    max_box_size: MaxBoxSize = None,
+    overlap_iou: OverlapIou = None,
+    drop_empty: DropEmpty = None,
+    drop_multi: DropMulti = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -245,11 +249,7 @@ def merge(
             config,
             {
                 "dataset.formats": format,
-                "filters.min_box_size": min_box_size,
-                "filters.max_box_size": max_box_size,
-                "filters.overlap_iou": overlap_iou,
-                "filters.drop_empty": drop_empty,
-                "filters.drop_multi": drop_multi,
+                **_filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi),
             },
         )
         out = output or root / "merged"

@@ -18,6 +18,23 @@ needs_weights = pytest.mark.skipif(not YOLO11N.is_file(), reason="../shared/data
 runner = CliRunner()
 
 
+def yolo_run(videos: Path, out: Path) -> list[str]:
+    """``autolabel run`` arguments for the real yolo11n.pt."""
+    return [
+        "run",
+        "-i",
+        str(videos),
+        "-o",
+        str(out),
+        "--base-model",
+        "ultralytics",
+        "--base-weights",
+        str(YOLO11N),
+        "--no-report",
+        "-q",
+    ]
+
+
 def frame_at(video: Path, index: int) -> np.ndarray:
     cap = cv2.VideoCapture(str(video))
     for _ in range(index):
@@ -37,25 +54,7 @@ def test_boxes_equal_ultralytics_own_prediction(tmp_path):
         (videos / product).mkdir(parents=True)
         shutil.copy(ROOT / "videos" / product / f"{product}.mp4", videos / product)
         (videos / product / "ontology.json").write_text('{"person": "hand", "cup": "cup", "book": "box"}')
-    args = [
-        "run",
-        "-i",
-        str(videos),
-        "-o",
-        str(tmp_path / "ds"),
-        "--base-model",
-        "ultralytics",
-        "--base-weights",
-        str(YOLO11N),
-        "--frame-rate",
-        "40",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--no-report",
-        "-q",
-    ]
+    args = [*yolo_run(videos, tmp_path / "ds"), "--frame-rate", "40", "--batch-size", "4", "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     reference = YOLO(str(YOLO11N))
@@ -83,22 +82,7 @@ def test_boxes_equal_ultralytics_own_prediction(tmp_path):
 def test_caption_that_names_no_class(tmp_path):
     make_product(tmp_path / "videos", "box", {"cardboard box": "box"}, {"a.mp4": 2})
     make_product(tmp_path / "videos", "ok", {"Person": "hand"}, {"a.mp4": 2})
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            "-i",
-            str(tmp_path / "videos"),
-            "-o",
-            str(tmp_path / "ds"),
-            "--base-model",
-            "ultralytics",
-            "--base-weights",
-            str(YOLO11N),
-            "--no-report",
-            "-q",
-        ],
-    )
+    result = runner.invoke(app, yolo_run(tmp_path / "videos", tmp_path / "ds"))
     assert result.exit_code == 1
     assert "caption 'cardboard box' names none of yolo11n.pt's 80 classes (closest:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -82,6 +82,51 @@ def build_prompt(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> P
     return Prompt(text, tuple(spans))
 
 
+def decode_outputs(
+    logits,
+    boxes,
+    prompt: Prompt,
+    caption_class: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    box_threshold: float,
+    text_threshold: float,
+) -> list[sv.Detections]:
+    """Model outputs to detections in pixels, each box with the class of its best caption.
+
+    Args:
+        logits: (B, queries, tokens) raw token logits.
+        boxes: (B, queries, 4) normalised cx, cy, w, h.
+        prompt: The caption token spans.
+        caption_class: Ontology class of each caption.
+        sizes: (height, width) of each image.
+        box_threshold: Keep a box whose best caption scores above this...
+        text_threshold: ...and above this.
+    """
+    import torch
+
+    probs = logits.float().sigmoid()
+    scores = torch.stack([probs[..., a:b].max(-1).values for a, b in prompt.spans], dim=-1)  # (B, Q, captions)
+    confidence, caption = scores.max(-1)
+    keep = (confidence > box_threshold) & (confidence > text_threshold)
+    # One transfer for the whole batch, no per-frame round trips.
+    boxes = boxes.float().cpu().numpy()
+    confidence, caption, keep = confidence.cpu().numpy(), caption.cpu().numpy(), keep.cpu().numpy()
+    classes = np.asarray(caption_class)
+    detections = []
+    for i, (h, w) in enumerate(sizes):
+        cx, cy, bw, bh = boxes[i, keep[i]].T
+        xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * [w, h, w, h]
+        xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
+        detections.append(
+            sv.Detections(
+                xyxy=xyxy.reshape(-1, 4),
+                confidence=confidence[i, keep[i]].astype(np.float32),
+                class_id=classes[caption[i, keep[i]]].astype(int),
+            )
+        )
+    return detections
+
+
 def _file_id(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 
@@ -276,6 +321,13 @@ class GroundingDinoLabeler:
                 torch.cuda.empty_cache()
                 log.warning("CUDA out of memory: batch size lowered to %d", self.batch_size)
                 continue
+            except RuntimeError as exc:
+                # A dtype clash inside the model under autocast: say so once and go on in fp32.
+                if self.dtype is None or "dtype" not in str(exc):
+                    raise
+                log.warning("mixed precision failed in the model (%s); continuing in fp32", str(exc).splitlines()[0])
+                self.dtype = None
+                continue
             start += len(chunk)
         return results
 
@@ -288,25 +340,12 @@ class GroundingDinoLabeler:
             warnings.simplefilter("ignore", category=UserWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
             out = self.model(samples, captions=[prompt.text] * len(images))
-        logits = out["pred_logits"].float().sigmoid()  # (B, queries, 256)
-        scores = torch.stack([logits[..., a:b].max(-1).values for a, b in prompt.spans], dim=-1)
-        confidence, caption = scores.max(-1)  # (B, queries)
-        keep = (confidence > self.box_threshold) & (confidence > self.text_threshold)
-        # One transfer for the whole batch, no per-frame round trips.
-        boxes = out["pred_boxes"].float().cpu().numpy()
-        confidence, caption, keep = confidence.cpu().numpy(), caption.cpu().numpy(), keep.cpu().numpy()
-        caption_class = np.asarray(ontology.caption_class)
-        detections = []
-        for i, image in enumerate(images):
-            h, w = image.shape[:2]
-            cx, cy, bw, bh = boxes[i, keep[i]].T
-            xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * [w, h, w, h]
-            xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
-            detections.append(
-                sv.Detections(
-                    xyxy=xyxy.reshape(-1, 4),
-                    confidence=confidence[i, keep[i]].astype(np.float32),
-                    class_id=caption_class[caption[i, keep[i]]].astype(int),
-                )
-            )
-        return detections
+        return decode_outputs(
+            out["pred_logits"],
+            out["pred_boxes"],
+            prompt,
+            ontology.caption_class,
+            [im.shape[:2] for im in images],
+            self.box_threshold,
+            self.text_threshold,
+        )
