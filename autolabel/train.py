@@ -73,6 +73,8 @@ def load_train_settings(config: Path | None, overrides: dict[str, Any]) -> dict[
             hint = f" (did you mean {match[0]!r}?)" if match else ""
             raise ConfigError(f"{path or 'flags'}: unknown Ultralytics train setting {key!r}{hint}")
     settings.setdefault("model", "yolo11n.pt")
+    settings.setdefault("project", "runs")
+    settings.setdefault("name", "autolabel")
     return settings
 
 

@@ -145,3 +145,20 @@ def test_no_product_folders(tmp_path):
     assert result.exit_code == 1 and "no product folders" in result.stderr
     result = invoke(["run", "-i", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "input folder does not exist" in result.stderr
+
+
+def test_whole_flow_run_merge_train(tmp_path, tiny_flags, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 8})
+    make_product(tmp_path / "videos", "cup", {"cup": "cup"}, {"a.mp4": 8})
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train.yaml").write_text(
+        "model: yolo11n.yaml\nepochs: 1\nimgsz: 64\nbatch: 4\nworkers: 0\nplots: false\ndevice: cpu\nproject: runs\n"
+    )
+    result = invoke(["run", "--frame-rate", "2", "--merge", "--train", *tiny_flags])
+    assert result.exit_code == 0, result.stderr
+    merged = tmp_path / "dataset" / "merged"
+    assert len(list((merged / "images").iterdir())) == 8
+    assert "merged box, cup -> dataset/merged" in result.stdout
+    assert f"best weights: {tmp_path / 'runs' / 'autolabel' / 'weights' / 'best.pt'}" in result.stdout
+    assert (tmp_path / "runs" / "autolabel" / "weights" / "best.pt").is_file()

@@ -102,3 +102,39 @@ def test_missing_and_bad_weights(tmp_path):
     assert bad.exit_code == 1 and "junk.pt: not an Ultralytics checkpoint" in bad.stderr
     for r in (missing, offline, bad):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_open_vocabulary_checkpoint_without_its_text_encoder(tmp_path):
+    from autolabel.yolo import ultralytics_env
+
+    ultralytics_env()
+    from ultralytics import YOLO
+
+    world = tmp_path / "random-world.pt"
+    YOLO("yolov8s-worldv2.yaml").save(str(world))
+    make_product(tmp_path / "videos", "box", {"a cardboard box": "box"}, {"a.mp4": 2})
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-i",
+            str(tmp_path / "videos"),
+            "-o",
+            str(tmp_path / "ds"),
+            "--base-model",
+            "ultralytics",
+            "--base-weights",
+            str(world),
+            "--no-report",
+            "-q",
+        ],
+    )
+    try:
+        import clip  # noqa: F401
+    except ImportError:
+        assert result.exit_code == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("autolabel: error:")]
+        assert len(errors) == 1
+        assert "random-world.pt: open-vocabulary model, but its text encoder could not be loaded" in errors[0]
+    else:  # with CLIP installed the captions become the model's classes
+        assert result.exit_code == 0, result.stderr

@@ -90,9 +90,11 @@ class UltralyticsLabeler:
         if self.open_vocabulary:
             try:
                 self.model.set_classes(list(ontology.captions))
-            except (OSError, ConnectionError, RuntimeError) as exc:
+            except (ImportError, OSError, ConnectionError, RuntimeError) as exc:
                 raise MissingWeightsError(
-                    f"{self.weights_name}: cannot set text classes; its text encoder could not be loaded ({exc})"
+                    f"{self.weights_name}: open-vocabulary model, but its text encoder could not be loaded to set "
+                    f"the captions as classes ({type(exc).__name__}: {exc}); install Ultralytics' CLIP "
+                    "(pip install git+https://github.com/ultralytics/CLIP.git) with network access once"
                 ) from exc
             self._class_map = dict(enumerate(ontology.caption_class))
         else:
