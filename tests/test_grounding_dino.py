@@ -78,3 +78,36 @@ def test_batched_equals_one_by_one_and_mixed_sizes_work(model):
     mixed = labeler.label([frames[0], rng.integers(0, 255, (80, 60, 3), dtype=np.uint8)], ont)
     assert len(mixed) == 2 and all(len(d) for d in mixed)
     assert mixed[1].xyxy[:, 2].max() <= 60 and mixed[1].xyxy[:, 3].max() <= 80
+
+
+def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):
+    from autolabel.labelers.text_cache import CachedTextEncoder
+
+    plain = load_model(tiny_gdino.model_config, tiny_gdino.weights, tiny_gdino.text_encoder)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(4)]
+    ont = Ontology.from_mapping({"box": "box", "a hand": "hand"})
+    labeler = GroundingDinoLabeler(
+        load_model(tiny_gdino.model_config, tiny_gdino.weights, tiny_gdino.text_encoder),
+        image_size=96,
+        max_size=200,
+        batch_size=2,
+        box_threshold=0.3,
+    )
+    assert isinstance(labeler.model.bert, CachedTextEncoder)
+    cached = labeler.label(frames, ont) + labeler.label(frames, ont)
+    assert labeler.model.bert.misses == 1  # 4 batches, one encoding
+    labeler.label(frames[:1], Ontology.from_mapping({"cup": "cup"}))
+    assert labeler.model.bert.misses == 2
+    # The same frames through the package's own forward, text encoded every time.
+    prompt = labeler.prompt(ont)
+    samples = labeler._preprocess(frames[:2])
+    with torch.inference_mode():
+        out = plain(samples, captions=[prompt.text] * 2)
+    reference = decode_outputs(
+        out["pred_logits"], out["pred_boxes"], prompt, ont.caption_class, [f.shape[:2] for f in frames[:2]], 0.3, 0.25
+    )
+    for a, b in zip(cached[:2], reference, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+        assert a.class_id.tolist() == b.class_id.tolist()

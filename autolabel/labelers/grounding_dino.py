@@ -201,8 +201,12 @@ class GroundingDinoLabeler:
     ) -> None:
         import torch
 
+        from autolabel.labelers.text_cache import CachedTextEncoder
+
         self.device = device
         self.dtype = pick_dtype(precision, device)
+        if not isinstance(model.bert, CachedTextEncoder):
+            model.bert = CachedTextEncoder(model.bert)  # the prompt is encoded once, not once per frame
         self.model = model.to(device)
         self.image_size = image_size
         self.max_size = max_size
