@@ -186,6 +186,14 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) ->
     sources = list_sources(product)
     out = output / product.slug
     resume = check_output(out, config, ontology, product.name, overwrite)
+    if resume:
+        recorded = (read_state(out) or {}).get("sources", {})
+        for source in sources:
+            if source.stem in recorded and recorded[source.stem] != _source_id(source):
+                raise OutputError(
+                    f"{source.path}: changed since {out} was labeled from it; re-run with --overwrite to relabel "
+                    "the product, or give the new file another name"
+                )
     done: dict[str, set[int]] = {}
     for record in read_journal(out) if resume else ():
         done.setdefault(record.source, set()).add(record.index)
@@ -197,6 +205,12 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) ->
         except InputError:
             pending += 1  # reported when it is read
     return _Job(product, ontology, sources, out, done, pending, resume)
+
+
+def _source_id(source: Source) -> list[int]:
+    """Size and modification time: enough to notice a replaced file under the same name."""
+    stat = source.path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _frames(job: _Job, config: RunConfig, errors: list[str]) -> Iterator[Frame]:
@@ -311,6 +325,7 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
             + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
         )
     state = read_state(job.out) or {}
+    state["sources"] = {s.stem: _source_id(s) for s in job.sources}
     state["complete"] = True
     state["source_errors"] = list(result.errors)
     write_state(job.out, state)

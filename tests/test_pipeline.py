@@ -11,7 +11,7 @@ from autolabel.config import load_config
 from autolabel.datasets.layout import JOURNAL, read_journal
 from autolabel.errors import OutputError
 from autolabel.pipeline import run
-from tests.conftest import FakeLabeler, make_product
+from tests.conftest import FakeLabeler, make_product, make_video
 
 
 def config(tmp_path: Path, **overrides):
@@ -114,6 +114,16 @@ def test_changed_settings_are_refused_then_overwritten(tmp_path):
     assert "sampling.frame_rate: 2 -> 3" in r.errors[0]
     (r,) = run(config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler, overwrite=True)
     assert r.ok and r.frames == 2
+
+
+def test_a_replaced_video_is_not_mixed_with_old_labels(tmp_path):
+    folder = make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
+    run(config(tmp_path), FakeLabeler)
+    make_video(folder / "a.mp4", frames=9)
+    (r,) = run(config(tmp_path), FakeLabeler)
+    assert "a.mp4: changed since" in r.errors[0] and "--overwrite" in r.errors[0]
+    (r,) = run(config(tmp_path), FakeLabeler, overwrite=True)
+    assert r.ok and r.frames == 5
 
 
 def test_bad_products_are_reported_and_the_others_still_run(tmp_path):
