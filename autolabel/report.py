@@ -329,7 +329,7 @@ function open(name) {{
     t.setAttribute("x", b[1] + 2); t.setAttribute("y", Math.max(14, b[2] - 3)); t.textContent = label(b);
     svg.append(r, t);
   }}
-  document.getElementById("caption").textContent = name + ": " + f[4].map(label).join(", ");
+  document.getElementById("caption").textContent = name + ": " + (f[4].length ? f[4].map(label).join(", ") : "no boxes");
   modal.classList.add("open");
 }}
 modal.addEventListener("click", () => modal.classList.remove("open"));
