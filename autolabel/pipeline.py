@@ -14,6 +14,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,7 @@ from autolabel.threads import Worker, prefetch
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+ENCODE_THREADS = 4
 RESERVED_OUTPUTS = {"merged"}
 
 
@@ -263,13 +265,16 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     filters = config.filters if filters_active(config.filters) else None
     done_count = sum(len(v) for v in job.done.values())
 
-    def write(item: tuple[FrameRecord, object]) -> None:
-        record, image = item
-        writer.add(
-            record, image_bytes=encode_jpeg(image, config.dataset.jpeg_quality) if record.dropped is None else None
-        )
+    quality = config.dataset.jpeg_quality
+    # JPEG encoding runs on a small pool (OpenCV releases the GIL); files and journal lines
+    # are written by one thread, in frame order.
+    encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
 
-    worker = Worker(write)
+    def write(item: tuple[FrameRecord, Future | None]) -> None:
+        record, encoded = item
+        writer.add(record, image_bytes=encoded.result() if encoded is not None else None)
+
+    worker = Worker(write, depth=4 * ENCODE_THREADS + 8)
     bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
     try:
         frames = prefetch(_frames(job, config, result.errors), depth=max(8, 2 * labeler.batch_size))
@@ -281,7 +286,8 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
                 record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
                 if filters is not None:
                     record.dropped = apply_filters(record, filters, stats)
-                worker.put((record, frame.image))
+                encoded = encoders.submit(encode_jpeg, frame.image, quality) if record.dropped is None else None
+                worker.put((record, encoded))
                 result.new_frames += 1
             bar.update(len(batch))
     finally:
@@ -289,6 +295,7 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
         try:
             worker.close()
         finally:
+            encoders.shutdown(wait=True)
             writer.close()
     result.filtered = stats.as_dict()
 
