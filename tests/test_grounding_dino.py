@@ -111,3 +111,27 @@ def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
         assert a.class_id.tolist() == b.class_id.tolist()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallbacks")
+def test_device_and_precision_without_cuda(caplog):
+    from autolabel.errors import ConfigError
+    from autolabel.labelers.base import pick_device, pick_dtype
+    from autolabel.train import pick_train_device
+
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        pick_device("cuda:0")
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        pick_train_device("0")
+    import logging
+
+    log = logging.getLogger("autolabel")
+    log.addHandler(caplog.handler)  # the CLI's set-up may have stopped propagation to the root
+    try:
+        with caplog.at_level("WARNING", logger="autolabel"):
+            assert pick_device("auto") == "cpu"
+            assert pick_train_device(None) == "cpu"
+    finally:
+        log.removeHandler(caplog.handler)
+    assert "labeling on the CPU, which is slow" in caplog.text and "training on the CPU" in caplog.text
+    assert pick_dtype("auto", "cpu") is None and pick_dtype("bf16", "cpu") is None
