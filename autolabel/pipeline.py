@@ -41,9 +41,12 @@ from autolabel.postprocess import FilterStats, apply_filters, filters_active, nm
 from autolabel.sampling import Frame, expected_count, iter_frames
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
+from autolabel.weights import GROUNDING_DINO_WEIGHTS
+from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CONFIG_NAME = "GroundingDINO_SwinT_OGC.py"
 STATE_VERSION = 1
 ENCODE_THREADS = 4
 RESERVED_OUTPUTS = {"merged"}
@@ -91,18 +94,20 @@ def fingerprint(config: RunConfig, ontology: Ontology) -> dict:
     """The settings that decide a product's labels; a resumed run must match them."""
     m, s = config.model, config.sampling
 
-    def base(p: str | None) -> str | None:
-        return Path(p).name if p else None
+    def base(p: str | None, default: str) -> str:
+        return Path(p).name if p else default
 
+    gdino = m.base_model == "grounding-dino"
     return {
         "ontology": ontology.to_mapping(),
         "sampling": {"frame_rate": s.frame_rate if s.fps is None else None, "fps": s.fps},
         "model": {
             "base_model": m.base_model,
-            "weights": base(m.weights),
-            "model_config": base(m.model_config),
-            "text_encoder": base(m.text_encoder),
-            "base_weights": base(m.base_weights),
+            # File names, defaults resolved: the same model passed by path or found in the cache matches.
+            "weights": base(m.weights, GROUNDING_DINO_WEIGHTS.name) if gdino else None,
+            "model_config": base(m.model_config, DEFAULT_CONFIG_NAME) if gdino else None,
+            "text_encoder": base(m.text_encoder, "bert-base-uncased") if gdino else None,
+            "base_weights": None if gdino else base(m.base_weights, DEFAULT_ULTRALYTICS_WEIGHTS),
             "box_threshold": m.box_threshold,
             "text_threshold": m.text_threshold,
             "nms_iou": m.nms_iou,
@@ -111,7 +116,6 @@ def fingerprint(config: RunConfig, ontology: Ontology) -> dict:
             "precision": m.precision,
         },
         "filters": dataclasses.asdict(config.filters),
-        "formats": sorted(config.dataset.formats),
         "jpeg_quality": config.dataset.jpeg_quality,
     }
 
@@ -311,6 +315,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
     classes = list(job.ontology.classes)
     result.split = finalize.write_split_lists(job.out, records)
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
+    if "voc" in d.formats:
+        finalize.write_missing_voc(job.out, records, classes)  # frames labeled before VOC was asked for
     if "coco" in d.formats:
         finalize.write_coco(job.out, records, classes)
     counts = Counter(b.class_id for r in records for b in r.boxes)

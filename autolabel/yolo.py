@@ -14,6 +14,7 @@ from pathlib import Path
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.weights import cache_dir
 
+DEFAULT_ULTRALYTICS_WEIGHTS = "yolo11n.pt"
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 
 

@@ -116,6 +116,19 @@ def test_changed_settings_are_refused_then_overwritten(tmp_path):
     assert r.ok and r.frames == 2
 
 
+def test_formats_and_default_weight_paths_can_change_without_relabeling(tmp_path):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
+    run(config(tmp_path, **{"dataset.formats": "yolo"}), FakeLabeler)
+    out = tmp_path / "dataset" / "box"
+    assert not (out / "annotations").exists()
+    labeler = FakeLabeler()
+    weights = str(tmp_path / "elsewhere" / "groundingdino_swint_ogc.pth")
+    (r,) = run(config(tmp_path, **{"dataset.formats": "yolo,voc,coco", "model.weights": weights}), lambda: labeler)
+    assert r.ok and labeler.frames == 0
+    assert sorted(p.stem for p in (out / "annotations").iterdir()) == sorted(p.stem for p in (out / "images").iterdir())
+    assert (out / "coco_train.json").is_file()
+
+
 def test_a_replaced_video_is_not_mixed_with_old_labels(tmp_path):
     folder = make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
     run(config(tmp_path), FakeLabeler)

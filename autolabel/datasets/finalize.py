@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, SPLITS, FrameRecord
+from autolabel.datasets.layout import ANNOTATIONS, DATA_YAML, IMAGE_SUFFIX, SPLITS, FrameRecord
 from autolabel.fileio import atomic_write_text
 from autolabel.postprocess import to_detections
 
@@ -33,6 +33,19 @@ def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
         atomic_write_text(root / f"{split}.txt", "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in names))
         counts[split] = len(names)
     return counts
+
+
+def write_missing_voc(root: Path, records: list[FrameRecord], classes: list[str]) -> int:
+    """Writes the VOC XML of records that have none yet; returns how many."""
+    from autolabel.datasets.writer import voc_xml
+
+    written = 0
+    for r in records:
+        path = root / ANNOTATIONS / f"{r.name}.xml"
+        if not path.exists():
+            atomic_write_text(path, voc_xml(r, classes))
+            written += 1
+    return written
 
 
 def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:

@@ -20,11 +20,9 @@ import supervision as sv
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.labelers.base import pick_device
 from autolabel.ontology import Ontology
-from autolabel.yolo import load_yolo
+from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS, load_yolo
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WEIGHTS = "yolo11n.pt"
 
 
 class UltralyticsLabeler:
@@ -60,7 +58,7 @@ class UltralyticsLabeler:
     @classmethod
     def from_config(cls, mc) -> UltralyticsLabeler:
         """Loads ``model.base_weights`` (default yolo11n.pt) on the configured device."""
-        weights = mc.base_weights or DEFAULT_WEIGHTS
+        weights = mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS
         model = load_yolo(weights, flag="--base-weights")
         if getattr(model, "task", "detect") not in ("detect", "segment", "pose", "obb"):
             raise InputError(f"{weights}: a {model.task} model has no boxes; use a detection checkpoint")
