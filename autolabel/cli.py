@@ -117,7 +117,7 @@ def run(
         list[str] | None, typer.Option("--product", "-p", help="Only this product (repeatable).")
     ] = None,
     frame_rate: Annotated[
-        int | None, typer.Option("--frame-rate", help="Keep every Nth frame (0, N, 2N, ...).")
+        int | None, typer.Option("--frame-rate", "--frame_rate", help="Keep every Nth frame (0, N, 2N, ...).")
     ] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Keep F frames per second of video instead.")] = None,
     config: Annotated[
