@@ -9,6 +9,7 @@ one clear error with its download address (``YOLO_OFFLINE=0`` lets Ultralytics f
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 from autolabel.errors import InputError, MissingWeightsError
@@ -55,12 +56,17 @@ def load_yolo(model: str, flag: str = "--model"):
         raise InputError(f"{path}: is a folder, not an Ultralytics checkpoint (given by {flag})")
     try:
         return YOLO(str(path))
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, EOFError, ModuleNotFoundError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        EOFError,
+        ModuleNotFoundError,
+    ) as exc:
         raise InputError(f"{path}: not an Ultralytics checkpoint ({_first_line(exc)})") from exc
-    except Exception as exc:  # noqa: BLE001 - unpickling garbage raises arbitrary types
-        if type(exc).__name__ == "UnpicklingError":
-            raise InputError(f"{path}: not an Ultralytics checkpoint ({_first_line(exc)})") from exc
-        raise
 
 
 def _first_line(exc: BaseException) -> str:

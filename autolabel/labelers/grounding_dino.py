@@ -14,7 +14,9 @@ import hashlib
 import importlib.resources
 import io
 import logging
+import pickle
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +163,7 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{weights}: not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
