@@ -19,7 +19,15 @@ from pathlib import Path
 
 from autolabel.config import FilterConfig
 from autolabel.datasets import finalize
-from autolabel.datasets.layout import JOURNAL, FrameRecord, read_journal, read_split, read_state, write_state
+from autolabel.datasets.layout import (
+    JOURNAL,
+    FrameRecord,
+    read_journal,
+    read_split,
+    read_state,
+    require_state,
+    write_state,
+)
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.errors import InputError, OutputError
 from autolabel.fileio import TMP_MARK, replace_dir
@@ -53,26 +61,24 @@ def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if exclude is not None and folder.resolve() == exclude.resolve():
             continue
-        state = read_state(folder)
-        if state is None:
-            skipped.append(f"{folder}: not an autolabel dataset")
-        elif state.get("kind") != "product":
-            skipped.append(f"{folder}: a {state.get('kind')} dataset (merge outputs are never merged back in)")
-        elif not state.get("complete"):
-            skipped.append(f"{folder}: unfinished run (re-run `autolabel run` to complete it)")
-        else:
-            found.append(folder)
+        try:
+            _check_input(folder)
+        except InputError as exc:
+            skipped.append(str(exc))
+            continue
+        found.append(folder)
     if not found:
         raise InputError(f"{root}: no finished product datasets to merge")
     return found, skipped
 
 
 def _check_input(folder: Path) -> dict:
-    state = read_state(folder) if folder.is_dir() else None
-    if state is None:
-        raise InputError(f"{folder}: not an autolabel dataset (no .autolabel/state.json)")
+    state = require_state(folder)
     if state.get("kind") != "product":
-        raise InputError(f"{folder}: is a {state.get('kind')} dataset; merge its product datasets instead")
+        raise InputError(
+            f"{folder}: is a {state.get('kind')} dataset; merge outputs are never merged back in "
+            "(merge its product datasets instead)"
+        )
     if not state.get("complete"):
         raise InputError(f"{folder}: unfinished run; re-run `autolabel run` to complete it before merging")
     return state

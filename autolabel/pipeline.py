@@ -306,8 +306,12 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
 
 def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labeler: Labeler | None) -> None:
     """Splits, writes data.yaml, COCO, run.yaml and the summary counts."""
-    records = [r for r in read_journal(job.out) if r.dropped is None]
-    result.dropped_frames = sum(1 for r in read_journal(job.out) if r.dropped is not None)
+    records = []
+    for r in read_journal(job.out):
+        if r.dropped is None:
+            records.append(r)
+        else:
+            result.dropped_frames += 1
     d = config.dataset
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.datasets.layout import FrameRecord, read_journal, read_split, read_state
+from autolabel.datasets.layout import FrameRecord, read_journal, read_split, require_state
 from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_bytes, atomic_write_text
 
@@ -237,9 +237,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     """Writes ``report.html`` and its thumbnails for the dataset at ``root``."""
     opts = opts or ReportOptions()
     start = time.perf_counter()
-    state = read_state(root) if root.is_dir() else None
-    if state is None:
-        raise InputError(f"{root}: not an autolabel dataset (no .autolabel/state.json)")
+    state = require_state(root)
     classes = list(state.get("classes", []))
     records = [r for r in read_journal(root) if r.dropped is None]
     splits = {n: "val" for n in read_split(root, "val")}

@@ -23,7 +23,7 @@ from autolabel.datasets.layout import (
     FrameRecord,
     read_journal,
     read_split,
-    read_state,
+    require_state,
 )
 from autolabel.datasets.writer import voc_xml, yolo_lines
 from autolabel.errors import InputError
@@ -33,11 +33,8 @@ TASKS_FILE = "label_studio_tasks.json"
 CONFIG_FILE = "label_studio_config.xml"
 
 
-def _dataset(root: Path) -> tuple[dict, list[str]]:
-    state = read_state(root) if root.is_dir() else None
-    if state is None:
-        raise InputError(f"{root}: not an autolabel dataset (no .autolabel/state.json)")
-    return state, list(state.get("classes", []))
+def _classes(root: Path) -> list[str]:
+    return list(require_state(root).get("classes", []))
 
 
 def labeling_config(classes: list[str]) -> str:
@@ -61,7 +58,7 @@ def export_label_studio(root: Path, url_prefix: str | None = None) -> tuple[Path
         url_prefix: Prefix of image URLs; default Label Studio's local-files storage with
             ``LOCAL_FILES_DOCUMENT_ROOT`` set to the dataset's parent folder.
     """
-    _, classes = _dataset(root)
+    classes = _classes(root)
     prefix = url_prefix if url_prefix is not None else f"/data/local-files/?d={root.name}/"
     tasks = []
     for i, r in enumerate(sorted((r for r in read_journal(root) if r.dropped is None), key=lambda r: r.name), start=1):
@@ -147,7 +144,7 @@ def _boxes(annotation: dict, record: FrameRecord, classes: list[str], where: str
 
 def import_label_studio(root: Path, export: Path) -> ImportResult:
     """Replaces reviewed frames' boxes with those of a Label Studio JSON export."""
-    _, classes = _dataset(root)
+    classes = _classes(root)
     try:
         tasks = json.loads(export.read_text(encoding="utf-8"))
     except OSError as exc:

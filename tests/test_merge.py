@@ -76,7 +76,10 @@ def test_merge_refuses_foreign_output_and_conflicts(tmp_path):
         merge_datasets([ds / "shop_a"], foreign)
     assert (foreign / "notes.txt").read_text() == "keep"
     merge_datasets([ds / "shop_a", ds / "shop_b"], ds / "merged")
-    with pytest.raises(InputError, match="merged dataset; merge its product datasets instead"):
+    with pytest.raises(
+        InputError,
+        match=r"is a merged dataset; merge outputs are never merged back in \(merge its product datasets instead\)",
+    ):
         merge_datasets([ds / "merged", ds / "shop_a"], tmp_path / "m2")
     # The same product name with another class list.
     other = tmp_path / "other"

@@ -150,6 +150,14 @@ def read_state(root: Path) -> dict | None:
         raise InputError(f"{path}: unreadable dataset state ({exc}); delete the folder to start over") from exc
 
 
+def require_state(root: Path) -> dict:
+    """The state of the dataset at ``root``; InputError when it is not an autolabel dataset."""
+    state = read_state(root) if root.is_dir() else None
+    if state is None:
+        raise InputError(f"{root}: not an autolabel dataset (no {STATE})")
+    return state
+
+
 def write_state(root: Path, state: dict) -> None:
     """Writes the state file atomically."""
     atomic_write_text(root / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
