@@ -199,11 +199,11 @@ def run(
                     print_report(write_report_for(r.output))
         failed = [r for r in results if not r.ok]
         if merge or train:
-            from autolabel.merge import merge_datasets
+            from autolabel.merge import MERGED, merge_datasets
 
             merged = merge_datasets(
                 [r.output for r in results if r.ok and r.output is not None],
-                Path(cfg.output) / "merged",
+                Path(cfg.output) / MERGED,
                 cfg.filters,
                 cfg.dataset.formats,
             )
@@ -243,7 +243,7 @@ def merge(
 
     def go() -> None:
         from autolabel.config import load_config
-        from autolabel.merge import find_product_datasets, merge_datasets
+        from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 
         cfg = load_config(
             config,
@@ -252,7 +252,7 @@ def merge(
                 **_filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi),
             },
         )
-        out = output or root / "merged"
+        out = output or root / MERGED
         inputs = list(datasets or [])
         if not inputs:
             inputs, skipped = find_product_datasets(root, exclude=out)

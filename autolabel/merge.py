@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from autolabel.datasets import finalize
 from autolabel.datasets.layout import (
     JOURNAL,
     FrameRecord,
+    boxes_per_class,
     read_journal,
-    read_split,
+    read_splits,
     read_state,
     require_state,
     write_state,
@@ -50,7 +50,6 @@ class MergeResult:
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
 
 
 def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -102,7 +101,7 @@ def merge_datasets(
         raise OutputError(f"{output}: exists and is a file; choose another --output")
     if output.is_dir() and any(output.iterdir()):
         state = read_state(output)
-        if state is None or state.get("kind") != "merged":
+        if state is None or state.get("kind") != MERGED:
             raise OutputError(f"{output}: exists and is not a merge output; refusing to write over it")
     resolved_out = output.resolve()
     states: list[tuple[Path, dict]] = []
@@ -143,7 +142,7 @@ def merge_datasets(
             for slug in sorted(by_slug):
                 folder, state = by_slug[slug]
                 remap = [index[name] for name in state.get("classes", [])]
-                membership = {n: "val" for n in read_split(folder, "val")}
+                membership = read_splits(folder)
                 for record in read_journal(folder):
                     if record.dropped is not None:
                         continue
@@ -179,8 +178,7 @@ def merge_datasets(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    counts = Counter(b.class_id for r in records for b in r.boxes)
     result.frames = len(records)
-    result.boxes_per_class = {name: counts.get(i, 0) for i, name in enumerate(classes)}
+    result.boxes_per_class = boxes_per_class(records, classes)
     result.filtered = stats.as_dict()
     return result

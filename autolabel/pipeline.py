@@ -12,7 +12,6 @@ import logging
 import platform
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,8 +26,10 @@ from autolabel.datasets import finalize
 from autolabel.datasets.layout import (
     RUN_YAML,
     FrameRecord,
+    boxes_per_class,
     read_journal,
     read_state,
+    repair_journal,
     write_state,
 )
 from autolabel.datasets.split import assign_splits
@@ -36,6 +37,7 @@ from autolabel.datasets.writer import DatasetWriter, encode_jpeg
 from autolabel.errors import AutolabelError, InputError, OutputError
 from autolabel.fileio import atomic_write_text, remove_stale_temporaries
 from autolabel.labelers.base import Labeler
+from autolabel.merge import MERGED
 from autolabel.ontology import Ontology
 from autolabel.postprocess import FilterStats, apply_filters, filters_active, nms, to_boxes
 from autolabel.sampling import Frame, expected_count, iter_frames
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG_NAME = "GroundingDINO_SwinT_OGC.py"
 STATE_VERSION = 1
 ENCODE_THREADS = 4
-RESERVED_OUTPUTS = {"merged"}
+RESERVED_OUTPUTS = {MERGED}
 
 
 @dataclass
@@ -131,11 +133,11 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str, overwrite: bool) -> bool:
+def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str, overwrite: bool) -> dict | None:
     """Checks, without writing, that ``out`` may receive this product's labels.
 
-    Returns True when ``out`` holds this product's labels made with the same settings
-    (resume), False when it must be created (or cleared, with ``overwrite``).
+    Returns the dataset's state when ``out`` holds this product's labels made with the
+    same settings (resume), None when it must be created (or cleared, with ``overwrite``).
     """
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; remove it or choose another --output")
@@ -143,13 +145,13 @@ def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str,
     if out.is_dir() and state is None and any(out.iterdir()):
         raise OutputError(f"{out}: exists and is not an autolabel dataset; remove it or choose another --output")
     if state is None:
-        return False
+        return None
     if state.get("kind") != "product":
         raise OutputError(
             f"{out}: holds a {state.get('kind')} dataset, not product {product!r}'s; choose another --output"
         )
     if overwrite:
-        return False
+        return None
     wanted = fingerprint(config, ontology)
     if state.get("fingerprint") != wanted:
         diffs = _differences(state.get("fingerprint") or {}, wanted)
@@ -157,7 +159,7 @@ def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str,
             f"{out}: was labeled with other settings ({'; '.join(diffs[:3])}); "
             "re-run with --overwrite to relabel it, or pick another --output"
         )
-    return True
+    return state
 
 
 def init_output(job: _Job, config: RunConfig) -> None:
@@ -191,9 +193,10 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) ->
     ontology = Ontology.load(product.ontology_path)
     sources = list_sources(product)
     out = output / product.slug
-    resume = check_output(out, config, ontology, product.name, overwrite)
+    state = check_output(out, config, ontology, product.name, overwrite)
+    resume = state is not None
     if resume:
-        recorded = (read_state(out) or {}).get("sources", {})
+        recorded = state.get("sources", {})
         for source in sources:
             if source.stem in recorded and recorded[source.stem] != _source_id(source):
                 raise OutputError(
@@ -263,7 +266,7 @@ def versions() -> dict[str, str]:
 def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult) -> None:
     """Labels a job's pending frames and journals them."""
     init_output(job, config)
-    list(read_journal(job.out, repair=True))  # cut a line a crash left half-written
+    repair_journal(job.out)
     writer = DatasetWriter(job.out, list(job.ontology.classes), config.dataset.formats, config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
@@ -323,9 +326,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
         finalize.write_missing_voc(job.out, records, classes)  # frames labeled before VOC was asked for
     if "coco" in d.formats:
         finalize.write_coco(job.out, records, classes)
-    counts = Counter(b.class_id for r in records for b in r.boxes)
     result.frames = len(records)
-    result.boxes_per_class = {name: counts.get(i, 0) for i, name in enumerate(classes)}
+    result.boxes_per_class = boxes_per_class(records, classes)
     result.empty_frames = sum(1 for r in records if not r.boxes)
     if labeler is not None or not (job.out / RUN_YAML).exists():
         run_info = {

@@ -45,6 +45,11 @@ def to_detections(boxes: list[Box]) -> sv.Detections:
     )
 
 
+def relative_area(record: FrameRecord, box: Box) -> float:
+    """A box's area as a fraction of its image's area."""
+    return max(0.0, box.x2 - box.x1) * max(0.0, box.y2 - box.y1) / float(record.width * record.height or 1)
+
+
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes (0 for boxes without area)."""
     ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
@@ -77,10 +82,9 @@ def filters_active(f: FilterConfig) -> bool:
 
 def apply_filters(record: FrameRecord, f: FilterConfig, stats: FilterStats) -> str | None:
     """Filters a record's boxes in place; returns why the frame is dropped, or None to keep it."""
-    area = float(record.width * record.height) or 1.0
     kept = []
     for box in record.boxes:
-        rel = max(0.0, box.x2 - box.x1) * max(0.0, box.y2 - box.y1) / area
+        rel = relative_area(record, box)
         if rel < f.min_box_size:
             stats.removed["boxes_too_small"] += 1
         elif rel > f.max_box_size:

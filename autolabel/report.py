@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.datasets.layout import FrameRecord, read_journal, read_split, require_state
+from autolabel.datasets.layout import FrameRecord, boxes_per_class, read_journal, read_splits, require_state
 from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_bytes, atomic_write_text
+from autolabel.postprocess import relative_area, to_detections
 
 REPORT_HTML = "report.html"
 THUMBS = "report/thumbs"
@@ -78,8 +79,7 @@ class ReportResult:
 def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions) -> Analysis:
     """Counts and flags, from the records alone."""
     a = Analysis(frames=len(records))
-    counts = Counter(b.class_id for r in records for b in r.boxes)
-    a.boxes_per_class = {name: counts.get(i, 0) for i, name in enumerate(classes)}
+    a.boxes_per_class = boxes_per_class(records, classes)
     a.boxes_per_frame = dict(sorted(Counter(len(r.boxes) for r in records).items()))
     bins = [0] * 20
     for r in records:
@@ -90,7 +90,7 @@ def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions)
     areas: dict[int, list[float]] = defaultdict(list)
     for r in records:
         for b in r.boxes:
-            areas[b.class_id].append(_rel_area(r, b))
+            areas[b.class_id].append(relative_area(r, b))
     median = {c: statistics.median(v) for c, v in areas.items() if len(v) >= 5}
     flags: dict[str, list[str]] = {k: [] for k in FLAGS}
     for r in sorted(records, key=lambda r: r.name):
@@ -106,23 +106,17 @@ def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions)
             flags["at_border"].append(r.name)
         for b in r.boxes:
             m = median.get(b.class_id)
-            if m and m > 0 and abs(math.log(max(_rel_area(r, b), 1e-9) / m)) > math.log(opts.size_ratio):
+            if m and m > 0 and abs(math.log(max(relative_area(r, b), 1e-9) / m)) > math.log(opts.size_ratio):
                 flags["odd_size"].append(r.name)
                 break
     a.flags = flags
     return a
 
 
-def _rel_area(r: FrameRecord, b) -> float:
-    return max(0.0, b.x2 - b.x1) * max(0.0, b.y2 - b.y1) / float(r.width * r.height or 1)
-
-
 def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: int) -> bool:
     """Draws one annotated thumbnail (supervision annotators); False when it was up to date."""
     import cv2
     import supervision as sv
-
-    from autolabel.postprocess import to_detections
 
     src = root / record.image
     dst = root / THUMBS / f"{record.name}.jpg"
@@ -240,8 +234,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     state = require_state(root)
     classes = list(state.get("classes", []))
     records = [r for r in read_journal(root) if r.dropped is None]
-    splits = {n: "val" for n in read_split(root, "val")}
-    splits.update({n: "train" for n in read_split(root, "train")})
+    splits = read_splits(root)
     a = analyse(records, classes, opts)
     (root / THUMBS).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=opts.workers) as pool:

@@ -22,7 +22,7 @@ from autolabel.datasets.layout import (
     Box,
     FrameRecord,
     read_journal,
-    read_split,
+    read_splits,
     require_state,
 )
 from autolabel.datasets.writer import voc_xml, yolo_lines
@@ -181,9 +181,9 @@ def import_label_studio(root: Path, export: Path) -> ImportResult:
     if changed:
         atomic_write_text(root / JOURNAL, "".join(r.to_json() + "\n" for r in records))
         if (root / "coco_train.json").exists():
-            val = set(read_split(root, "val"))
+            splits = read_splits(root)
             kept = [r for r in records if r.dropped is None]
             for r in kept:
-                r.split = "val" if r.name in val else "train"
+                r.split = splits.get(r.name, "train")
             finalize.write_coco(root, kept, classes)
     return ImportResult(len(reviewed), changed, before, sum(len(b) for b in reviewed.values()))

@@ -71,23 +71,27 @@ def _open(path) -> object:
     return cap
 
 
-def probe_video(path) -> VideoInfo:
-    """Reads a video's frame count, fps and size from its container."""
+def _info(cap, path) -> VideoInfo:
     import cv2
 
-    cap = _open(path)
-    try:
-        info = VideoInfo(
-            frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
-            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        )
-    finally:
-        cap.release()
+    info = VideoInfo(
+        frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+        fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
     if info.width <= 0 or info.height <= 0:
         raise InputError(f"{path}: video has no readable frames")
     return info
+
+
+def probe_video(path) -> VideoInfo:
+    """Reads a video's frame count, fps and size from its container."""
+    cap = _open(path)
+    try:
+        return _info(cap, path)
+    finally:
+        cap.release()
 
 
 def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> callable:
@@ -132,11 +136,11 @@ def iter_frames(
             yield Frame(source, 0, 0.0, read_image(source.path))
         return
 
-    info = probe_video(source.path)
-    keep = keep_indices(frame_rate, fps, info.fps)
     cap = _open(source.path)
     index = 0
     try:
+        info = _info(cap, source.path)
+        keep = keep_indices(frame_rate, fps, info.fps)
         while True:
             if not cap.grab():
                 break

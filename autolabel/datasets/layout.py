@@ -22,7 +22,8 @@ its image and label files are in place.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,32 +112,54 @@ class FrameRecord:
         return f"{IMAGES}/{self.name}{IMAGE_SUFFIX}"
 
 
-def read_journal(root: Path, repair: bool = False) -> Iterator[FrameRecord]:
+def read_journal(root: Path) -> Iterator[FrameRecord]:
     """Streams the journal's records.
 
-    A last line cut short by a crash is ignored (and cut off the file with
-    ``repair``); a bad line elsewhere is an error naming the line.
+    A last line cut short by a crash is ignored (:func:`repair_journal` cuts it off the
+    file); a bad line elsewhere is an error naming the line.
     """
     path = root / JOURNAL
     if not path.exists():
         return
     with path.open("rb") as fh:
-        offset = 0
         for lineno, raw in enumerate(fh, start=1):
-            complete = raw.endswith(b"\n")
+            if not raw.endswith(b"\n"):
+                return
             try:
-                record = FrameRecord.from_json(raw.decode("utf-8"))
+                yield FrameRecord.from_json(raw.decode("utf-8"))
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                if not complete:
-                    break
                 raise InputError(f"{path}:{lineno}: corrupt journal line: {exc}") from exc
-            if not complete:
+
+
+def repair_journal(root: Path) -> None:
+    """Cuts off the bytes after the journal's last newline: a line a crash left half-written."""
+    path = root / JOURNAL
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        pos, end = size, 0
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            fh.seek(pos)
+            newline = fh.read(step).rfind(b"\n")
+            if newline >= 0:
+                end = pos + newline + 1
                 break
-            offset += len(raw)
-            yield record
-    if repair and path.stat().st_size != offset:
-        with path.open("r+b") as fh:
-            fh.truncate(offset)
+        if end != size:
+            fh.truncate(end)
+
+
+def read_splits(root: Path) -> dict[str, str]:
+    """Each listed image name's split, from ``train.txt`` and ``val.txt``."""
+    return {name: split for split in SPLITS for name in read_split(root, split)}
+
+
+def boxes_per_class(records: Iterable[FrameRecord], classes: list[str]) -> dict[str, int]:
+    """Box counts by class name, every class listed (zero included), in class-id order."""
+    counts = Counter(b.class_id for r in records for b in r.boxes)
+    return {name: counts.get(i, 0) for i, name in enumerate(classes)}
 
 
 def read_state(root: Path) -> dict | None:
