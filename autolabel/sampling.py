@@ -1,16 +1,20 @@
 """Streams the kept frames of videos and images: never the whole video in memory.
 
-Frames are read sequentially: skipped frames are only grabbed (demuxed, not
-converted), kept frames are retrieved. ``frame_rate`` is a stride (keep 0, N, 2N...),
-``fps`` keeps F frames per second of video time.
+Videos are read with PyAV. A first pass over the container's packets (no decoding)
+finds every frame's timestamp and the keyframes; decoding then seeks to the keyframe
+before each kept frame when that skips frames, and converts only kept frames to BGR.
+``frame_rate`` is a stride (keep 0, N, 2N...), ``fps`` keeps F frames per second of
+video time.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +23,9 @@ from autolabel.errors import InputError
 from autolabel.sources import Source
 
 log = logging.getLogger(__name__)
+
+# A seek flushes the decoder (and its threads' pipeline): worth it once it skips this many frames.
+SEEK_MIN_SKIP = 4
 
 
 @dataclass
@@ -49,52 +56,117 @@ def frame_name(stem: str, index: int) -> str:
 
 
 @dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about a video."""
+class VideoIndex:
+    """Where every frame of a video is, read from the container's packets without decoding.
 
-    frame_count: int
+    Frame ``i`` is the ``i``-th frame shown. Where the timestamps follow that order (checked
+    on the first frames), frame ``i`` is the picture with the ``i``-th smallest timestamp,
+    so the same frame gets the same index whether decoding reaches it forward or by
+    seeking; otherwise frames are counted as the decoder outputs them, without seeking.
+
+    Attributes:
+        pts: Timestamp of each frame, ascending; None when the timestamps are missing,
+            repeated or out of display order (frames are then counted as the decoder
+            outputs them, without seeking).
+        keyframes: Indices of the frames a decoder can start from.
+        time_base: Seconds per timestamp unit.
+        fps: The container's average frame rate (0 when unknown).
+        frames: Frames found (packets with a picture).
+        header_frames: Frames the container's header announces (0 when it does not say).
+    """
+
+    pts: np.ndarray | None
+    keyframes: tuple[int, ...]
+    time_base: float
     fps: float
-    width: int
-    height: int
+    frames: int
+    header_frames: int
 
 
-def _open(path) -> object:
-    import cv2
+@dataclass
+class DecodeStats:
+    """What reading a video cost: frames decoded (kept or not) and seeks made."""
 
-    # FFmpeg's own log lines (h264 warnings on sound files) would break the progress bars;
-    # decoding errors still surface as InputError. Set before the first open to take effect.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise InputError(f"{path}: cannot open video (unreadable or not a video)")
-    return cap
+    decoded: int = 0
+    seeks: int = 0
 
 
-def _info(cap, path) -> VideoInfo:
-    import cv2
+def _open_container(path):
+    import av
 
-    info = VideoInfo(
-        frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
-        fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-    )
-    if info.width <= 0 or info.height <= 0:
-        raise InputError(f"{path}: video has no readable frames")
-    return info
-
-
-def probe_video(path) -> VideoInfo:
-    """Reads a video's frame count, fps and size from its container."""
-    cap = _open(path)
     try:
-        return _info(cap, path)
-    finally:
-        cap.release()
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot open video (unreadable or not a video)") from exc
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: has no video stream")
+    return container
 
 
-def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> callable:
+@functools.lru_cache(maxsize=4)
+def _index(path: str, size: int, mtime_ns: int) -> VideoIndex:
+    import av
+
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        stamps: list[int] = []
+        keys: list[int] = []
+        has_pts = True
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream packet
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:
+                    has_pts = False
+                    stamp = len(stamps)
+                stamps.append(stamp)
+                keys.append(packet.is_keyframe)
+        except av.FFmpegError as exc:
+            log.debug("%s: demuxing stopped at packet %d: %s", path, len(stamps), exc)
+        if has_pts and len(set(stamps)) != len(stamps):
+            has_pts = False  # repeated timestamps cannot tell frames apart
+        if has_pts and not _shown_in_timestamp_order(path, sorted(stamps)):
+            # Timestamps that do not follow the order frames are shown in (written as decode order,
+            # say) cannot name frames: count them as shown, and read without seeking.
+            log.debug("%s: timestamps out of display order; reading without seeking", path)
+            has_pts = False
+        order = sorted(range(len(stamps)), key=stamps.__getitem__) if has_pts else range(len(stamps))
+        rate = stream.average_rate or stream.base_rate or 0
+        return VideoIndex(
+            pts=np.asarray(sorted(stamps), dtype=np.int64) if has_pts else None,
+            keyframes=tuple(rank for rank, i in enumerate(order) if keys[i]),
+            time_base=float(stream.time_base) if stream.time_base else 0.0,
+            fps=float(rate),
+            frames=len(stamps),
+            header_frames=max(stream.frames or 0, 0),
+        )
+
+
+def _shown_in_timestamp_order(path: str, stamps: list[int], probe: int = 32) -> bool:
+    """Whether the first ``probe`` frames come out of the decoder carrying the smallest timestamps, in order."""
+    import av
+
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for k, frame in enumerate(container.decode(stream)):
+                if k >= min(probe, len(stamps)) or frame.pts != stamps[k]:
+                    return k >= min(probe, len(stamps))
+        except av.FFmpegError:
+            return False
+    return True
+
+
+def index_video(path) -> VideoIndex:
+    """The frame index of a video (cached per file, size and modification time)."""
+    stat = os.stat(path)
+    return _index(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> Callable[[int], bool]:
     """A predicate on frame index: is this frame kept?
 
     With ``fps``, frame i is kept when it is the first frame whose time reaches the
@@ -110,58 +182,172 @@ def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> callab
     return lambda i: i == 0 or math.floor(i * ratio + 1e-9) > math.floor((i - 1) * ratio + 1e-9)
 
 
+def _kept(index: VideoIndex, frame_rate: int, fps: float | None, path) -> list[int]:
+    try:
+        keep = keep_indices(frame_rate, fps, index.fps)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return [i for i in range(index.frames) if keep(i)]
+
+
+def probe_video(path) -> tuple[int, float]:
+    """Frame count and frame rate from the container's header (nothing read beyond it).
+
+    The count is the header's, else duration times rate: an estimate, for progress bars.
+    """
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.base_rate or 0)
+        if stream.frames:
+            return stream.frames, rate
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = (container.duration or 0) / 1_000_000  # microseconds
+        return int(round(seconds * rate)), rate
+
+
 def expected_count(source: Source, frame_rate: int, fps: float | None) -> int:
-    """How many frames sampling will yield, from the container's frame count."""
+    """About how many frames sampling will yield (from the container's header)."""
     if not source.is_video:
         return 1
-    info = probe_video(source.path)
-    keep = keep_indices(frame_rate, fps, info.fps)
-    return sum(1 for i in range(info.frame_count) if keep(i))
+    count, rate = probe_video(source.path)
+    try:
+        keep = keep_indices(frame_rate, fps, rate)
+    except InputError as exc:
+        raise InputError(f"{source.path}: {exc}") from None
+    return sum(1 for i in range(count) if keep(i))
 
 
 def iter_frames(
-    source: Source, frame_rate: int = 1, fps: float | None = None, skip: set[int] | None = None
+    source: Source,
+    frame_rate: int = 1,
+    fps: float | None = None,
+    skip: set[int] | None = None,
+    stats: DecodeStats | None = None,
 ) -> Iterator[Frame]:
     """Yields the kept frames of one source, in order.
+
+    Only what the kept frames need is decoded: where the next kept frame lies past a
+    keyframe, the decoder seeks to that keyframe instead of decoding the frames in
+    between, and only kept frames are converted to BGR.
 
     Args:
         source: A video or an image.
         frame_rate: Stride: keep frames 0, N, 2N, ...
         fps: Keep this many frames per second of video time instead.
         skip: Frame indices to pass over without decoding (already done).
+        stats: Counts the frames decoded and the seeks made, when given.
     """
     skip = skip or set()
     if not source.is_video:
         if 0 not in skip:
             yield Frame(source, 0, 0.0, read_image(source.path))
         return
-
-    cap = _open(source.path)
-    index = 0
-    try:
-        info = _info(cap, source.path)
-        keep = keep_indices(frame_rate, fps, info.fps)
-        while True:
-            if not cap.grab():
-                break
-            if keep(index) and index not in skip:
-                ok, image = cap.retrieve()
-                if not ok or image is None:
-                    raise InputError(f"{source.path}: cannot decode frame {index} (corrupt video?)")
-                t = index / info.fps if info.fps > 0 else 0.0
-                yield Frame(source, index, t, image)
-            index += 1
-    finally:
-        cap.release()
-    if index == 0:
+    index = index_video(source.path)
+    if index.frames == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
-    missing = info.frame_count - index
+    wanted = [i for i in _kept(index, frame_rate, fps, source.path) if i not in skip]
+    yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
-    if missing > max(2, 0.05 * info.frame_count):
+    if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
         raise InputError(
-            f"{source.path}: video ends at frame {index} of the {info.frame_count} its header announces "
+            f"{source.path}: video ends at frame {index.frames} of the {index.header_frames} its header announces "
             "(truncated?); the frames before that were labeled"
         )
+
+
+class _Reader:
+    """One video's decoder: reads forward, or seeks to a keyframe when that skips frames.
+
+    A seek that lands past the keyframe it asked for (an imprecise container index)
+    turns seeking off and starts decoding again from the first frame.
+    """
+
+    def __init__(self, path, index: VideoIndex, stats: DecodeStats) -> None:
+        self.path = path
+        self.index = index
+        self.stats = stats
+        self.rank = {int(stamp): i for i, stamp in enumerate(index.pts)} if index.pts is not None else None
+        self.seekable = self.rank is not None
+        self._open()
+
+    def _open(self) -> None:
+        self.container = _open_container(self.path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.frames = self.container.decode(self.stream)
+        self.high = -1  # the highest frame index decoded since the last seek
+        self.counted = -1  # frames in decoder order (the index when the container has no timestamps)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def read(self, key: int) -> Iterator[tuple[int, object]]:
+        """(frame index, av.VideoFrame) pairs, from the keyframe ``key`` on where that skips frames."""
+        check = False
+        if self.seekable and key - self.high > SEEK_MIN_SKIP:
+            self.container.seek(int(self.index.pts[key]), stream=self.stream, backward=True, any_frame=False)
+            self.stats.seeks += 1
+            self.frames = self.container.decode(self.stream)
+            self.high, check = key - 1, True
+        while True:
+            for frame in self.frames:
+                self.counted += 1
+                self.stats.decoded += 1
+                i = self.counted if self.rank is None else self.rank.get(frame.pts)
+                if i is None:
+                    # The decoder's timestamps are not the container's: count frames instead, from the start.
+                    log.debug("%s: decoded frames carry unknown timestamps; reading without seeking", self.path)
+                    self.close()
+                    self._open()
+                    self.rank, self.seekable, check = None, False, False
+                    break
+                if check and i > key:
+                    log.debug("%s: seeking to frame %d landed at %d; decoding from the start", self.path, key, i)
+                    self.close()
+                    self._open()
+                    self.seekable = check = False
+                    break
+                check = False
+                self.high = max(self.high, i)
+                yield i, frame
+            else:
+                return
+
+
+def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeStats) -> Iterator[Frame]:
+    """Decodes the ``wanted`` frames (ascending), seeking past the gaps that hold a keyframe."""
+    import av
+
+    wanted_set = set(wanted)
+    ready: dict[int, np.ndarray] = {}  # wanted frames the decoder gave out ahead of their turn
+    reader = _Reader(source.path, index, stats)
+    try:
+        for target in wanted:
+            following = bisect.bisect_right(index.keyframes, target)
+            key = index.keyframes[following - 1] if following else 0
+            end = index.keyframes[following] if following < len(index.keyframes) else index.frames
+            if target not in ready:
+                try:
+                    for i, frame in reader.read(key):
+                        if i >= target and i in wanted_set and i not in ready:
+                            ready[i] = frame.to_ndarray(format="bgr24")
+                        if target in ready or i >= end:
+                            break  # found, or past the keyframe after it: it will not come
+                except av.FFmpegError as exc:
+                    raise InputError(f"{source.path}: cannot decode frame {target} (corrupt video?): {exc}") from exc
+            image = ready.pop(target, None)
+            if image is None:
+                log.debug("%s: frame %d did not decode; skipped", source.path, target)
+                continue
+            if index.pts is not None:
+                t = float(index.pts[target] - index.pts[0]) * index.time_base
+            else:
+                t = target / index.fps if index.fps > 0 else 0.0
+            yield Frame(source, target, t, image)
+    finally:
+        reader.close()
 
 
 def read_image(path) -> np.ndarray:

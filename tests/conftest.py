@@ -47,6 +47,31 @@ def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int,
     return path
 
 
+def make_h264(path: Path, frames: int = 120, gop: int = 10, size: tuple[int, int] = (96, 64), **options) -> Path:
+    """Writes an H.264 video with B-frames and a keyframe every ``gop`` frames (as phones do, about 1 s).
+
+    Frame i shows a different pattern each (its index in binary as blocks), so frames can be told apart.
+    """
+    import av
+
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast", "bf": "2", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for i in range(frames):
+            img = np.full((h, w, 3), 40, np.uint8)
+            for bit in range(8):
+                if i >> bit & 1:
+                    img[(bit // 4) * 24 : (bit // 4) * 24 + 20, (bit % 4) * 24 : (bit % 4) * 24 + 20] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def make_image(path: Path, size: tuple[int, int] = (80, 60)) -> Path:
     """Writes a small still image."""
     import cv2

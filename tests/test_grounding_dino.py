@@ -135,3 +135,101 @@ def test_device_and_precision_without_cuda(caplog):
         log.removeHandler(caplog.handler)
     assert "labeling on the CPU, which is slow" in caplog.text and "training on the CPU" in caplog.text
     assert pick_dtype("auto", "cpu") is None and pick_dtype("bf16", "cpu") is None
+
+
+def test_batch_size_from_free_memory():
+    from autolabel.labelers.grounding_dino import batch_size_for
+
+    gb = 10**9
+    # A 720p frame goes in at 750x1333 (the long side caps it): 1.0 MP, 0.25 GB under autocast.
+    assert batch_size_for(80 * gb, 800, 1333, mixed=True) == 64  # capped
+    assert batch_size_for(8 * gb, 800, 1333, mixed=True) == 16  # half of 8 GB / 0.25 GB
+    assert batch_size_for(8 * gb, 800, 1333, mixed=False) == 8  # fp32 takes twice the memory
+    assert batch_size_for(4 * gb, 400, 1333, mixed=True) == 28  # 400x711: 0.28 MP
+    assert batch_size_for(gb // 10, 800, 1333, mixed=True) == 1  # never 0
+
+
+def _frames(n: int, seed: int = 2) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_frame(model, caplog):
+    """A device that holds at most 2 frames: a batch of 8 is retried as 4, then 2."""
+    ont = Ontology.from_mapping({"box": "box", "a hand": "hand"})
+    frames = _frames(5)
+    reference = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=1, box_threshold=0.3).label(
+        frames, ont
+    )
+    seen = []
+
+    def two_at_most(module, args):
+        seen.append(args[0].tensors.shape[0])
+        if seen[-1] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    labeler = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=8, box_threshold=0.3)
+    hook = labeler.model.register_forward_pre_hook(two_at_most)
+    try:
+        with caplog.at_level("WARNING", logger="autolabel"):
+            out = labeler.label(frames, ont)
+    finally:
+        hook.remove()
+    assert seen == [5, 4, 2, 2, 1] and labeler.batch_size == 2
+    assert "batch size lowered to 2" in caplog.text
+    assert len(out) == 5
+    for a, b in zip(out, reference, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-2)
+        assert a.class_id.tolist() == b.class_id.tolist()
+
+    def always(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    hook = labeler.model.register_forward_pre_hook(always)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):  # at batch 1 there is nothing left to halve
+            labeler.label(frames[:1], ont)
+    finally:
+        hook.remove()
+    assert labeler.batch_size == 1
+
+
+def test_mixed_precision_agrees_with_fp32_and_falls_back_on_a_dtype_clash(model, caplog):
+    """Autocast (bf16, on the CPU here; CUDA takes the same path) keeps the boxes of fp32."""
+    ont = Ontology.from_mapping({"box": "box", "a hand": "hand"})
+    frames = _frames(4, seed=3)
+    fp32 = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=2, box_threshold=0.3)
+    reference = fp32.label(frames, ont)
+    mixed = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=2, box_threshold=0.3)
+    mixed.dtype = torch.bfloat16  # pick_dtype gives it only on CUDA
+    misses = mixed.model.bert.misses
+    out = mixed.label(frames, ont)
+    assert mixed.model.bert.misses == misses + 1  # bf16 text features are cached apart from fp32 ones
+    matched = total = 0
+    for a, b in zip(out, reference, strict=True):
+        total += max(len(a), len(b))
+        if len(a) and len(b):
+            iou = box_iou(a.xyxy, b.xyxy)
+            matched += int((iou.max(axis=1) > 0.9).sum())
+    assert total > 0 and matched / total > 0.9
+
+    def clash(module, args):
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("expected mat1 and mat2 to have the same dtype, but got: float != c10::BFloat16")
+
+    hook = mixed.model.register_forward_pre_hook(clash)
+    try:
+        with caplog.at_level("WARNING", logger="autolabel"):
+            again = mixed.label(frames, ont)
+    finally:
+        hook.remove()
+    assert mixed.dtype is None and "continuing in fp32" in caplog.text
+    for a, b in zip(again, reference, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        assert a.class_id.tolist() == b.class_id.tolist()
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import supervision as sv
+
+    return sv.box_iou_batch(a, b)

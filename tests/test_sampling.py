@@ -5,7 +5,7 @@ import pytest
 from autolabel.errors import InputError
 from autolabel.sampling import expected_count, iter_frames
 from autolabel.sources import Product, Source, list_sources
-from tests.conftest import make_image, make_video
+from tests.conftest import make_h264, make_image, make_video
 
 
 @pytest.mark.parametrize("stride", [1, 3, 7, 40])
@@ -84,3 +84,69 @@ def test_images_are_one_frame_and_stems_stay_unique(tmp_path):
     ]
     frames = list(iter_frames(sources[1]))
     assert len(frames) == 1 and frames[0].index == 0 and frames[0].name == "shot_PNG_000000"
+
+
+def _read_all_with_opencv(path) -> list:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            return frames
+        frames.append(image)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 25, 40])
+def test_sparse_sampling_seeks_and_gives_the_frames_of_a_full_read(tmp_path, stride):
+    """H.264 with B-frames, a keyframe every 10 frames: seeking gives the same pixels as reading every frame."""
+    import numpy as np
+
+    from autolabel.sampling import DecodeStats
+
+    video = make_h264(tmp_path / "phone.mp4", frames=120, gop=10)
+    reference = _read_all_with_opencv(video)
+    assert len(reference) == 120
+    stats = DecodeStats()
+    frames = list(iter_frames(Source(video, "phone", True), frame_rate=stride, stats=stats))
+    assert [f.index for f in frames] == list(range(0, 120, stride))
+    for f in frames:
+        np.testing.assert_array_equal(f.image, reference[f.index])
+        assert f.t == pytest.approx(f.index / 30, abs=1e-6)
+    if stride >= 10:  # a keyframe lies between kept frames: seek, decode at most a GOP per kept frame
+        assert stats.seeks == len(frames) - 1
+        assert stats.decoded <= 10 * len(frames) + 3
+    else:
+        assert stats.seeks == 0 and stats.decoded == frames[-1].index + 1  # up to the last kept frame
+
+
+def test_resume_skips_by_seeking_and_fps_mode_keeps_time(tmp_path):
+    import numpy as np
+
+    from autolabel.sampling import DecodeStats
+
+    video = make_h264(tmp_path / "phone.mp4", frames=120, gop=10)
+    reference = _read_all_with_opencv(video)
+    stats = DecodeStats()
+    done = set(range(0, 100, 2))  # the first 100 frames were labeled before a crash
+    frames = list(iter_frames(Source(video, "phone", True), frame_rate=2, skip=done, stats=stats))
+    assert [f.index for f in frames] == list(range(100, 120, 2))
+    assert stats.seeks == 1 and stats.decoded <= 20 + 3  # straight to the keyframe at 100
+    for f in frames:
+        np.testing.assert_array_equal(f.image, reference[f.index])
+    kept = list(iter_frames(Source(video, "phone", True), fps=3))  # 30 fps video: every 10th frame
+    assert [f.index for f in kept] == list(range(0, 120, 10))
+    assert [round(f.t, 3) for f in kept] == [round(i / 3, 3) for i in range(12)]
+
+
+def test_truncated_mp4_with_its_index_in_front(tmp_path):
+    """moov before the data (faststart): the index lists frames the file no longer holds."""
+    video = make_h264(tmp_path / "a.mp4", frames=90, gop=10, movflags="faststart")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size * 2 // 3])
+    frames = []
+    with pytest.raises(InputError, match=r"cut.mp4: (video ends at frame \d+ of the 90|cannot decode frame)"):
+        for frame in iter_frames(Source(cut, "cut", True), frame_rate=5):
+            frames.append(frame.index)
+    assert frames and frames == list(range(0, 5 * len(frames), 5)) and len(frames) < 18

@@ -71,9 +71,9 @@ def pick_dtype(precision: str, device: str):
 
 
 def autocast(device: str, dtype) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA, nothing elsewhere."""
+    """Autocast to ``dtype`` on ``device`` (``pick_dtype`` gives one only on CUDA); nothing for None."""
     import torch
 
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

@@ -51,6 +51,18 @@ def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[i
     return short, int(short * width / height)
 
 
+def batch_size_for(free_bytes: int, image_size: int, max_size: int, mixed: bool) -> int:
+    """A batch size that fits in half of ``free_bytes`` of device memory, from 1 to 64.
+
+    Sized for 16:9 video frames: about 0.25 GB per megapixel of model input per image
+    under autocast, twice that in fp32. Too large a guess is caught at run time (the
+    batch is halved on out-of-memory).
+    """
+    h, w = resized_shape(720, 1280, image_size, max_size)
+    per_image = 0.25e9 * h * w / 1e6 * (1 if mixed else 2)
+    return int(max(1, min(64, free_bytes * 0.5 // per_image)))
+
+
 @dataclass(frozen=True)
 class Prompt:
     """An ontology turned into one caption and the token span of each caption."""
@@ -265,10 +277,7 @@ class GroundingDinoLabeler:
         if not self.device.startswith("cuda"):
             return 2
         free, _ = torch.cuda.mem_get_info(torch.device(self.device))
-        h, w = resized_shape(720, 1280, self.image_size, self.max_size)
-        # About 0.25 GB per megapixel of input per image under autocast, half of the free memory.
-        per_image = 0.25e9 * h * w / 1e6 * (1 if self.dtype is not None else 2)
-        return int(max(1, min(64, free * 0.5 // per_image)))
+        return batch_size_for(free, self.image_size, self.max_size, mixed=self.dtype is not None)
 
     def prepare(self, ontology: Ontology) -> None:
         """Checks that the captions fit the text encoder."""

@@ -36,7 +36,8 @@ class CachedTextEncoder(nn.Module):
         batch = ids.shape[0]
         if batch > 1 and not bool((ids == ids[:1]).all()):
             return self.encoder(**inputs)  # different prompts in one batch: nothing to share
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        kind = ids.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
         key = (tuple(ids[0].tolist()), str(ids.device), dtype, torch.is_grad_enabled())
         features = self._cache.get(key)
         if features is None:
