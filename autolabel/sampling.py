@@ -316,6 +316,13 @@ class _Reader:
                 return
 
 
+def _to_bgr(frame) -> np.ndarray:
+    """A decoded frame as BGR uint8, turned upright as the file says (phones film portrait this way)."""
+    image = frame.to_ndarray(format="bgr24")
+    quarter_turns = round(frame.rotation / 90) % 4  # degrees counterclockwise, from the display matrix
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
 def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeStats) -> Iterator[Frame]:
     """Decodes the ``wanted`` frames (ascending), seeking past the gaps that hold a keyframe."""
     import av
@@ -332,7 +339,7 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
                 try:
                     for i, frame in reader.read(key):
                         if i >= target and i in wanted_set and i not in ready:
-                            ready[i] = frame.to_ndarray(format="bgr24")
+                            ready[i] = _to_bgr(frame)
                         if target in ready or i >= end:
                             break  # found, or past the keyframe after it: it will not come
                 except av.FFmpegError as exc:

@@ -47,10 +47,13 @@ def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int,
     return path
 
 
-def make_h264(path: Path, frames: int = 120, gop: int = 10, size: tuple[int, int] = (96, 64), **options) -> Path:
+def make_h264(
+    path: Path, frames: int = 120, gop: int = 10, size: tuple[int, int] = (96, 64), rotation: int = 0, **options
+) -> Path:
     """Writes an H.264 video with B-frames and a keyframe every ``gop`` frames (as phones do, about 1 s).
 
     Frame i shows a different pattern each (its index in binary as blocks), so frames can be told apart.
+    ``rotation`` (degrees counterclockwise) goes into the display matrix, as phones filming in portrait do.
     """
     import av
 
@@ -60,6 +63,8 @@ def make_h264(path: Path, frames: int = 120, gop: int = 10, size: tuple[int, int
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"preset": "ultrafast", "bf": "2", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(frames):
             img = np.full((h, w, 3), 40, np.uint8)
             for bit in range(8):

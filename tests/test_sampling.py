@@ -150,3 +150,18 @@ def test_truncated_mp4_with_its_index_in_front(tmp_path):
         for frame in iter_frames(Source(cut, "cut", True), frame_rate=5):
             frames.append(frame.index)
     assert frames and frames == list(range(0, 5 * len(frames), 5)) and len(frames) < 18
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_portrait_phone_videos_come_out_upright(tmp_path, rotation):
+    """The display matrix is applied, as OpenCV does: a portrait clip gives portrait frames."""
+    import numpy as np
+
+    video = make_h264(tmp_path / "portrait.mp4", frames=40, gop=10, size=(96, 64), rotation=rotation)
+    reference = _read_all_with_opencv(video)  # OpenCV turns frames upright by default
+    frames = list(iter_frames(Source(video, "portrait", True), frame_rate=13))
+    assert [f.index for f in frames] == [0, 13, 26, 39]
+    for f in frames:
+        assert f.image.shape == ((64, 96, 3) if rotation == 180 else (96, 64, 3))
+        assert f.image.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(f.image, reference[f.index])
