@@ -104,12 +104,17 @@ def _open_container(path):
     return container
 
 
+def _video_stream(container):
+    """The stream FFmpeg picks as the video (not a cover picture), as players and OpenCV do."""
+    return container.streams.best("video")
+
+
 @functools.lru_cache(maxsize=4)
 def _index(path: str, size: int, mtime_ns: int) -> VideoIndex:
     import av
 
     with _open_container(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stamps: list[int] = []
         keys: list[int] = []
         has_pts = True
@@ -149,7 +154,7 @@ def _shown_in_timestamp_order(path: str, stamps: list[int], probe: int = 32) -> 
     import av
 
     with _open_container(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stream.thread_type = "AUTO"
         try:
             for k, frame in enumerate(container.decode(stream)):
@@ -196,7 +201,7 @@ def probe_video(path) -> tuple[int, float]:
     The count is the header's, else duration times rate: an estimate, for progress bars.
     """
     with _open_container(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         rate = float(stream.average_rate or stream.base_rate or 0)
         if stream.frames:
             return stream.frames, rate
@@ -274,7 +279,7 @@ class _Reader:
 
     def _open(self) -> None:
         self.container = _open_container(self.path)
-        self.stream = self.container.streams.video[0]
+        self.stream = _video_stream(self.container)
         self.stream.thread_type = "AUTO"
         self.frames = self.container.decode(self.stream)
         self.high = -1  # the highest frame index decoded since the last seek
