@@ -120,8 +120,8 @@ def _index(path: str, size: int, mtime_ns: int) -> VideoIndex:
         has_pts = True
         try:
             for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue  # the demuxer's end-of-stream packet
+                if packet.size == 0 or packet.is_discard:
+                    continue  # the end-of-stream packet; frames an edit list cuts (the decoder drops them)
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if stamp is None:
                     has_pts = False
