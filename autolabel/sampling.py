@@ -109,6 +109,11 @@ def _video_stream(container):
     return container.streams.best("video")
 
 
+def _frame_rate(stream) -> float:
+    """The stream's average frame rate, else its base rate (0 when the container gives neither)."""
+    return float(stream.average_rate or stream.base_rate or 0)
+
+
 @functools.lru_cache(maxsize=4)
 def _index(path: str, size: int, mtime_ns: int) -> VideoIndex:
     import av
@@ -132,18 +137,18 @@ def _index(path: str, size: int, mtime_ns: int) -> VideoIndex:
             log.debug("%s: demuxing stopped at packet %d: %s", path, len(stamps), exc)
         if has_pts and len(set(stamps)) != len(stamps):
             has_pts = False  # repeated timestamps cannot tell frames apart
-        if has_pts and not _shown_in_timestamp_order(path, sorted(stamps)):
+        order = sorted(range(len(stamps)), key=stamps.__getitem__) if has_pts else range(len(stamps))
+        shown = [stamps[i] for i in order]
+        if has_pts and not _shown_in_timestamp_order(path, shown):
             # Timestamps that do not follow the order frames are shown in (written as decode order,
             # say) cannot name frames: count them as shown, and read without seeking.
             log.debug("%s: timestamps out of display order; reading without seeking", path)
-            has_pts = False
-        order = sorted(range(len(stamps)), key=stamps.__getitem__) if has_pts else range(len(stamps))
-        rate = stream.average_rate or stream.base_rate or 0
+            has_pts, order = False, range(len(stamps))
         return VideoIndex(
-            pts=np.asarray(sorted(stamps), dtype=np.int64) if has_pts else None,
+            pts=np.asarray(shown, dtype=np.int64) if has_pts else None,
             keyframes=tuple(rank for rank, i in enumerate(order) if keys[i]),
             time_base=float(stream.time_base) if stream.time_base else 0.0,
-            fps=float(rate),
+            fps=_frame_rate(stream),
             frames=len(stamps),
             header_frames=max(stream.frames or 0, 0),
         )
@@ -187,12 +192,13 @@ def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> Callab
     return lambda i: i == 0 or math.floor(i * ratio + 1e-9) > math.floor((i - 1) * ratio + 1e-9)
 
 
-def _kept(index: VideoIndex, frame_rate: int, fps: float | None, path) -> list[int]:
+def _kept(frames: int, video_fps: float, frame_rate: int, fps: float | None, path) -> list[int]:
+    """The indices kept among ``frames``; a missing frame rate under ``fps`` names the file."""
     try:
-        keep = keep_indices(frame_rate, fps, index.fps)
+        keep = keep_indices(frame_rate, fps, video_fps)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    return [i for i in range(index.frames) if keep(i)]
+    return [i for i in range(frames) if keep(i)]
 
 
 def probe_video(path) -> tuple[int, float]:
@@ -202,7 +208,7 @@ def probe_video(path) -> tuple[int, float]:
     """
     with _open_container(path) as container:
         stream = _video_stream(container)
-        rate = float(stream.average_rate or stream.base_rate or 0)
+        rate = _frame_rate(stream)
         if stream.frames:
             return stream.frames, rate
         if stream.duration and stream.time_base:
@@ -217,11 +223,7 @@ def expected_count(source: Source, frame_rate: int, fps: float | None) -> int:
     if not source.is_video:
         return 1
     count, rate = probe_video(source.path)
-    try:
-        keep = keep_indices(frame_rate, fps, rate)
-    except InputError as exc:
-        raise InputError(f"{source.path}: {exc}") from None
-    return sum(1 for i in range(count) if keep(i))
+    return len(_kept(count, rate, frame_rate, fps, source.path))
 
 
 def iter_frames(
@@ -252,7 +254,7 @@ def iter_frames(
     index = index_video(source.path)
     if index.frames == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
-    wanted = [i for i in _kept(index, frame_rate, fps, source.path) if i not in skip]
+    wanted = [i for i in _kept(index.frames, index.fps, frame_rate, fps, source.path) if i not in skip]
     yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
     if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
@@ -288,6 +290,13 @@ class _Reader:
     def close(self) -> None:
         self.container.close()
 
+    def _restart(self, why: str) -> None:
+        """Decoding again from the first frame, seeking off for the rest of this file."""
+        log.debug("%s: %s; decoding from the start without seeking", self.path, why)
+        self.close()
+        self._open()
+        self.seekable = False
+
     def read(self, key: int) -> Iterator[tuple[int, object]]:
         """(frame index, av.VideoFrame) pairs, from the keyframe ``key`` on where that skips frames."""
         check = False
@@ -302,17 +311,13 @@ class _Reader:
                 self.stats.decoded += 1
                 i = self.counted if self.rank is None else self.rank.get(frame.pts)
                 if i is None:
-                    # The decoder's timestamps are not the container's: count frames instead, from the start.
-                    log.debug("%s: decoded frames carry unknown timestamps; reading without seeking", self.path)
-                    self.close()
-                    self._open()
-                    self.rank, self.seekable, check = None, False, False
+                    # The decoder's timestamps are not the container's: count frames instead.
+                    self._restart("decoded frames carry unknown timestamps")
+                    self.rank, check = None, False
                     break
                 if check and i > key:
-                    log.debug("%s: seeking to frame %d landed at %d; decoding from the start", self.path, key, i)
-                    self.close()
-                    self._open()
-                    self.seekable = check = False
+                    self._restart(f"seeking to frame {key} landed at {i}")
+                    check = False
                     break
                 check = False
                 self.high = max(self.high, i)

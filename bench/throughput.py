@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import resource
 import shutil
@@ -227,8 +228,6 @@ def sampling_speed(video: Path, stride: int) -> dict:
 
 
 def main() -> None:
-    import os
-
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # the OpenCV baselines' decoder warnings
     import torch
 
