@@ -1,7 +1,10 @@
 """The Grounding DINO labeler: prompt spans, output decoding, batching, on a tiny random model."""
 
+import contextlib
+
 import numpy as np
 import pytest
+import supervision as sv
 import torch
 
 from autolabel.errors import InputError
@@ -149,6 +152,16 @@ def test_batch_size_from_free_memory():
     assert batch_size_for(gb // 10, 800, 1333, mixed=True) == 1  # never 0
 
 
+@contextlib.contextmanager
+def _before_forward(model, hook):
+    """Runs ``hook(module, args)`` before each forward of ``model`` inside the block (a way to fake device errors)."""
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _frames(n: int, seed: int = 2) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(n)]
@@ -169,12 +182,8 @@ def test_out_of_memory_halves_the_batch_and_loses_no_frame(model, caplog):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     labeler = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=8, box_threshold=0.3)
-    hook = labeler.model.register_forward_pre_hook(two_at_most)
-    try:
-        with caplog.at_level("WARNING", logger="autolabel"):
-            out = labeler.label(frames, ont)
-    finally:
-        hook.remove()
+    with _before_forward(labeler.model, two_at_most), caplog.at_level("WARNING", logger="autolabel"):
+        out = labeler.label(frames, ont)
     assert seen == [5, 4, 2, 2, 1] and labeler.batch_size == 2
     assert "batch size lowered to 2" in caplog.text
     assert len(out) == 5
@@ -185,12 +194,8 @@ def test_out_of_memory_halves_the_batch_and_loses_no_frame(model, caplog):
     def always(module, args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    hook = labeler.model.register_forward_pre_hook(always)
-    try:
-        with pytest.raises(torch.OutOfMemoryError):  # at batch 1 there is nothing left to halve
-            labeler.label(frames[:1], ont)
-    finally:
-        hook.remove()
+    with _before_forward(labeler.model, always), pytest.raises(torch.OutOfMemoryError):
+        labeler.label(frames[:1], ont)  # at batch 1 there is nothing left to halve
     assert labeler.batch_size == 1
 
 
@@ -209,7 +214,7 @@ def test_mixed_precision_agrees_with_fp32_and_falls_back_on_a_dtype_clash(model,
     for a, b in zip(out, reference, strict=True):
         total += max(len(a), len(b))
         if len(a) and len(b):
-            iou = box_iou(a.xyxy, b.xyxy)
+            iou = sv.box_iou_batch(a.xyxy, b.xyxy)
             matched += int((iou.max(axis=1) > 0.9).sum())
     assert total > 0 and matched / total > 0.9
 
@@ -217,19 +222,9 @@ def test_mixed_precision_agrees_with_fp32_and_falls_back_on_a_dtype_clash(model,
         if torch.is_autocast_enabled("cpu"):
             raise RuntimeError("expected mat1 and mat2 to have the same dtype, but got: float != c10::BFloat16")
 
-    hook = mixed.model.register_forward_pre_hook(clash)
-    try:
-        with caplog.at_level("WARNING", logger="autolabel"):
-            again = mixed.label(frames, ont)
-    finally:
-        hook.remove()
+    with _before_forward(mixed.model, clash), caplog.at_level("WARNING", logger="autolabel"):
+        again = mixed.label(frames, ont)
     assert mixed.dtype is None and "continuing in fp32" in caplog.text
     for a, b in zip(again, reference, strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
         assert a.class_id.tolist() == b.class_id.tolist()
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    import supervision as sv
-
-    return sv.box_iou_batch(a, b)

@@ -184,3 +184,13 @@ def test_a_sound_file_named_mp4_is_one_clear_error(tmp_path):
         list(iter_frames(Source(path, "voice", True)))
     with pytest.raises(InputError, match="voice.mp4: has no video stream"):
         expected_count(Source(path, "voice", True), 10, None)
+
+
+def test_the_bundled_clip_counts_the_frames_its_decoder_gives():
+    """box.mp4's last packet is cut by its edit list (flagged discard): the index leaves it out, as the decoder does."""
+    from pathlib import Path
+
+    from autolabel.sampling import index_video
+
+    video = Path(__file__).resolve().parents[1] / "videos" / "box" / "box.mp4"
+    assert index_video(video).frames == len(_read_all_with_opencv(video)) == 455
