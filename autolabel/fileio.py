@@ -1,35 +1,101 @@
-"""Atomic file writes: a reader (or a resumed run) never sees half a file."""
+"""Durable, atomic file writes and per-folder locks, as SQLite and git do them.
+
+A file is written beside its target, flushed to disk (fsync), given the permissions the
+umask allows (``mkstemp`` alone makes them 0600), renamed into place, and the folder
+is flushed after the rename: a reader, a resumed run or a power cut never sees half a
+file, nor a name that points at lost data. One exclusive OS lock per dataset keeps a
+second process out; the OS releases it when its holder dies, so a killed run never
+blocks the next one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from autolabel.errors import OutputError
+
 TMP_MARK = ".autolabel-tmp-"
+LOCK_SUFFIX = ".autolabel-lock"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it into place."""
+@functools.cache
+def umask() -> int:
+    """The process umask (read without changing it where the OS allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new regular file under the umask (0644 under umask 022)."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder under the umask (0755 under umask 022)."""
+    return 0o777 & ~umask()
+
+
+def sync_dir(path: Path) -> None:
+    """Flushes a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):  # file systems without directory fsync
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> None:
+    """Writes ``data`` beside ``path``, fsyncs it, renames it into place.
+
+    Args:
+        path: The target.
+        data: Its new content.
+        sync_parent: Also flush the folder after the rename. Writers of many files pass
+            False and call :func:`sync_dir` once for the lot, before journaling them.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), file_mode())
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync_parent:
+        sync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, sync_parent: bool = True) -> None:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), sync_parent)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-links ``src`` to ``dst`` (a copy across file systems), atomically."""
+def link_or_copy(src: Path, dst: Path, sync_parent: bool = True) -> None:
+    """Hard-links ``src`` to ``dst`` (a durable copy across file systems), atomically."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -37,15 +103,40 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, tmp)
     except OSError:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, file_mode())
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, dst)
+    if sync_parent:
+        sync_dir(dst.parent)
 
 
-def remove_stale_temporaries(root: Path) -> int:
-    """Deletes temporary files a killed run left under ``root``; returns how many."""
+def make_staging_dir(target: Path) -> Path:
+    """An empty folder beside ``target`` to build it in (permissions as the umask allows)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_MARK}", dir=target.parent))
+    os.chmod(staging, dir_mode())
+    return staging
+
+
+def remove_stale_temporaries(root: Path, prefix: str = "") -> int:
+    """Deletes what killed runs left under ``root`` (temporary files, staging folders); returns how many.
+
+    Args:
+        root: The folder to clean (its whole tree).
+        prefix: Only entries whose name starts with ``.<prefix>`` (the staging of one
+            target, when other targets beside it may be in use by other processes).
+    """
     count = 0
-    for tmp in root.rglob(f"*{TMP_MARK}*"):
-        if tmp.is_file():
-            tmp.unlink()
+    if not root.is_dir():
+        return 0
+    pattern = f".{prefix}*{TMP_MARK}*" if prefix else f"*{TMP_MARK}*"
+    for tmp in sorted(root.rglob(pattern) if not prefix else root.glob(pattern), reverse=True):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+            count += 1
+        elif tmp.exists() or tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
             count += 1
     return count
 
@@ -59,5 +150,81 @@ def replace_dir(staging: Path, target: Path) -> None:
             shutil.rmtree(old)
         os.replace(target, old)
     os.replace(staging, target)
+    sync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old)
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of a dataset folder: beside it, so it survives the folder being swapped."""
+    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
+
+
+class FolderLock:
+    """An exclusive OS lock on a dataset folder (``flock``), with the holder's PID for messages.
+
+    The OS releases it when the process dies, however it dies. A second process gets an
+    :class:`OutputError` naming the holder at once.
+    """
+
+    def __init__(self, folder: Path, purpose: str) -> None:
+        self.folder = folder
+        self.purpose = purpose
+        self.path = lock_path(folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Takes the lock or raises OutputError naming who holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(
+                f"{self.folder}: in use by {holder}; wait for it to finish (or stop it), then try again"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"autolabel {self.purpose} (PID {os.getpid()})\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Releases the lock (closing the file releases it)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def output_errors(where: Path) -> Iterator[None]:
+    """Turns OS errors while writing under ``where`` (disk full, read-only, permission) into one clear line."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        what = exc.strerror or str(exc)
+        name = exc.filename or where
+        hint = {
+            errno.ENOSPC: "; free some space and re-run the same command: finished frames are kept",
+            errno.EDQUOT: "; free some space and re-run the same command: finished frames are kept",
+            errno.EROFS: "; choose a writable --output",
+            errno.EACCES: "; check the folder's permissions or choose another --output",
+            errno.EPERM: "; check the folder's permissions or choose another --output",
+        }.get(exc.errno, "")
+        raise OutputError(f"{name}: cannot write: {what}{hint}") from exc

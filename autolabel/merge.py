@@ -20,6 +20,7 @@ from autolabel.config import FilterConfig
 from autolabel.datasets import finalize
 from autolabel.datasets.layout import (
     JOURNAL,
+    STATE_VERSION,
     FrameRecord,
     boxes_per_class,
     read_journal,
@@ -167,7 +168,7 @@ def merge_datasets(
             staging,
             {
                 "kind": MERGED,
-                "version": 1,
+                "version": STATE_VERSION,
                 "classes": classes,
                 "sources": [str(f) for f, _ in states],
                 "products": result.products,

@@ -25,6 +25,7 @@ from autolabel.config import RunConfig, to_dict
 from autolabel.datasets import finalize
 from autolabel.datasets.layout import (
     RUN_YAML,
+    STATE_VERSION,
     FrameRecord,
     boxes_per_class,
     read_journal,
@@ -49,7 +50,7 @@ from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_NAME = "GroundingDINO_SwinT_OGC.py"
-STATE_VERSION = 1
+
 ENCODE_THREADS = 4
 RESERVED_OUTPUTS = {MERGED}
 

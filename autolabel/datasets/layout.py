@@ -22,6 +22,7 @@ its image and label files are in place.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ STATE = f"{STATE_DIR}/state.json"
 DATA_YAML = "data.yaml"
 RUN_YAML = "run.yaml"
 SPLITS = ("train", "val")
+STATE_VERSION = 2
 IMAGE_SUFFIX = ".jpg"
 
 
@@ -68,6 +70,7 @@ class FrameRecord:
     split: str | None = None
     product: str | None = None
     dropped: str | None = None
+    reviewed: bool = False
 
     def to_json(self) -> str:
         """One compact JSON line (boxes as [class, x1, y1, x2, y2, confidence])."""
@@ -86,6 +89,8 @@ class FrameRecord:
             data["product"] = self.product
         if self.dropped is not None:
             data["dropped"] = self.dropped
+        if self.reviewed:
+            data["reviewed"] = True
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -104,6 +109,7 @@ class FrameRecord:
             d.get("split"),
             d.get("product"),
             d.get("dropped"),
+            bool(d.get("reviewed", False)),
         )
 
     @property
@@ -112,11 +118,22 @@ class FrameRecord:
         return f"{IMAGES}/{self.name}{IMAGE_SUFFIX}"
 
 
-def read_journal(root: Path) -> Iterator[FrameRecord]:
+def _check_record(record: FrameRecord, n_classes: int | None) -> None:
+    if record.width < 1 or record.height < 1:
+        raise ValueError(f"image size {record.width}x{record.height}")
+    for b in record.boxes:
+        if n_classes is not None and not 0 <= b.class_id < n_classes:
+            raise ValueError(f"class id {b.class_id} outside the dataset's {n_classes} classes")
+        if not all(math.isfinite(v) for v in (b.x1, b.y1, b.x2, b.y2)) or not (b.x1 <= b.x2 and b.y1 <= b.y2):
+            raise ValueError(f"bad box {[b.x1, b.y1, b.x2, b.y2]}")
+
+
+def read_journal(root: Path, n_classes: int | None = None) -> Iterator[FrameRecord]:
     """Streams the journal's records.
 
     A last line cut short by a crash is ignored (:func:`repair_journal` cuts it off the
-    file); a bad line elsewhere is an error naming the line.
+    file); a bad line elsewhere (or a class id outside ``n_classes``, a non-finite or
+    inverted box) is an error naming the line.
     """
     path = root / JOURNAL
     if not path.exists():
@@ -126,9 +143,11 @@ def read_journal(root: Path) -> Iterator[FrameRecord]:
             if not raw.endswith(b"\n"):
                 return
             try:
-                yield FrameRecord.from_json(raw.decode("utf-8"))
+                record = FrameRecord.from_json(raw.decode("utf-8"))
+                _check_record(record, n_classes)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise InputError(f"{path}:{lineno}: corrupt journal line: {exc}") from exc
+            yield record
 
 
 def repair_journal(root: Path) -> None:
@@ -168,9 +187,20 @@ def read_state(root: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable dataset state ({exc}); delete the folder to start over") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("kind"), str):
+        raise InputError(f"{path}: not an autolabel dataset state (expected a JSON object with 'kind')")
+    if state.get("version") != STATE_VERSION:
+        raise InputError(
+            f"{path}: dataset written by another autolabel version (state version {state.get('version')!r}, "
+            f"this one reads {STATE_VERSION}); relabel into a new --output"
+        )
+    classes = state.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{path}: 'classes' must be a list of names")
+    return state
 
 
 def require_state(root: Path) -> dict:
