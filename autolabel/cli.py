@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from autolabel import progress
-from autolabel.errors import AutolabelError, ConfigError
+from autolabel.errors import AutolabelError, ConfigError, OutputError
 
 app = typer.Typer(
     name="autolabel",
@@ -34,6 +34,9 @@ OverlapIou = Annotated[
 DropEmpty = Annotated[bool | None, typer.Option("--drop-empty/--keep-empty", help="Drop frames without boxes.")]
 DropMulti = Annotated[bool | None, typer.Option("--drop-multi/--keep-multi", help="Drop frames with several boxes.")]
 Formats = Annotated[str | None, typer.Option("--format", help="Comma list of yolo, voc, coco.")]
+UniteCase = Annotated[
+    bool, typer.Option("--unite-case", help="Merge: unite classes whose names differ only in case (hand/Hand).")
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors.")]
 
 
@@ -102,7 +105,16 @@ def print_run_summary(results) -> None:
         if r.filtered or r.dropped_frames:
             removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
             _echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
+        if r.reviewed_frames:
+            _echo(f"    reviewed frames (autolabel import): {r.reviewed_frames}")
+        if r.repaired:
+            _echo(
+                f"    rewrote {len(r.repaired)} label files that differed from the journal (e.g. {r.repaired[0]}); "
+                "edited copies are in .autolabel/edited/: bring corrections in with autolabel import"
+            )
         _echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
+        for note in r.notes:
+            _echo(f"    note: {note}")
         for e in r.errors:
             _echo(f"    error: {e}")
 
@@ -144,7 +156,14 @@ def run(
     overlap_iou: OverlapIou = None,
     drop_empty: DropEmpty = None,
     drop_multi: DropMulti = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel products whose settings changed.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Relabel products whose settings or sources changed (reviewed ones only when named with --product).",
+        ),
+    ] = False,
+    unite_case: UniteCase = False,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write report.html per dataset.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Then merge all products into <output>/merged.")] = False,
     train: Annotated[
@@ -198,16 +217,18 @@ def run(
                 if r.output is not None and r.frames:
                     print_report(write_report_for(r.output))
         failed = [r for r in results if not r.ok]
+        if not any(r.frames for r in results):
+            logging.getLogger("autolabel").error("no frames were kept in any product (thresholds or filters?)")
+            failed = failed or results
         if merge or train:
-            from autolabel.merge import MERGED, merge_datasets
+            from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 
-            merged = merge_datasets(
-                [r.output for r in results if r.ok and r.output is not None],
-                Path(cfg.output) / MERGED,
-                cfg.filters,
-                cfg.dataset.formats,
-            )
-            print_merge_summary(merged)
+            out = Path(cfg.output) / MERGED
+            inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out)
+            merged = merge_datasets(inputs, out, cfg.filters, format and cfg.dataset.formats, unite_case)
+            print_merge_summary(merged, skipped)
+            if not merged.frames:
+                raise OutputError(f"{merged.output}: the merged dataset has no frames; nothing to train on")
             if cfg.report:
                 print_report(write_report_for(merged.output))
             if train:
@@ -235,6 +256,7 @@ def merge(
     overlap_iou: OverlapIou = None,
     drop_empty: DropEmpty = None,
     drop_multi: DropMulti = None,
+    unite_case: UniteCase = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -253,21 +275,23 @@ def merge(
             },
         )
         out = output or root / MERGED
-        inputs = list(datasets or [])
+        inputs, skipped = list(datasets or []), []
         if not inputs:
             inputs, skipped = find_product_datasets(root, exclude=out)
-            for why in skipped:
-                logging.getLogger("autolabel").warning("skipped %s", why)
-        result = merge_datasets(inputs, out, cfg.filters, cfg.dataset.formats)
-        print_merge_summary(result)
+        result = merge_datasets(inputs, out, cfg.filters, format and cfg.dataset.formats, unite_case)
+        print_merge_summary(result, skipped)
+        if not result.frames:
+            raise OutputError(f"{result.output}: the merged dataset has no frames (filters?)")
 
     _guard(debug, go)
 
 
-def print_merge_summary(result) -> None:
-    """Frames, classes, boxes and filter removals of a merge."""
+def print_merge_summary(result, skipped: list[str] = ()) -> None:
+    """Frames, classes, boxes and filter removals of a merge, and the datasets left out."""
     split = " / ".join(f"{k} {v}" for k, v in result.split.items())
     _echo(f"merged {', '.join(result.products)} -> {result.output}")
+    for why in skipped:
+        _echo(f"  left out: {why}")
     _echo(f"  frames {result.frames} ({split})")
     _echo(f"  classes: {', '.join(f'{i}: {n}' for i, n in enumerate(result.classes))}")
     _echo(f"  boxes per class: {', '.join(f'{n} {c}' for n, c in result.boxes_per_class.items())}")

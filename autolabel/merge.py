@@ -10,16 +10,17 @@ merge output, never a folder that is not a dataset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolabel.config import FilterConfig
+from autolabel.config import FORMATS, FilterConfig
 from autolabel.datasets import finalize
 from autolabel.datasets.layout import (
     JOURNAL,
+    LABELS,
     STATE_VERSION,
     FrameRecord,
     boxes_per_class,
@@ -31,8 +32,8 @@ from autolabel.datasets.layout import (
 )
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.errors import InputError, OutputError
-from autolabel.fileio import TMP_MARK, replace_dir
-from autolabel.naming import safe_name
+from autolabel.fileio import FolderLock, make_staging_dir, output_errors, remove_stale_temporaries, replace_dir
+from autolabel.naming import SEPARATOR, safe_name
 from autolabel.postprocess import FilterStats, apply_filters, filters_active
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,52 @@ def _check_input(folder: Path) -> dict:
     return state
 
 
+def _classes(states: list[tuple[Path, dict]], unite_case: bool) -> tuple[list[str], dict[str, str]]:
+    """The merged class list (first appearance) and, with ``unite_case``, each name's united spelling."""
+    classes: list[str] = []
+    spelling: dict[str, str] = {}
+    by_fold: dict[str, str] = {}
+    for _, state in states:
+        for name in state["classes"]:
+            first = by_fold.setdefault(name.casefold(), name)
+            spelling[name] = first if unite_case else name
+            if spelling[name] not in classes:
+                classes.append(spelling[name])
+    clashes = sorted({n for n in spelling if n != by_fold[n.casefold()]})
+    for name in clashes:
+        if unite_case:
+            log.info("class %r united with %r (names differing only in case)", name, by_fold[name.casefold()])
+        else:
+            log.warning(
+                "classes %r and %r differ only in case and stay separate; --unite-case merges them",
+                by_fold[name.casefold()],
+                name,
+            )
+    return classes, spelling
+
+
+def _check_labels(folder: Path, record: FrameRecord) -> None:
+    from autolabel.datasets.writer import yolo_lines
+
+    path = folder / LABELS / f"{record.name}.txt"
+    try:
+        same = path.read_text(encoding="utf-8") == yolo_lines(record)
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
+        raise InputError(
+            f"{path}: differs from {folder / JOURNAL} (edited or deleted by hand?); the journal is the dataset's "
+            "source of truth: re-run `autolabel run` to restore the file (an edited copy is kept), and bring "
+            "corrections in through `autolabel import`"
+        )
+
+
 def merge_datasets(
-    inputs: list[Path], output: Path, filters: FilterConfig | None = None, formats: list[str] | None = None
+    inputs: list[Path],
+    output: Path,
+    filters: FilterConfig | None = None,
+    formats: list[str] | None = None,
+    unite_case: bool = False,
 ) -> MergeResult:
     """Merges product datasets into ``output`` (rebuilt whole).
 
@@ -93,69 +138,82 @@ def merge_datasets(
         inputs: Product dataset folders.
         output: The merged dataset; must be absent, empty, or an earlier merge output.
         filters: Filters to apply while merging (counted in the result).
-        formats: Output formats (default: yolo, voc).
+        formats: Output formats (default: every format all inputs have).
+        unite_case: Unite classes whose names differ only in case (``hand``/``Hand``).
     """
-    formats = formats or ["yolo", "voc"]
     if not inputs:
         raise InputError("nothing to merge: give product dataset folders")
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: exists and is a file; choose another --output")
-    if output.is_dir() and any(output.iterdir()):
-        state = read_state(output)
-        if state is None or state.get("kind") != MERGED:
-            raise OutputError(f"{output}: exists and is not a merge output; refusing to write over it")
-    resolved_out = output.resolve()
-    states: list[tuple[Path, dict]] = []
-    for folder in inputs:
-        if folder.resolve() == resolved_out:
-            raise InputError(f"{folder}: is the merge output itself; it is never merged back in")
-        states.append((folder, _check_input(folder)))
+    with contextlib.ExitStack() as locks, output_errors(output):
+        locks.enter_context(FolderLock(output, "merge"))
+        if output.is_dir() and any(output.iterdir()):
+            state = read_state(output)
+            if state is None or state.get("kind") != MERGED:
+                raise OutputError(f"{output}: exists and is not a merge output; refusing to write over it")
+        remove_stale_temporaries(output.parent, prefix=output.name)
+        resolved_out = output.resolve()
+        states: list[tuple[Path, dict]] = []
+        for folder in inputs:
+            if folder.resolve() == resolved_out:
+                raise InputError(f"{folder}: is the merge output itself; it is never merged back in")
+            locks.enter_context(FolderLock(folder, "merge (reading)"))
+            states.append((folder, _check_input(folder)))
+        if formats is None:
+            formats = [f for f in FORMATS if all(f in st.get("formats", ["yolo", "voc"]) for _, st in states)]
+        return _merge(states, output, filters, formats, unite_case)
 
+
+def _merge(
+    states: list[tuple[Path, dict]],
+    output: Path,
+    filters: FilterConfig | None,
+    formats: list[str],
+    unite_case: bool,
+) -> MergeResult:
     # Products by name: the same product twice is a conflict (its files would collide).
     by_slug: dict[str, tuple[Path, dict]] = {}
     for folder, state in states:
         slug = safe_name(str(state.get("product") or folder.name))
-        if slug in by_slug:
-            other, other_state = by_slug[slug]
+        if slug.lower() in by_slug:
+            other, other_state = by_slug[slug.lower()]
             if other_state.get("classes") != state.get("classes"):
                 raise InputError(
                     f"product {slug!r} appears twice with different class lists: {other} has "
                     f"{other_state.get('classes')}, {folder} has {state.get('classes')}"
                 )
             raise InputError(f"product {slug!r} appears twice ({other} and {folder}); merge one of them")
-        by_slug[slug] = (folder, state)
+        by_slug[slug.lower()] = (folder, state)
 
-    classes: list[str] = []
-    for _, state in states:
-        for name in state.get("classes", []):
-            if name not in classes:
-                classes.append(name)
+    classes, spelling = _classes(states, unite_case)
     index = {name: i for i, name in enumerate(classes)}
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}{TMP_MARK}", dir=output.parent))
-    result = MergeResult(output=output, classes=classes, products=sorted(by_slug))
+    staging = make_staging_dir(output)
+    result = MergeResult(output=output, classes=classes)
     stats = FilterStats()
     active = filters if filters is not None and filters_active(filters) else None
     records: list[FrameRecord] = []
     try:
         with DatasetWriter(staging, classes, formats) as writer:
-            for slug in sorted(by_slug):
-                folder, state = by_slug[slug]
-                remap = [index[name] for name in state.get("classes", [])]
+            for key in sorted(by_slug):
+                folder, state = by_slug[key]
+                slug = safe_name(str(state.get("product") or folder.name))
+                result.products.append(slug)
+                remap = [index[spelling[name]] for name in state["classes"]]
                 membership = read_splits(folder)
-                for record in read_journal(folder):
+                for record in read_journal(folder, len(state["classes"])):
                     if record.dropped is not None:
                         continue
                     source_image = folder / record.image
                     if not source_image.is_file():
                         raise InputError(f"{source_image}: image listed in {folder / JOURNAL} is missing")
+                    _check_labels(folder, record)
                     for box in record.boxes:
                         box.class_id = remap[box.class_id]
                     record.split = membership.get(record.name, "train")
                     record.product = state.get("product") or slug
-                    record.name = f"{slug}_{record.name}"
-                    record.source = f"{slug}_{record.source}"
+                    # Cleaned names never hold "__": "<product>__<frame>" cannot collide.
+                    record.name = f"{slug}{SEPARATOR}{record.name}"
+                    record.source = f"{slug}{SEPARATOR}{record.source}"
                     if active is not None and apply_filters(record, active, stats):
                         continue
                     writer.add(record, image_file=source_image)
@@ -170,6 +228,7 @@ def merge_datasets(
                 "kind": MERGED,
                 "version": STATE_VERSION,
                 "classes": classes,
+                "formats": list(formats),
                 "sources": [str(f) for f, _ in states],
                 "products": result.products,
                 "complete": True,

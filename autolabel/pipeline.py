@@ -7,13 +7,15 @@ frames it lists, and refuses to mix labels made with other settings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +23,13 @@ from pathlib import Path
 import yaml
 
 from autolabel import __version__, progress
-from autolabel.config import RunConfig, to_dict
+from autolabel.config import FORMATS, RunConfig, to_dict
 from autolabel.datasets import finalize
+from autolabel.datasets.finalize import repair_derived
 from autolabel.datasets.layout import (
+    JOURNAL,
     RUN_YAML,
+    STATE,
     STATE_VERSION,
     FrameRecord,
     boxes_per_class,
@@ -36,7 +41,15 @@ from autolabel.datasets.layout import (
 from autolabel.datasets.split import assign_splits
 from autolabel.datasets.writer import DatasetWriter, encode_jpeg
 from autolabel.errors import AutolabelError, InputError, OutputError
-from autolabel.fileio import atomic_write_text, remove_stale_temporaries
+from autolabel.fileio import (
+    TMP_MARK,
+    FolderLock,
+    atomic_write_text,
+    output_errors,
+    remove_stale_temporaries,
+    sync_dir,
+)
+from autolabel.identity import DigestCache, source_identity
 from autolabel.labelers.base import Labeler
 from autolabel.merge import MERGED
 from autolabel.ontology import Ontology
@@ -44,14 +57,14 @@ from autolabel.postprocess import FilterStats, apply_filters, filters_active, nm
 from autolabel.sampling import Frame, expected_count, iter_frames
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
-from autolabel.weights import GROUNDING_DINO_WEIGHTS
+from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir
 from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_NAME = "GroundingDINO_SwinT_OGC.py"
 
 ENCODE_THREADS = 4
+BACKUPS = ".autolabel-backups"
 RESERVED_OUTPUTS = {MERGED}
 
 
@@ -70,6 +83,9 @@ class ProductResult:
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    reviewed_frames: int = 0
 
     @property
     def fps(self) -> float:
@@ -89,28 +105,64 @@ class _Job:
     sources: list[Source]
     out: Path
     done: dict[str, set[int]]
-    pending: int
-    resume: bool
+    pending: int | None  # frames to label; None when a header gives no count
+    needs_work: bool
+    state: dict | None  # the dataset's state when resuming; None: start afresh
+    relabel: bool = False  # --overwrite: the old dataset goes, once labeling starts
+    reviewed: int = 0  # frames holding an imported review
+    notes: list[str] = field(default_factory=list)
+    missing_images: int = 0  # journaled frames whose image was deleted: labeled again
 
 
-def fingerprint(config: RunConfig, ontology: Ontology) -> dict:
-    """The settings that decide a product's labels; a resumed run must match them."""
+@dataclass(frozen=True)
+class _SourceEnd:
+    """Every kept frame of ``source`` was read: it is complete once the frames before this are journaled."""
+
+    source: Source
+
+
+@dataclass(frozen=True)
+class _SourceFailed:
+    source: Source
+    message: str
+
+
+def model_files(mc, cache: str | None) -> dict[str, Path]:
+    """The local files that make the model (given, else their cache or default place); nothing downloads."""
+    root = cache_dir(cache)
+    if mc.base_model == "grounding-dino":
+        from autolabel.labelers.grounding_dino import default_model_config
+
+        return {
+            "weights": Path(mc.weights).expanduser() if mc.weights else root / GROUNDING_DINO_WEIGHTS.name,
+            "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
+            "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else root / "bert-base-uncased",
+        }
+    return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
+
+
+def model_identity(mc, cache: str | None) -> dict[str, str | None]:
+    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime."""
+    digests = DigestCache(cache_dir(cache))
+    try:
+        return {k: digests.identity(p) if p.exists() else None for k, p in model_files(mc, cache).items()}
+    finally:
+        digests.save()
+
+
+def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:
+    """The settings that decide a product's labels; a resumed run must match them.
+
+    Model files count by content (sha256), not by name: a retrained ``best.pt`` under
+    the same name is another model.
+    """
     m, s = config.model, config.sampling
-
-    def base(p: str | None, default: str) -> str:
-        return Path(p).name if p else default
-
-    gdino = m.base_model == "grounding-dino"
     return {
         "ontology": ontology.to_mapping(),
         "sampling": {"frame_rate": s.frame_rate if s.fps is None else None, "fps": s.fps},
         "model": {
             "base_model": m.base_model,
-            # File names, defaults resolved: the same model passed by path or found in the cache matches.
-            "weights": base(m.weights, GROUNDING_DINO_WEIGHTS.name) if gdino else None,
-            "model_config": base(m.model_config, DEFAULT_CONFIG_NAME) if gdino else None,
-            "text_encoder": base(m.text_encoder, "bert-base-uncased") if gdino else None,
-            "base_weights": None if gdino else base(m.base_weights, DEFAULT_ULTRALYTICS_WEIGHTS),
+            "files": dict(model_id or {}),
             "box_threshold": m.box_threshold,
             "text_threshold": m.text_threshold,
             "nms_iou": m.nms_iou,
@@ -127,116 +179,210 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
+        if prefix == "model.files." and (a is None or b is None):
+            continue  # a file not on disk yet: checked again once the model is loaded
         if isinstance(a, dict) and isinstance(b, dict) and key != "ontology":
             diffs += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}" if key != "ontology" else "ontology.json changed")
+            if key == "ontology":
+                diffs.append("ontology.json changed")
+            elif prefix == "model.files.":
+                diffs.append(f"model file {key} has other content (sha256 {a[:12]}... -> {b[:12]}...)")
+            else:
+                diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return diffs
 
 
-def check_output(out: Path, config: RunConfig, ontology: Ontology, product: str, overwrite: bool) -> dict | None:
-    """Checks, without writing, that ``out`` may receive this product's labels.
-
-    Returns the dataset's state when ``out`` holds this product's labels made with the
-    same settings (resume), None when it must be created (or cleared, with ``overwrite``).
-    """
+def _check_target(out: Path, product: str) -> dict | None:
+    """The state of ``out`` when it holds this product's dataset, None when absent or empty; refuses anything else."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; remove it or choose another --output")
     state = read_state(out) if out.is_dir() else None
     if out.is_dir() and state is None and any(out.iterdir()):
         raise OutputError(f"{out}: exists and is not an autolabel dataset; remove it or choose another --output")
-    if state is None:
-        return None
-    if state.get("kind") != "product":
+    if state is not None and state.get("kind") != "product":
         raise OutputError(
             f"{out}: holds a {state.get('kind')} dataset, not product {product!r}'s; choose another --output"
-        )
-    if overwrite:
-        return None
-    wanted = fingerprint(config, ontology)
-    if state.get("fingerprint") != wanted:
-        diffs = _differences(state.get("fingerprint") or {}, wanted)
-        raise OutputError(
-            f"{out}: was labeled with other settings ({'; '.join(diffs[:3])}); "
-            "re-run with --overwrite to relabel it, or pick another --output"
         )
     return state
 
 
-def init_output(job: _Job, config: RunConfig) -> None:
-    """Creates (or, when not resuming, clears) the product's output folder and its state."""
-    if not job.resume and job.out.exists():
-        shutil.rmtree(job.out)
-    job.out.mkdir(parents=True, exist_ok=True)
-    state = read_state(job.out)
-    if state is not None and state.get("complete"):
-        write_state(job.out, state | {"complete": False})  # unfinished again until finalized
-    if state is None:
-        write_state(
-            job.out,
-            {
-                "kind": "product",
-                "version": STATE_VERSION,
-                "product": job.product.name,
-                "classes": list(job.ontology.classes),
-                "fingerprint": fingerprint(config, job.ontology),
-                "complete": False,
-            },
-        )
-    remove_stale_temporaries(job.out)
+def _source_changes(state: dict, sources: list[Source], done: dict[str, set[int]]) -> tuple[list[str], list[str]]:
+    """Sources replaced since their frames were labeled (hard changes), and sources gone (soft)."""
+    recorded = state.get("sources", {})
+    replaced = []
+    present = {s.path.name for s in sources}
+    for source in sources:
+        info = recorded.get(source.path.name)
+        if info and done.get(info["stem"]) and info.get("id") != source_identity(source.path):
+            replaced.append(f"{source.path.name} was replaced since its frames were labeled")
+    gone = [
+        f"{name} is gone; its {len(done.get(info['stem'], ()))} frames are kept (--overwrite relabels without them)"
+        for name, info in sorted(recorded.items())
+        if name not in present and done.get(info["stem"])
+    ]
+    return replaced, gone
 
 
-def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool) -> _Job:
+def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> _Job:
+    """Decides, without writing, what a product's run does: start, resume, relabel, or refuse."""
     if product.slug.lower() in RESERVED_OUTPUTS:
         raise InputError(
             f"{product.folder}: the product name {product.name!r} is reserved for merge output; rename the folder"
         )
     ontology = Ontology.load(product.ontology_path)
-    sources = list_sources(product)
     out = output / product.slug
-    state = check_output(out, config, ontology, product.name, overwrite)
-    resume = state is not None
-    if resume:
-        recorded = state.get("sources", {})
-        for source in sources:
-            if source.stem in recorded and recorded[source.stem] != _source_id(source):
-                raise OutputError(
-                    f"{source.path}: changed since {out} was labeled from it; re-run with --overwrite to relabel "
-                    "the product, or give the new file another name"
-                )
+    state = _check_target(out, product.name)
+    recorded = {name: info["stem"] for name, info in (state or {}).get("sources", {}).items()}
+    sources = list_sources(product, recorded)
+    records = list(read_journal(out, len(state["classes"]))) if state is not None else []
     done: dict[str, set[int]] = {}
-    for record in read_journal(out) if resume else ():
+    for record in records:
         done.setdefault(record.source, set()).add(record.index)
+    relabel, notes = False, []
+    if state is not None:
+        changes = _differences(state.get("fingerprint") or {}, fingerprint(config, ontology, model_id))
+        replaced, gone = _source_changes(state, sources, done)
+        changes += replaced
+        if changes or (overwrite and gone):
+            if not overwrite:
+                raise OutputError(
+                    f"{out}: was labeled with other settings or sources ({'; '.join(changes[:3])}); "
+                    "re-run with --overwrite to relabel it, or pick another --output"
+                )
+            reviewed = sum(1 for r in records if r.reviewed)
+            if reviewed and product.name not in (config.products or []):
+                raise OutputError(
+                    f"{out}: holds {reviewed} reviewed frames (autolabel import) and would be relabeled "
+                    f"({'; '.join((changes or gone)[:2])}); to relabel it anyway, name it: "
+                    f"--overwrite --product {product.name!r} (the reviewed labels are backed up first)"
+                )
+            relabel, state, done, records = True, None, {}, []
+        else:
+            notes = gone
+    complete = {name for name, info in (state or {}).get("sources", {}).items() if info.get("complete")}
+    pending: int | None = 0
     s = config.sampling
-    pending = 0
     for source in sources:
+        if source.path.name in complete:
+            continue
         try:
-            pending += max(0, expected_count(source, s.frame_rate, s.fps) - len(done.get(source.stem, ())))
+            count = expected_count(source, s.frame_rate, s.fps)
         except InputError:
-            pending += 1  # reported when it is read
-    return _Job(product, ontology, sources, out, done, pending, resume)
+            count = 1  # reported when it is read
+        if count is None or pending is None:
+            pending = None
+        else:
+            pending += max(0, count - len(done.get(source.stem, ())))
+    missing = _missing_images(out, records, state, sources)
+    needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
+    job = _Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
+    job.reviewed = sum(1 for r in records if r.reviewed)
+    job.missing_images = len(missing)
+    return job
 
 
-def _source_id(source: Source) -> list[int]:
-    """Size and modification time: enough to notice a replaced file under the same name."""
-    stat = source.path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+def _missing_images(out: Path, records: list[FrameRecord], state: dict | None, sources: list[Source]) -> list:
+    """Journaled frames whose image is gone; an error when one cannot be made again."""
+    missing = [r for r in records if r.dropped is None and not (out / r.image).is_file()]
+    if not missing:
+        return []
+    by_stem = {info["stem"]: name for name, info in state["sources"].items()}
+    present = {s.path.name for s in sources}
+    lost = [r for r in missing if r.reviewed or by_stem.get(r.source) not in present]
+    if lost:
+        raise InputError(
+            f"{out / lost[0].image}: image missing and cannot be made again "
+            f"({'it holds a review' if lost[0].reviewed else 'its source is gone'}; {len(lost)} such frames); "
+            "restore it, or relabel with --overwrite"
+        )
+    return missing
 
 
-def _frames(job: _Job, config: RunConfig, errors: list[str]) -> Iterator[Frame]:
+def _new_state(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+    return {
+        "kind": "product",
+        "version": STATE_VERSION,
+        "product": job.product.name,
+        "classes": list(job.ontology.classes),
+        "fingerprint": fingerprint(config, job.ontology, model_id),
+        "formats": list(config.dataset.formats),
+        "sources": {},
+        "complete": False,
+    }
+
+
+def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+    """Creates (or, for --overwrite, replaces) the product's folder; records its sources before any frame.
+
+    Returns the state as written. An --overwrite moves the old folder aside in one
+    rename before deleting it, so a crash leaves either the old dataset or none, never
+    a half-deleted one that claims to be complete.
+    """
+    out = job.out
+    if job.relabel and out.exists():
+        if job.reviewed:
+            backup = out.parent / BACKUPS / f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            backup.mkdir(parents=True, exist_ok=True)
+            for name in (JOURNAL, STATE, RUN_YAML):
+                if (out / name).is_file():
+                    shutil.copy2(out / name, backup / Path(name).name)
+            log.warning("%s: %d reviewed frames backed up to %s before relabeling", out, job.reviewed, backup)
+        aside = out.with_name(f".{out.name}{TMP_MARK}overwritten")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(out, aside)
+        sync_dir(out.parent)
+        shutil.rmtree(aside)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    repair_journal(out)
+    state = dict(job.state) if job.state is not None else _new_state(job, config, model_id)
+    state["complete"] = False  # unfinished again until finalized
+    state["formats"] = sorted(set(state.get("formats", [])) | set(config.dataset.formats), key=FORMATS.index)
+    sources = dict(state.get("sources", {}))
+    for source in job.sources:
+        info = dict(sources.get(source.path.name) or {"stem": source.stem, "complete": False})
+        identity = source_identity(source.path)
+        if info.get("id") != identity:  # new, or changed before any of its frames was labeled
+            info["id"], info["complete"] = identity, False
+        sources[source.path.name] = info
+    state["sources"] = sources
+    write_state(out, state)
+    return state
+
+
+def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | _SourceEnd | _SourceFailed]:
+    """The pending frames of every unfinished source, each source closed by an end (or failure) marker."""
     s = config.sampling
     for source in job.sources:
+        if source.path.name in complete:
+            continue
         try:
             yield from iter_frames(source, s.frame_rate, s.fps, skip=job.done.get(source.stem))
         except InputError as exc:
-            log.error("%s", exc)
-            errors.append(str(exc))
+            yield _SourceFailed(source, str(exc))
+            continue
+        yield _SourceEnd(source)
 
 
-def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+def _batches(items: Iterator, size: int) -> Iterator[list[Frame] | _SourceEnd | _SourceFailed]:
+    """Batches of at most ``size`` frames of one size (a frame's labels never depend on its batch-mates).
+
+    Markers pass through in order, closing the batch before them.
+    """
     batch: list[Frame] = []
-    for frame in frames:
-        batch.append(frame)
+    for item in items:
+        if not isinstance(item, Frame):
+            if batch:
+                yield batch
+                batch = []
+            yield item
+            continue
+        if batch and batch[0].image.shape != item.image.shape:
+            yield batch
+            batch = []
+        batch.append(item)
         if len(batch) >= size:
             yield batch
             batch = []
@@ -264,29 +410,48 @@ def versions() -> dict[str, str]:
     return out
 
 
-def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult) -> None:
-    """Labels a job's pending frames and journals them."""
-    init_output(job, config)
-    repair_journal(job.out)
-    writer = DatasetWriter(job.out, list(job.ontology.classes), config.dataset.formats, config.dataset.jpeg_quality)
+def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
+    """Labels a job's pending frames and journals them; each source is marked complete once read to its end."""
+    writer = DatasetWriter(job.out, list(job.ontology.classes), state["formats"], config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
     done_count = sum(len(v) for v in job.done.values())
+    complete = {name for name, info in state["sources"].items() if info.get("complete")}
 
     quality = config.dataset.jpeg_quality
     # JPEG encoding runs on a small pool (OpenCV releases the GIL); files and journal lines
-    # are written by one thread, in frame order.
+    # are written by one thread, in frame order, and committed in groups.
     encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
+    finished: list[str] = []  # sources read to their end, marked complete at the next commit
 
-    def write(item: tuple[FrameRecord, Future | None]) -> None:
+    def write(item) -> None:
+        if isinstance(item, _SourceEnd):
+            finished.append(item.source.path.name)
+            return
         record, encoded = item
         writer.add(record, image_bytes=encoded.result() if encoded is not None else None)
 
-    worker = Worker(write, depth=4 * ENCODE_THREADS + 8)
-    bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
+    def commit() -> None:
+        writer.commit()
+        if finished:
+            for name in finished:
+                state["sources"][name]["complete"] = True
+            finished.clear()
+            write_state(job.out, state)
+
+    worker = Worker(write, depth=4 * ENCODE_THREADS + 8, flush=commit)
+    total = None if job.pending is None else done_count + job.pending
+    bar = progress.bar(total, job.product.name, initial=done_count)
     try:
-        frames = prefetch(_frames(job, config, result.errors), depth=max(8, 2 * labeler.batch_size))
-        for batch in _batches(frames, labeler.batch_size):
+        items = prefetch(_items(job, config, complete), depth=max(8, 2 * labeler.batch_size))
+        for batch in _batches(items, labeler.batch_size):
+            if isinstance(batch, _SourceFailed):
+                log.error("%s", batch.message)
+                result.errors.append(batch.message)
+                continue
+            if isinstance(batch, _SourceEnd):
+                worker.put(batch)
+                continue
             detections = labeler.label([f.image for f in batch], job.ontology)
             for frame, det in zip(batch, detections, strict=True):
                 det = nms(det, config.model.nms_iou)
@@ -308,26 +473,43 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     result.filtered = stats.as_dict()
 
 
-def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labeler: Labeler | None) -> None:
-    """Splits, writes data.yaml, COCO, run.yaml and the summary counts."""
-    records = []
-    for r in read_journal(job.out):
-        if r.dropped is None:
-            records.append(r)
-        else:
-            result.dropped_frames += 1
+def _restore_missing_images(job: _Job, state: dict) -> None:
+    """Unjournals frames whose image was deleted, so this run labels them again."""
+    records = list(read_journal(job.out, len(job.ontology.classes)))
+    missing = {r.name: r for r in records if r.dropped is None and not (job.out / r.image).is_file()}
+    if not missing:
+        return
+    by_stem = {info["stem"]: name for name, info in state["sources"].items()}
+    atomic_write_text(job.out / JOURNAL, "".join(r.to_json() + "\n" for r in records if r.name not in missing))
+    for r in missing.values():
+        state["sources"][by_stem[r.source]]["complete"] = False
+        job.done.get(r.source, set()).discard(r.index)
+    write_state(job.out, state)
+    log.warning("%s: %d frames had lost their image; labeling them again", job.out, len(missing))
+
+
+def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state: dict, labeler: Labeler | None) -> None:
+    """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
+
+    Files derived from the journal (labels, VOC, COCO) that disagree with it are written
+    again from it, and named.
+    """
+    classes = list(job.ontology.classes)
+    all_records = list(read_journal(job.out, len(classes)))
+    records = [r for r in all_records if r.dropped is None]
+    result.dropped_frames = len(all_records) - len(records)
     d = config.dataset
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:
         r.split = splits[r.name]
-    classes = list(job.ontology.classes)
+    formats = state["formats"]
+    result.repaired = repair_derived(job.out, records, classes, formats)
     result.split = finalize.write_split_lists(job.out, records)
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
-    if "voc" in d.formats:
-        finalize.write_missing_voc(job.out, records, classes)  # frames labeled before VOC was asked for
-    if "coco" in d.formats:
+    if "coco" in formats:
         finalize.write_coco(job.out, records, classes)
     result.frames = len(records)
+    result.reviewed_frames = sum(1 for r in records if r.reviewed)
     result.boxes_per_class = boxes_per_class(records, classes)
     result.empty_frames = sum(1 for r in records if not r.boxes)
     if labeler is not None or not (job.out / RUN_YAML).exists():
@@ -336,7 +518,7 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
             "ontology": job.ontology.to_mapping(),
             "classes": classes,
             "config": to_dict(config) | {"products": [job.product.name]},
-            "model": labeler.describe() if labeler is not None else None,
+            "model": (labeler.describe() if labeler is not None else {}) | {"files": model_files_of(state)},
             "versions": versions(),
         }
         atomic_write_text(
@@ -344,11 +526,28 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, labele
             "# Written by autolabel run: the settings these labels were made with.\n"
             + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
         )
-    state = read_state(job.out) or {}
-    state["sources"] = {s.stem: _source_id(s) for s in job.sources}
     state["complete"] = True
     state["source_errors"] = list(result.errors)
     write_state(job.out, state)
+
+
+def model_files_of(state: dict) -> dict[str, str | None]:
+    """The model files' sha256 that a dataset was labeled with."""
+    return dict(state["fingerprint"]["model"]["files"])
+
+
+def _check_layout(input_dir: Path, output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: output path exists and is a file; choose a folder for --output")
+    try:
+        inside = output.resolve().is_relative_to(input_dir.resolve())
+    except OSError:
+        inside = False
+    if inside:
+        raise OutputError(
+            f"{output}: the output folder is inside the input folder {input_dir}; it would be read as a product. "
+            "Choose an --output outside it"
+        )
 
 
 def run(
@@ -360,40 +559,73 @@ def run(
 
     Bad input in one product is reported in its result and the others go on;
     errors that concern the whole run (missing weights, an unusable output folder)
-    raise.
+    raise. Each product's folder is locked for the whole run: a second process on the
+    same product stops at once with a message naming the holder.
     """
     input_dir, output = Path(config.input), Path(config.output)
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"{output}: output path exists and is a file; choose a folder for --output")
+    _check_layout(input_dir, output)
     products = discover_products(input_dir, config.products or None)
+    model_id = model_identity(config.model, config.cache_dir)
     results: list[ProductResult] = []
     jobs: list[tuple[_Job | None, ProductResult]] = []
-    for product in products:
-        result = ProductResult(product.name)
-        try:
-            job = _plan(product, config, output, overwrite)
-            result.output = job.out
-        except AutolabelError as exc:
-            log.error("%s", exc)
-            result.errors.append(str(exc))
-            job = None
-        jobs.append((job, result))
-        results.append(result)
-    labeler: Labeler | None = None
-    if any(job is not None and job.pending for job, _ in jobs):
-        labeler = labeler_factory()
-    for job, result in jobs:
-        if job is None:
-            continue
-        start = time.perf_counter()
-        try:
-            if job.pending or not job.resume:
-                labeler.prepare(job.ontology)
-                label_product(job, config, labeler, result)
-            finalize_product(job, config, result, labeler if result.new_frames else None)
-        except (InputError, OutputError) as exc:
-            log.error("%s: %s", job.product.name, exc)
-            result.errors.append(str(exc))
-            result.output = None if not result.new_frames else result.output
-        result.seconds = time.perf_counter() - start
+    with contextlib.ExitStack() as locks:
+        with output_errors(output):
+            output.mkdir(parents=True, exist_ok=True)
+        for product in products:
+            result = ProductResult(product.name)
+            try:
+                with output_errors(output):
+                    locks.enter_context(FolderLock(output / product.slug, "run"))
+                    remove_stale_temporaries(output, prefix=product.slug)
+                job = _plan(product, config, output, overwrite, model_id)
+                result.output = job.out
+                result.notes += job.notes
+            except AutolabelError as exc:
+                log.error("%s", exc)
+                result.errors.append(str(exc))
+                job = None
+            jobs.append((job, result))
+            results.append(result)
+        labeler: Labeler | None = None
+        if any(job is not None and job.needs_work for job, _ in jobs):
+            labeler = labeler_factory()
+            loaded = model_identity(config.model, config.cache_dir)  # files the labeler downloaded count now
+            if loaded != model_id:
+                for i, (job, result) in enumerate(jobs):
+                    if job is None or job.state is None:
+                        continue
+                    diffs = _differences(job.state.get("fingerprint") or {}, fingerprint(config, job.ontology, loaded))
+                    if diffs:
+                        msg = f"{job.out}: was labeled with another model ({diffs[0]}); re-run with --overwrite"
+                        log.error("%s", msg)
+                        result.errors.append(msg)
+                        result.output = None
+                        jobs[i] = (None, result)
+                model_id = loaded
+        for job, result in jobs:
+            if job is None:
+                continue
+            _run_job(job, config, labeler, result, model_id)
     return results
+
+
+def _run_job(
+    job: _Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
+) -> None:
+    start = time.perf_counter()
+    try:
+        with output_errors(job.out):
+            state = init_output(job, config, model_id)
+            if job.missing_images:
+                _restore_missing_images(job, state)
+            if job.needs_work:
+                if labeler is None:
+                    raise InputError(f"{job.product.folder}: frames to label but no model was loaded")
+                labeler.prepare(job.ontology)
+                label_product(job, config, labeler, result, state)
+            finalize_product(job, config, result, state, labeler if result.new_frames else None)
+    except (InputError, OutputError) as exc:
+        log.error("%s: %s", job.product.name, exc)
+        result.errors.append(str(exc))
+        result.output = None if not result.new_frames else result.output
+    result.seconds = time.perf_counter() - start

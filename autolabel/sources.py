@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from autolabel.errors import InputError
-from autolabel.naming import safe_name
+from autolabel.naming import safe_name, unique_name
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -82,23 +85,58 @@ def discover_products(input_dir: Path, only: list[str] | None = None) -> list[Pr
     return products
 
 
-def list_sources(product: Product) -> list[Source]:
-    """Media files of a product (top level of its folder), sorted by name, with unique stems."""
-    files = sorted(
-        p
-        for p in product.folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
-    )
+def list_sources(product: Product, recorded: dict[str, str] | None = None) -> list[Source]:
+    """Media files of a product (top level of its folder), sorted by name, each with a unique stem.
+
+    Args:
+        product: The product.
+        recorded: Stems already allocated to file names (from the dataset's state); kept
+            as they are, so a re-run names every frame as the first run did.
+
+    Other files and sub-folders are skipped with a warning naming them.
+    """
+    try:
+        entries = sorted(product.folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"{product.folder}: cannot read product folder: {exc.strerror or exc}") from exc
+    files, skipped = [], []
+    for p in entries:
+        if p.name.startswith(".") or p.name == ONTOLOGY_FILE:
+            continue
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+            files.append(p)
+        else:
+            skipped.append(f"{p.name}/" if p.is_dir() else p.name)
+    if skipped:
+        log.warning(
+            "%s: skipped %s (not a supported media file; sub-folders are not searched)",
+            product.folder,
+            ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""),
+        )
     if not files:
         raise InputError(
             f"{product.folder}: no media files (expected videos {' '.join(sorted(VIDEO_EXTENSIONS))} "
             f"or images {' '.join(sorted(IMAGE_EXTENSIONS))})"
         )
-    stems = Counter(safe_name(p.stem).lower() for p in files)
-    sources = []
-    for p in files:
-        stem = safe_name(p.stem)
-        if stems[stem.lower()] > 1:  # box.mp4 and box.mov: keep both, apart
-            stem = safe_name(f"{p.stem}_{p.suffix.lstrip('.')}")
-        sources.append(Source(p, stem, p.suffix.lower() in VIDEO_EXTENSIONS))
-    return sources
+    stems = allocate_stems([p.name for p in files], recorded or {})
+    return [Source(p, stems[p.name], p.suffix.lower() in VIDEO_EXTENSIONS) for p in files]
+
+
+def allocate_stems(file_names: list[str], recorded: dict[str, str]) -> dict[str, str]:
+    """A unique output stem per file name (case-insensitively), keeping recorded ones.
+
+    ``box.mp4`` alone is ``box``; with ``box.mov`` beside it each gets a hash suffix of its
+    full name; ``a b.mp4`` becomes ``a_b-<hash>`` so it never meets ``a_b.mp4``.
+    """
+    stems = {name: recorded[name] for name in file_names if name in recorded}
+    taken = set(recorded.values())
+    plain = Counter(safe_name(Path(n).stem).lower() for n in file_names if n not in recorded)
+    for name in file_names:
+        if name in stems:
+            continue
+        stem = Path(name).stem
+        clash = plain[safe_name(stem).lower()] > 1
+        stem_name = unique_name(stem, taken | ({safe_name(stem)} if clash else set()), salt=name)
+        stems[name] = stem_name
+        taken.add(stem_name)
+    return stems

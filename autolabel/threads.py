@@ -51,25 +51,37 @@ def prefetch(items: Iterable[Any], depth: int = 8) -> Iterator[Any]:
 
 
 class Worker:
-    """Calls ``fn(item)`` for each ``put`` item on one background thread, in order."""
+    """Calls ``fn(item)`` for each ``put`` item on one background thread, in order.
 
-    def __init__(self, fn: Callable[[Any], None], depth: int = 16) -> None:
+    ``flush`` (optional) runs whenever the queue has run dry and before the worker
+    stops: the place to commit a group of items at once (one fsync for many files).
+    """
+
+    def __init__(self, fn: Callable[[Any], None], depth: int = 16, flush: Callable[[], None] | None = None) -> None:
         self._fn = fn
+        self._flush = flush
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="autolabel-writer", daemon=True)
         self._thread.start()
 
+    def _run(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._error is None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by put/close
+                self._error = exc
+
     def _loop(self) -> None:
         while True:
             item = self._q.get()
             if item is _DONE:
+                if self._flush is not None:
+                    self._run(self._flush)
                 return
-            if self._error is None:
-                try:
-                    self._fn(item)
-                except BaseException as exc:  # noqa: BLE001 - re-raised by put/close
-                    self._error = exc
+            self._run(self._fn, item)
+            if self._flush is not None and self._q.empty():
+                self._run(self._flush)
 
     def put(self, item: Any) -> None:
         """Queues an item; raises the worker's first error, if any."""

@@ -16,8 +16,8 @@ from tests.conftest import FakeLabeler, make_product
 
 def label(tmp_path: Path, formats: str = "yolo,voc") -> Path:
     videos = tmp_path / "videos"
-    make_product(videos, "shop a", {"red mug": "mug", "cardboard box": "box"}, {"1.mp4": 10})
-    make_product(videos, "shop b", {"a box": "box", "green bottle": "bottle"}, {"1.mp4": 6})
+    make_product(videos, "shop_a", {"red mug": "mug", "cardboard box": "box"}, {"1.mp4": 10})
+    make_product(videos, "shop_b", {"a box": "box", "green bottle": "bottle"}, {"1.mp4": 6})
     cfg = load_config(
         None,
         {
@@ -40,17 +40,17 @@ def test_merge_remaps_ids_and_prefixes_names(tmp_path):
     data = yaml.safe_load((merged / "data.yaml").read_text())
     assert data["names"] == {0: "mug", 1: "box", 2: "bottle"}
     images = sorted(p.name for p in (merged / "images").iterdir())
-    assert images == [f"shop_a_1_{i:06d}.jpg" for i in range(0, 10, 2)] + [f"shop_b_1_{i:06d}.jpg" for i in (0, 2, 4)]
+    assert images == [f"shop_a__1_{i:06d}.jpg" for i in range(0, 10, 2)] + [f"shop_b__1_{i:06d}.jpg" for i in (0, 2, 4)]
     # Shop a: class 0 mug -> 0, 1 box -> 1. Shop b: 0 box -> 1, 1 bottle -> 2. Two boxes per frame, never more.
-    a = (merged / "labels" / "shop_a_1_000000.txt").read_text().splitlines()
-    b = (merged / "labels" / "shop_b_1_000000.txt").read_text().splitlines()
+    a = (merged / "labels" / "shop_a__1_000000.txt").read_text().splitlines()
+    b = (merged / "labels" / "shop_b__1_000000.txt").read_text().splitlines()
     assert [line.split()[0] for line in a] == ["0", "1"] and [line.split()[0] for line in b] == ["1", "2"]
     assert a[0].split()[1:] == (ds / "shop_a" / "labels" / "1_000000.txt").read_text().splitlines()[0].split()[1:]
     total = sum(len(p.read_text().splitlines()) for p in (merged / "labels").iterdir())
     assert total == 2 * 8
     assert "boxes per class: mug 5, box 8, bottle 3" in result.stdout
     # Train/val membership is kept.
-    for product, prefix in (("shop_a", "shop_a_"), ("shop_b", "shop_b_")):
+    for product, prefix in (("shop_a", "shop_a__"), ("shop_b", "shop_b__")):
         for split in ("train", "val"):
             old = {
                 line.replace("./images/", f"./images/{prefix}")
@@ -84,7 +84,7 @@ def test_merge_refuses_foreign_output_and_conflicts(tmp_path):
     # The same product name with another class list.
     other = tmp_path / "other"
     videos = tmp_path / "v2"
-    make_product(videos, "shop a", {"a hat": "hat"}, {"1.mp4": 2})
+    make_product(videos, "shop_a", {"a hat": "hat"}, {"1.mp4": 2})
     run(load_config(None, {"input": str(videos), "output": str(other), "report": False}), FakeLabeler)
     with pytest.raises(InputError, match="product 'shop_a' appears twice with different class lists"):
         merge_datasets([ds / "shop_a", other / "shop_a"], tmp_path / "m3")

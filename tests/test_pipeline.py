@@ -10,6 +10,7 @@ import yaml
 from autolabel.config import load_config
 from autolabel.datasets.layout import JOURNAL, read_journal
 from autolabel.errors import OutputError
+from autolabel.naming import safe_name
 from autolabel.pipeline import run
 from tests.conftest import FakeLabeler, make_product, make_video
 
@@ -70,9 +71,9 @@ def test_names_are_escaped_in_xml_and_yaml_and_sanitized_in_paths(tmp_path):
     weird = '<script>alert("x")</script> & co: {a}'
     make_product(tmp_path / "videos", "evil <name>?*", {"thing": weird, "other": "b: c"}, {"v 1.mp4": 2})
     (r,) = run(config(tmp_path), FakeLabeler)
-    out = tmp_path / "dataset" / "evil_name"
+    out = tmp_path / "dataset" / safe_name("evil <name>?*")
     assert r.output == out and out.is_dir()
-    xml = ET.parse(out / "annotations" / "v_1_000000.xml").getroot()
+    xml = ET.parse(out / "annotations" / f"{safe_name('v 1')}_000000.xml").getroot()
     assert [o.find("name").text for o in xml.iter("object")] == [weird, "b: c"]
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: weird, 1: "b: c"}
 
@@ -134,7 +135,7 @@ def test_a_replaced_video_is_not_mixed_with_old_labels(tmp_path):
     run(config(tmp_path), FakeLabeler)
     make_video(folder / "a.mp4", frames=9)
     (r,) = run(config(tmp_path), FakeLabeler)
-    assert "a.mp4: changed since" in r.errors[0] and "--overwrite" in r.errors[0]
+    assert "a.mp4 was replaced since its frames were labeled" in r.errors[0] and "--overwrite" in r.errors[0]
     (r,) = run(config(tmp_path), FakeLabeler, overwrite=True)
     assert r.ok and r.frames == 5
 

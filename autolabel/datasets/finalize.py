@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.datasets.layout import ANNOTATIONS, DATA_YAML, IMAGE_SUFFIX, SPLITS, FrameRecord
-from autolabel.fileio import atomic_write_text
+from autolabel.datasets.layout import ANNOTATIONS, DATA_YAML, IMAGE_SUFFIX, LABELS, SPLITS, STATE_DIR, FrameRecord
+from autolabel.fileio import TMP_MARK, atomic_write_bytes, atomic_write_text, file_mode, sync_dir
 from autolabel.postprocess import to_detections
 
 
@@ -73,7 +73,7 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
     categories = classes_to_coco_categories(list(classes))
     for split in SPLITS:
         path = root / f"coco_{split}.json"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.autolabel-tmp-", dir=root)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=root)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 images, annotations = [], []
@@ -95,7 +95,43 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
                     annotations.extend(anns)
                     image_id += 1
                 json.dump({"images": images, "annotations": annotations, "categories": categories}, out, default=_plain)
+                out.flush()
+                os.fchmod(out.fileno(), file_mode())
+                os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+    sync_dir(root)
+
+
+def repair_derived(root: Path, records: list[FrameRecord], classes: list[str], formats: list[str]) -> list[str]:
+    """Writes again every label (and VOC) file that differs from the journal, the dataset's source of truth.
+
+    A file that was there but differed (a hand edit) is kept under ``.autolabel/edited/``
+    first. Returns the paths rewritten, relative to ``root``.
+    """
+    from autolabel.datasets.writer import voc_xml, yolo_lines
+
+    repaired = []
+    for r in records:
+        wanted = [(root / LABELS / f"{r.name}.txt", yolo_lines(r))]
+        if "voc" in formats:
+            wanted.append((root / ANNOTATIONS / f"{r.name}.xml", voc_xml(r, classes)))
+        for path, text in wanted:
+            data = text.encode("utf-8")
+            try:
+                if path.read_bytes() == data:
+                    continue
+                edited = root / STATE_DIR / "edited" / path.relative_to(root)
+                edited.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, edited)
+            except FileNotFoundError:
+                pass
+            atomic_write_bytes(path, data, sync_parent=False)
+            repaired.append(str(path.relative_to(root)))
+    if repaired:
+        for sub in (LABELS, ANNOTATIONS):
+            if (root / sub).is_dir():
+                sync_dir(root / sub)
+    return repaired
