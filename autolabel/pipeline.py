@@ -240,6 +240,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     for record in records:
         done.setdefault(record.source, set()).add(record.index)
     relabel, notes = False, []
+    reviewed = sum(1 for r in records if r.reviewed)
     if state is not None:
         changes = _differences(state.get("fingerprint") or {}, fingerprint(config, ontology, model_id))
         replaced, gone = _source_changes(state, sources, done)
@@ -250,7 +251,6 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
                     f"{out}: was labeled with other settings or sources ({'; '.join(changes[:3])}); "
                     "re-run with --overwrite to relabel it, or pick another --output"
                 )
-            reviewed = sum(1 for r in records if r.reviewed)
             if reviewed and product.name not in (config.products or []):
                 raise OutputError(
                     f"{out}: holds {reviewed} reviewed frames (autolabel import) and would be relabeled "
@@ -277,7 +277,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     missing = _missing_images(out, records, state, sources)
     needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
     job = _Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
-    job.reviewed = sum(1 for r in records if r.reviewed)
+    job.reviewed = reviewed
     job.missing_images = len(missing)
     return job
 
