@@ -231,6 +231,7 @@ def test_model_files_are_identified_by_content(tmp_path):
     (r,) = run(config(tmp_path, **{"model.weights": str(a)}), FakeLabeler)
     assert r.ok
     import hashlib
+
     import yaml
 
     files_digest = yaml.safe_load((r.output / "run.yaml").read_text())["model"]["files"]
