@@ -145,7 +145,8 @@ def model_identity(mc, cache: str | None) -> dict[str, str | None]:
     """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime."""
     digests = DigestCache(cache_dir(cache))
     try:
-        return {k: digests.identity(p) if p.exists() else None for k, p in model_files(mc, cache).items()}
+        files = sorted(model_files(mc, cache).items())
+        return {k: digests.identity(p) if p.exists() else None for k, p in files}
     finally:
         digests.save()
 
@@ -488,7 +489,7 @@ def _restore_missing_images(job: _Job, state: dict) -> None:
     log.warning("%s: %d frames had lost their image; labeling them again", job.out, len(missing))
 
 
-def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state: dict, labeler: Labeler | None) -> None:
+def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state: dict) -> None:
     """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
     Files derived from the journal (labels, VOC, COCO) that disagree with it are written
@@ -512,20 +513,19 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     result.reviewed_frames = sum(1 for r in records if r.reviewed)
     result.boxes_per_class = boxes_per_class(records, classes)
     result.empty_frames = sum(1 for r in records if not r.boxes)
-    if labeler is not None or not (job.out / RUN_YAML).exists():
-        run_info = {
-            "product": job.product.name,
-            "ontology": job.ontology.to_mapping(),
-            "classes": classes,
-            "config": to_dict(config) | {"products": [job.product.name]},
-            "model": (labeler.describe() if labeler is not None else {}) | {"files": model_files_of(state)},
-            "versions": versions(),
-        }
-        atomic_write_text(
-            job.out / RUN_YAML,
-            "# Written by autolabel run: the settings these labels were made with.\n"
-            + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
-        )
+    run_info = {
+        "product": job.product.name,
+        "ontology": job.ontology.to_mapping(),
+        "classes": classes,
+        "config": to_dict(config) | {"products": [job.product.name]},
+        "model": state.get("model") or {"files": model_files_of(state)},
+        "versions": versions(),
+    }
+    atomic_write_text(
+        job.out / RUN_YAML,
+        "# Written by autolabel run: the settings these labels were made with.\n"
+        + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
+    )
     state["complete"] = True
     state["source_errors"] = list(result.errors)
     write_state(job.out, state)
@@ -533,7 +533,7 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
 
 def model_files_of(state: dict) -> dict[str, str | None]:
     """The model files' sha256 that a dataset was labeled with."""
-    return dict(state["fingerprint"]["model"]["files"])
+    return dict(sorted(state["fingerprint"]["model"]["files"].items()))
 
 
 def _check_layout(input_dir: Path, output: Path) -> None:
@@ -622,8 +622,12 @@ def _run_job(
                 if labeler is None:
                     raise InputError(f"{job.product.folder}: frames to label but no model was loaded")
                 labeler.prepare(job.ontology)
+                model = labeler.describe() | {"files": model_files_of(state)}
+                if state.get("model") != model:
+                    state["model"] = model
+                    write_state(job.out, state)
                 label_product(job, config, labeler, result, state)
-            finalize_product(job, config, result, state, labeler if result.new_frames else None)
+            finalize_product(job, config, result, state)
     except (InputError, OutputError) as exc:
         log.error("%s: %s", job.product.name, exc)
         result.errors.append(str(exc))
