@@ -34,7 +34,7 @@ def planted() -> list[FrameRecord]:
     ]
 
 
-def make_dataset(root: Path) -> Path:
+def make_dataset(root: Path, coco: bool = False) -> Path:
     records = planted()
     with DatasetWriter(root, CLASSES, ["yolo", "voc"]) as writer:
         for rec in records:
@@ -44,6 +44,8 @@ def make_dataset(root: Path) -> Path:
         rec.split = "val" if rec.index in (13, 14) else "train"
     finalize.write_split_lists(root, records)
     finalize.write_data_yaml(root, CLASSES, True)
+    if coco:
+        finalize.write_coco(root, records, CLASSES)
     write_state(
         root,
         {"kind": "product", "version": STATE_VERSION, "product": "planted <b>", "classes": CLASSES, "complete": True},
