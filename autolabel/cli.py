@@ -389,7 +389,7 @@ def import_(
         r = import_label_studio(dataset, export)
         _echo(
             f"imported {r.frames_reviewed} reviewed frames into {dataset}: {r.frames_changed} changed, "
-            f"boxes {r.boxes_before} -> {r.boxes_after}"
+            f"boxes {r.boxes_before} -> {r.boxes_after}; {r.reviewed_total} of {r.frames_total} frames now reviewed"
         )
 
     _guard(debug, go)

@@ -1,15 +1,19 @@
 """``autolabel report``: a static, offline HTML review page for a dataset.
 
 ``report.html`` sits in the dataset folder and loads only files beside it: annotated
-thumbnails under ``report/thumbs/`` (drawn with supervision's annotators, made once and
-reused) and the dataset's own images for the full-size view, where the boxes are drawn
-over the image from the page's data. No CDN, no server. Every name is data: escaped in
+thumbnails under ``report/thumbs/`` (drawn with supervision's annotators) and the
+dataset's own images for the full-size view, where the boxes are drawn over the image
+from the page's data. A thumbnail's file name carries a digest of what it draws (the
+frame's boxes and labels, the image's size and mtime), so it is reused exactly while
+that holds, redrawn after an import changes the boxes, and deleted with its frame.
+Frames whose image is missing or unreadable are listed, not fatal. No CDN, no server. Every name is data: escaped in
 the HTML, embedded JSON is script-safe, and the page's script writes text only through
 ``textContent``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -25,11 +29,12 @@ import numpy as np
 
 from autolabel.datasets.layout import FrameRecord, boxes_per_class, read_journal, read_splits, require_state
 from autolabel.errors import InputError
-from autolabel.fileio import atomic_write_bytes, atomic_write_text
+from autolabel.fileio import FolderLock, atomic_write_bytes, atomic_write_text, output_errors, sync_dir
 from autolabel.postprocess import relative_area, to_detections
 
 REPORT_HTML = "report.html"
 THUMBS = "report/thumbs"
+THUMB_STYLE = 1  # bump when the drawing changes, so every thumbnail is redrawn
 
 FLAGS = {
     "no_boxes": "No boxes",
@@ -37,6 +42,7 @@ FLAGS = {
     "many_boxes": "Many boxes",
     "at_border": "Boxes at the image border",
     "odd_size": "A class far off its usual size",
+    "missing_image": "Image missing or unreadable",
 }
 
 
@@ -113,37 +119,68 @@ def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions)
     return a
 
 
-def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: int) -> bool:
-    """Draws one annotated thumbnail (supervision annotators); False when it was up to date."""
+def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
+    return [
+        f"{classes[b.class_id] if b.class_id < len(classes) else b.class_id}"
+        + (f" {b.confidence:.2f}" if b.confidence is not None else "")
+        for b in record.boxes
+    ]
+
+
+def thumbnail_name(record: FrameRecord, labels: list[str], size: int, image: os.stat_result) -> str:
+    """The thumbnail's file name: the frame's name and a digest of everything it draws."""
+    drawn = [
+        THUMB_STYLE,
+        size,
+        record.width,
+        record.height,
+        [[b.x1, b.y1, b.x2, b.y2] for b in record.boxes],
+        labels,
+        image.st_size,
+        image.st_mtime_ns,
+    ]
+    digest = hashlib.sha256(json.dumps(drawn).encode()).hexdigest()[:16]
+    return f"{record.name}.{digest}.jpg"
+
+
+def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: int) -> tuple[str | None, bool]:
+    """Draws one annotated thumbnail (supervision annotators) unless an up-to-date one exists.
+
+    Returns:
+        The thumbnail's file name under ``report/thumbs`` (None when the frame's image is
+        missing or unreadable), and whether it was drawn now.
+    """
     import cv2
     import supervision as sv
 
     src = root / record.image
-    dst = root / THUMBS / f"{record.name}.jpg"
-    if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
-        return False
+    try:
+        st = src.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, False
+    labels = _box_labels(record, classes)
+    name = thumbnail_name(record, labels, size, st)
+    dst = root / THUMBS / name
+    if dst.exists():
+        return name, False
     image = cv2.imread(str(src), cv2.IMREAD_REDUCED_COLOR_2 if max(record.width, record.height) > 2 * size else 1)
     if image is None:
-        raise InputError(f"{src}: cannot read image")
+        return None, False
     scale = size / max(image.shape[:2])
-    image = cv2.resize(
-        image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
-    )
+    # Each side at least one pixel: a 4000x1 frame makes a 256x1 thumbnail.
+    width, height = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     det = to_detections(record.boxes)
     if len(det):
-        det.xyxy = det.xyxy * np.float32(image.shape[1] / record.width)
-        labels = [
-            f"{classes[b.class_id] if b.class_id < len(classes) else b.class_id}"
-            + (f" {b.confidence:.2f}" if b.confidence is not None else "")
-            for b in record.boxes
-        ]
+        sx, sy = width / record.width, height / record.height
+        det.xyxy = det.xyxy * np.array([sx, sy, sx, sy], np.float32)
         image = sv.BoxAnnotator(thickness=1).annotate(image, det)
         image = sv.LabelAnnotator(text_scale=0.35, text_thickness=1, text_padding=2).annotate(image, det, labels)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:
         raise InputError(f"{src}: cannot encode thumbnail")
-    atomic_write_bytes(dst, buf.tobytes())
-    return True
+    atomic_write_bytes(dst, buf.tobytes(), sync_parent=False)
+    return name, True
 
 
 def _svg_bars(values: list[int], labels: list[str], title: str) -> str:
@@ -174,9 +211,16 @@ def _script_json(data) -> str:
 
 
 def render(
-    title: str, classes: list[str], records: list[FrameRecord], splits: dict[str, str], a: Analysis, opts
+    title: str,
+    classes: list[str],
+    records: list[FrameRecord],
+    splits: dict[str, str],
+    a: Analysis,
+    opts,
+    thumbs: dict[str, str | None] | None = None,
 ) -> str:
-    """The report page."""
+    """The report page; ``thumbs`` maps frame names to their thumbnail's file name (None: no image)."""
+    thumbs = thumbs or {}
     e = html.escape
     class_rows = "".join(
         f'<tr><td class="cls">{e(name)}</td><td class="num">{n}</td></tr>' for name, n in a.boxes_per_class.items()
@@ -209,6 +253,7 @@ def render(
                 r.height,
                 splits.get(r.name, ""),
                 [[b.class_id, b.x1, b.y1, b.x2, b.y2, b.confidence] for b in r.boxes],
+                thumbs.get(r.name),
             ]
             for r in sorted(records, key=lambda r: r.name)
         ],
@@ -228,28 +273,39 @@ def render(
 
 
 def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
-    """Writes ``report.html`` and its thumbnails for the dataset at ``root``."""
+    """Writes ``report.html`` and its thumbnails for the dataset at ``root`` (holding the dataset's lock)."""
     opts = opts or ReportOptions()
     start = time.perf_counter()
     state = require_state(root)
     classes = list(state.get("classes", []))
-    records = [r for r in read_journal(root) if r.dropped is None]
-    splits = read_splits(root)
-    a = analyse(records, classes, opts)
-    (root / THUMBS).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-        made = sum(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size), records))
-    title = str(state.get("product") or root.name)
-    page = render(title, classes, records, splits, a, opts)
-    path = root / REPORT_HTML
-    atomic_write_text(path, page)
+    with output_errors(root), FolderLock(root, "report"):
+        records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
+        splits = read_splits(root)
+        a = analyse(records, classes, opts)
+        folder = root / THUMBS
+        folder.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+            drawn = list(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size), records))
+        thumbs = {r.name: name for r, (name, _) in zip(records, drawn, strict=True)}
+        a.flags["missing_image"] = sorted(n for n, name in thumbs.items() if name is None)
+        # Thumbnails of frames no longer in the journal, or of boxes since changed, go.
+        wanted = set(thumbs.values())
+        for path in folder.iterdir():
+            if path.name not in wanted and (path.is_file() or path.is_symlink()):
+                path.unlink()
+        sync_dir(folder)
+        title = str(state.get("product") or root.name)
+        page = render(title, classes, records, splits, a, opts, thumbs)
+        path = root / REPORT_HTML
+        atomic_write_text(path, page)
+        size = path.stat().st_size
     return ReportResult(
         path=path,
         frames=len(records),
         flagged={k: len(v) for k, v in a.flags.items()},
-        thumbnails_made=made,
+        thumbnails_made=sum(made for _, made in drawn),
         seconds=time.perf_counter() - start,
-        bytes=path.stat().st_size,
+        bytes=size,
     )
 
 
@@ -267,6 +323,7 @@ table{{border-collapse:collapse}} td{{padding:2px 10px;border-bottom:1px solid #
 #controls{{display:flex;gap:12px;align-items:center;margin:8px 0}}
 #grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:8px}}
 figure{{margin:0;background:#fff;border:1px solid #ddd;cursor:pointer}} figure img{{width:100%;display:block}}
+.noimage{{padding:40px 4px;text-align:center;color:#a00}}
 figcaption{{font-size:11px;padding:2px 4px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}}
 #modal{{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;justify-content:center}}
 #modal.open{{display:flex}} #stage{{position:relative;max-width:95vw;max-height:90vh}}
@@ -300,11 +357,18 @@ function show() {{
   page = Math.min(Math.max(page, 0), pages - 1);
   grid.replaceChildren();
   for (const f of list.slice(page * D.pageSize, (page + 1) * D.pageSize)) {{
-    const fig = document.createElement("figure"), img = document.createElement("img"), cap = document.createElement("figcaption");
-    img.className = "thumb"; img.loading = "lazy"; img.alt = f[0];
-    img.src = D.thumbs + "/" + encodeURIComponent(f[0]) + ".jpg";
+    const fig = document.createElement("figure"), cap = document.createElement("figcaption");
     cap.textContent = f[0] + " (" + f[4].length + " boxes, " + f[3] + ")";
-    fig.append(img, cap); fig.addEventListener("click", () => open(f[0])); grid.append(fig);
+    if (f[5] === null) {{
+      const none = document.createElement("div"); none.className = "noimage"; none.textContent = "image missing";
+      fig.append(none, cap);
+    }} else {{
+      const img = document.createElement("img");
+      img.className = "thumb"; img.loading = "lazy"; img.alt = f[0];
+      img.src = D.thumbs + "/" + encodeURIComponent(f[5]);
+      fig.append(img, cap); fig.addEventListener("click", () => open(f[0]));
+    }}
+    grid.append(fig);
   }}
   document.getElementById("page").textContent = "page " + (page + 1) + " of " + pages + " (" + list.length + " frames)";
 }}
