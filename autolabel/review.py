@@ -32,7 +32,6 @@ from autolabel.datasets.layout import (
     read_splits,
     require_state,
 )
-from autolabel.datasets.writer import voc_xml, yolo_lines
 from autolabel.errors import InputError
 from autolabel.fileio import (
     FolderLock,
@@ -134,20 +133,8 @@ def _read_bytes(path: Path) -> bytes | None:
 
 
 def write_frame_files(root: Path, record: FrameRecord, classes: list[str], voc: bool) -> int:
-    """Rewrites a frame's YOLO label (and VOC) file where it differs from the record; returns how many.
-
-    The folder is not flushed here: callers flush it once for the lot.
-    """
-    wanted = {root / LABELS / f"{record.name}.txt": yolo_lines(record)}
-    if voc:
-        wanted[root / ANNOTATIONS / f"{record.name}.xml"] = voc_xml(record, classes)
-    written = 0
-    for path, text in wanted.items():
-        data = text.encode("utf-8")
-        if _read_bytes(path) != data:
-            atomic_write_bytes(path, data, sync_parent=False)
-            written += 1
-    return written
+    """Rewrites a frame's YOLO label (and VOC) file where it differs from the record; returns how many."""
+    return len(finalize.sync_frame_files(root, record, classes, voc, keep_edits=False))
 
 
 def _coco_paths(root: Path) -> list[Path]:

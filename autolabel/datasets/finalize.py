@@ -105,31 +105,50 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
     sync_dir(root)
 
 
+def sync_frame_files(root: Path, record: FrameRecord, classes: list[str], voc: bool, keep_edits: bool) -> list[str]:
+    """Writes a frame's YOLO label (and VOC) file again where it differs from its journal record.
+
+    Args:
+        root: The dataset.
+        record: The frame's journal record (the source of truth).
+        classes: The dataset's class names.
+        voc: Whether the dataset has VOC files.
+        keep_edits: Move a differing file (a hand edit) to ``.autolabel/edited/`` first.
+
+    Returns the paths written, relative to ``root``. The folders are not flushed here:
+    callers flush them once for the lot.
+    """
+    from autolabel.datasets.writer import voc_xml, yolo_lines
+
+    wanted = [(root / LABELS / f"{record.name}.txt", yolo_lines(record))]
+    if voc:
+        wanted.append((root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, classes)))
+    written = []
+    for path, text in wanted:
+        data = text.encode("utf-8")
+        try:
+            if path.read_bytes() == data:
+                continue
+            if keep_edits:
+                edited = root / STATE_DIR / "edited" / path.relative_to(root)
+                edited.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, edited)
+        except FileNotFoundError:
+            pass
+        atomic_write_bytes(path, data, sync_parent=False)
+        written.append(path.relative_to(root).as_posix())
+    return written
+
+
 def repair_derived(root: Path, records: list[FrameRecord], classes: list[str], formats: list[str]) -> list[str]:
     """Writes again every label (and VOC) file that differs from the journal, the dataset's source of truth.
 
     A file that was there but differed (a hand edit) is kept under ``.autolabel/edited/``
     first. Returns the paths rewritten, relative to ``root``.
     """
-    from autolabel.datasets.writer import voc_xml, yolo_lines
-
     repaired = []
     for r in records:
-        wanted = [(root / LABELS / f"{r.name}.txt", yolo_lines(r))]
-        if "voc" in formats:
-            wanted.append((root / ANNOTATIONS / f"{r.name}.xml", voc_xml(r, classes)))
-        for path, text in wanted:
-            data = text.encode("utf-8")
-            try:
-                if path.read_bytes() == data:
-                    continue
-                edited = root / STATE_DIR / "edited" / path.relative_to(root)
-                edited.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, edited)
-            except FileNotFoundError:
-                pass
-            atomic_write_bytes(path, data, sync_parent=False)
-            repaired.append(str(path.relative_to(root)))
+        repaired += sync_frame_files(root, r, classes, "voc" in formats, keep_edits=True)
     if repaired:
         for sub in (LABELS, ANNOTATIONS):
             if (root / sub).is_dir():
