@@ -201,29 +201,63 @@ def _kept(frames: int, video_fps: float, frame_rate: int, fps: float | None, pat
     return [i for i in range(frames) if keep(i)]
 
 
-def probe_video(path) -> tuple[int, float]:
-    """Frame count and frame rate from the container's header (nothing read beyond it).
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a container's header says about its video stream (nothing read beyond it).
 
-    The count is the header's, else duration times rate: an estimate, for progress bars.
+    Attributes:
+        frames: The frame count the header states; None when it states none (Matroska and WebM,
+            a file still being written, a stream whose count is 0).
+        fps: Average frame rate, else base rate (0 when unknown).
+        seconds: Duration (0 when unknown).
     """
+
+    frames: int | None
+    fps: float
+    seconds: float
+
+
+def probe_video(path) -> VideoHeader:
+    """Frame count, frame rate and duration from the container's header (nothing read beyond it)."""
     with _open_container(path) as container:
         stream = _video_stream(container)
-        rate = _frame_rate(stream)
-        if stream.frames:
-            return stream.frames, rate
         if stream.duration and stream.time_base:
             seconds = float(stream.duration * stream.time_base)
         else:
             seconds = (container.duration or 0) / 1_000_000  # microseconds
-        return int(round(seconds * rate)), rate
+        return VideoHeader(stream.frames if stream.frames and stream.frames > 0 else None, _frame_rate(stream), seconds)
 
 
-def expected_count(source: Source, frame_rate: int, fps: float | None) -> int:
-    """About how many frames sampling will yield (from the container's header)."""
+def expected_count(source: Source, frame_rate: int, fps: float | None) -> int | None:
+    """How many frames :func:`iter_frames` will yield, from the container's header; None when unknown.
+
+    None means the header cannot say: it states no frame count (Matroska and WebM, a file still
+    being written, a stream whose count is 0), or ``fps`` is set (which frames that keeps depends
+    on every frame's timestamp, not in the header). A caller must then not take any number of
+    frames done as the whole source: it is complete only once :func:`iter_frames` has read it to
+    its end. A count can still be more than the file holds (a truncated file): ``iter_frames``
+    then raises :class:`InputError` at the end. For progress bars, see :func:`estimated_count`.
+    """
     if not source.is_video:
         return 1
-    count, rate = probe_video(source.path)
-    return len(_kept(count, rate, frame_rate, fps, source.path))
+    header = probe_video(source.path)
+    if fps is not None or header.frames is None:
+        return None
+    return len(range(0, header.frames, frame_rate))
+
+
+def estimated_count(source: Source, frame_rate: int, fps: float | None) -> int:
+    """About how many frames :func:`iter_frames` will yield (header count, else duration times rate).
+
+    For progress bars only: never to decide whether a source is done (see :func:`expected_count`).
+    """
+    if not source.is_video:
+        return 1
+    header = probe_video(source.path)
+    frames = header.frames or round(header.seconds * header.fps)
+    if fps is None:
+        return len(range(0, frames, frame_rate))
+    return min(frames, math.ceil(header.seconds * fps))
 
 
 def iter_frames(
@@ -233,7 +267,11 @@ def iter_frames(
     skip: set[int] | None = None,
     stats: DecodeStats | None = None,
 ) -> Iterator[Frame]:
-    """Yields the kept frames of one source, in order.
+    """Yields the kept frames of one source, in order, reading a video to its end.
+
+    Which frames are kept comes from the frames the file holds (its packets), never from
+    the header's frame count: a file whose header states none (Matroska, a file still being
+    written) is read to its last frame, and so is one resumed with ``skip``.
 
     Only what the kept frames need is decoded: where the next kept frame lies past a
     keyframe, the decoder seeks to that keyframe instead of decoding the frames in

@@ -194,3 +194,28 @@ def test_the_bundled_clip_counts_the_frames_its_decoder_gives():
 
     video = Path(__file__).resolve().parents[1] / "videos" / "box" / "box.mp4"
     assert index_video(video).frames == len(_read_all_with_opencv(video)) == 455
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_header_without_a_frame_count_says_unknown_and_is_read_to_its_end(tmp_path, live):
+    """Matroska states no frame count; written live (as a recorder does) not even a duration. Resumed after 5 of 20."""
+    from autolabel.sampling import estimated_count
+
+    video = make_h264(tmp_path / "live.mkv", frames=20, gop=5, **({"live": "1"} if live else {}))
+    source = Source(video, "live", True)
+    assert expected_count(source, 1, None) is None
+    assert expected_count(source, 3, None) is None
+    assert estimated_count(source, 1, None) == (0 if live else 20)  # duration times rate, when there is one
+    assert [f.index for f in iter_frames(source, frame_rate=1, skip=set(range(5)))] == list(range(5, 20))
+    assert [f.index for f in iter_frames(source, frame_rate=3, skip={0, 3})] == [6, 9, 12, 15, 18]
+
+
+def test_a_header_count_is_exact_under_a_stride_and_unknown_under_fps(tmp_path):
+    from autolabel.sampling import estimated_count
+
+    source = Source(make_h264(tmp_path / "a.mp4", frames=30, gop=10), "a", True)  # 1 s at 30 fps
+    assert expected_count(source, 4, None) == 8 == len(list(iter_frames(source, frame_rate=4)))
+    assert expected_count(source, 4, 3.0) is None  # which frames fps keeps depends on every timestamp
+    assert estimated_count(source, 4, 3.0) == 3
+    image = Source(make_image(tmp_path / "b.png"), "b", False)
+    assert expected_count(image, 4, None) == estimated_count(image, 4, 3.0) == 1
