@@ -3,8 +3,9 @@
 Videos are read with PyAV. A first pass over the container's packets (no decoding)
 finds every frame's timestamp and the keyframes; decoding then seeks to the keyframe
 before each kept frame when that skips frames, and converts only kept frames to BGR.
-``frame_rate`` is a stride (keep 0, N, 2N...), ``fps`` keeps F frames per second of
-video time.
+``frame_rate`` is a stride by frame index (keep 0, N, 2N...); ``fps`` keeps the first frame
+at or after each multiple of 1/F seconds of presentation time (timestamps, so variable frame
+rates too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,29 +177,43 @@ def index_video(path) -> VideoIndex:
     return _index(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> Callable[[int], bool]:
-    """A predicate on frame index: is this frame kept?
+# Timestamps this far before a multiple of 1/fps count as at it: Matroska rounds them to milliseconds.
+TIME_TOLERANCE = 1e-3
 
-    With ``fps``, frame i is kept when it is the first frame whose time reaches the
-    next multiple of 1/fps; with ``frame_rate`` N, when ``i % N == 0``.
+
+def keep_by_time(times: np.ndarray, fps: float) -> list[int]:
+    """Indices of the first frame at or after each multiple of ``1/fps`` seconds.
+
+    Args:
+        times: Each frame's presentation time in seconds from the first frame, ascending.
+        fps: Frames to keep per second of video time.
+
+    A gap longer than ``1/fps`` keeps one frame (the first after it), not one per multiple it spans.
     """
+    if not len(times):
+        return []
+    cells = np.floor((np.asarray(times, dtype=np.float64) + TIME_TOLERANCE) * fps)
+    return [0, *(np.flatnonzero(np.diff(cells) > 0) + 1).tolist()]
+
+
+def frame_times(index: VideoIndex) -> np.ndarray | None:
+    """Each frame's presentation time in seconds from the first frame: from the timestamps, else from the
+    index and the header's frame rate; None when the file gives neither."""
+    if index.pts is not None and index.time_base > 0:
+        return (index.pts - index.pts[0]).astype(np.float64) * index.time_base
+    if index.fps > 0:
+        return np.arange(index.frames, dtype=np.float64) / index.fps
+    return None
+
+
+def _kept(index: VideoIndex, frame_rate: int, fps: float | None, path) -> list[int]:
+    """The frame indices sampling keeps: a stride by index, or by presentation time under ``fps``."""
     if fps is None:
-        return lambda i: i % frame_rate == 0
-    if video_fps <= 0:
-        raise InputError("video has no frame rate in its header; use --frame-rate instead of --fps")
-    ratio = fps / video_fps
-    if ratio >= 1:
-        return lambda i: True
-    return lambda i: i == 0 or math.floor(i * ratio + 1e-9) > math.floor((i - 1) * ratio + 1e-9)
-
-
-def _kept(frames: int, video_fps: float, frame_rate: int, fps: float | None, path) -> list[int]:
-    """The indices kept among ``frames``; a missing frame rate under ``fps`` names the file."""
-    try:
-        keep = keep_indices(frame_rate, fps, video_fps)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return [i for i in range(frames) if keep(i)]
+        return list(range(0, index.frames, frame_rate))
+    times = frame_times(index)
+    if times is None:
+        raise InputError(f"{path}: video has neither timestamps nor a frame rate; use --frame-rate instead of --fps")
+    return keep_by_time(times, fps)
 
 
 @dataclass(frozen=True)
@@ -271,7 +286,10 @@ def iter_frames(
 
     Which frames are kept comes from the frames the file holds (its packets), never from
     the header's frame count: a file whose header states none (Matroska, a file still being
-    written) is read to its last frame, and so is one resumed with ``skip``.
+    written) is read to its last frame, and so is one resumed with ``skip``. Under ``fps``
+    the kept frames are the first at or after each multiple of ``1/fps`` seconds of
+    presentation time (variable-frame-rate video included); ``Frame.index`` is still the
+    frame's display index.
 
     Only what the kept frames need is decoded: where the next kept frame lies past a
     keyframe, the decoder seeks to that keyframe instead of decoding the frames in
@@ -280,7 +298,7 @@ def iter_frames(
     Args:
         source: A video or an image.
         frame_rate: Stride: keep frames 0, N, 2N, ...
-        fps: Keep this many frames per second of video time instead.
+        fps: Keep this many frames per second of presentation time instead.
         skip: Frame indices to pass over without decoding (already done).
         stats: Counts the frames decoded and the seeks made, when given.
     """
@@ -292,7 +310,7 @@ def iter_frames(
     index = index_video(source.path)
     if index.frames == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
-    wanted = [i for i in _kept(index.frames, index.fps, frame_rate, fps, source.path) if i not in skip]
+    wanted = [i for i in _kept(index, frame_rate, fps, source.path) if i not in skip]
     yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
     if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
@@ -376,6 +394,7 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
     import av
 
     wanted_set = set(wanted)
+    times = frame_times(index)
     ready: dict[int, np.ndarray] = {}  # wanted frames the decoder gave out ahead of their turn
     reader = _Reader(source.path, index, stats)
     try:
@@ -396,11 +415,7 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
             if image is None:
                 log.debug("%s: frame %d did not decode; skipped", source.path, target)
                 continue
-            if index.pts is not None:
-                t = float(index.pts[target] - index.pts[0]) * index.time_base
-            else:
-                t = target / index.fps if index.fps > 0 else 0.0
-            yield Frame(source, target, t, image)
+            yield Frame(source, target, float(times[target]) if times is not None else 0.0, image)
     finally:
         reader.close()
 

@@ -216,6 +216,51 @@ def test_a_header_count_is_exact_under_a_stride_and_unknown_under_fps(tmp_path):
     source = Source(make_h264(tmp_path / "a.mp4", frames=30, gop=10), "a", True)  # 1 s at 30 fps
     assert expected_count(source, 4, None) == 8 == len(list(iter_frames(source, frame_rate=4)))
     assert expected_count(source, 4, 3.0) is None  # which frames fps keeps depends on every timestamp
-    assert estimated_count(source, 4, 3.0) == 3
+    assert estimated_count(source, 4, 3.0) == 3 == len(list(iter_frames(source, fps=3.0)))
     image = Source(make_image(tmp_path / "b.png"), "b", False)
     assert expected_count(image, 4, None) == estimated_count(image, 4, 3.0) == 1
+
+
+def _make_vfr(path, times_ms: list[int]):
+    """H.264 with B-frames whose frame i is shown at ``times_ms[i]`` (a variable frame rate, as phones record)."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"preset": "ultrafast", "bf": "2", "g": "10"}
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 2 * i, np.uint8), format="bgr24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_fps_samples_variable_frame_rate_video_by_timestamp(tmp_path, container):
+    """2 s at 25 fps, 2 s at 5 fps, 1 s at 50 fps: --fps 2 keeps the first frame at or after every 0.5 s."""
+    import numpy as np
+
+    times = [*range(0, 2000, 40), *range(2000, 4000, 200), *range(4000, 5000, 20)]
+    video = _make_vfr(tmp_path / f"vfr.{container}", times)
+    frames = list(iter_frames(Source(video, "vfr", True), fps=2))
+    kept = [round(f.t * 1000) for f in frames]
+    assert kept == [min(t for t in times if t >= g) for g in range(0, 5000, 500)]
+    assert kept == [0, 520, 1000, 1520, 2000, 2600, 3000, 3600, 4000, 4500]
+    assert np.diff(kept).max() <= 500 + 200 and np.diff(kept).min() >= 500 - 200  # never more than a frame off
+    reference = _read_all_with_opencv(video)
+    assert len(reference) == len(times)
+    for f, t in zip(frames, kept, strict=True):
+        assert f.index == times.index(t)  # still the display index...
+        np.testing.assert_array_equal(f.image, reference[f.index])  # ...and the picture shown then
+    resumed = list(iter_frames(Source(video, "vfr", True), fps=2, skip={f.index for f in frames[:4]}))
+    assert [f.index for f in resumed] == [f.index for f in frames[4:]]
+    # The stride stays a stride by index.
+    assert [f.index for f in iter_frames(Source(video, "vfr", True), frame_rate=40)] == [0, 40, 80]
