@@ -15,6 +15,8 @@ import functools
 import logging
 import math
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +26,10 @@ from autolabel.errors import InputError
 from autolabel.sources import Source
 
 log = logging.getLogger(__name__)
+
+# Images whose header claims more pixels are refused before decoding (about 300 MB as BGR).
+MAX_IMAGE_PIXELS = 100_000_000
+_PIXEL_LIMIT = f"autolabel reads at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels (a decompression bomb?)"
 
 # A seek flushes the decoder (and its threads' pipeline): worth it once it skips this many frames.
 SEEK_MIN_SKIP = 4
@@ -420,12 +426,46 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
         reader.close()
 
 
+def probe_image(path) -> tuple[int, int]:
+    """Width and height from an image's header, nothing decoded; one clear error when it cannot be read.
+
+    Raises:
+        InputError: The file cannot be read, is not an image, or its header claims more than
+            :data:`MAX_IMAGE_PIXELS` (a few megabytes of PNG can claim gigapixels).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit, itself above ours
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "more pixels than Pillow opens"
+        raise InputError(f"{path}: image has {pixels} by its header; {_PIXEL_LIMIT}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: cannot decode image (not an image, or a format Pillow does not know)") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: image is {width}x{height} ({width * height / 1e6:.0f} megapixels); {_PIXEL_LIMIT}")
+    return width, height
+
+
 def read_image(path) -> np.ndarray:
-    """Reads an image as BGR uint8, with a clear error when it cannot be decoded."""
+    """Reads an image as BGR uint8 (turned upright by its EXIF orientation), with a clear error when it cannot be.
+
+    The header's size is checked before anything is decoded (see :func:`probe_image`).
+    """
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8)
+    probe_image(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise InputError(f"{path}: cannot decode image (unreadable or not an image)")
+        raise InputError(f"{path}: cannot decode image (truncated or corrupt)")
     return image

@@ -264,3 +264,69 @@ def test_fps_samples_variable_frame_rate_video_by_timestamp(tmp_path, container)
     assert [f.index for f in resumed] == [f.index for f in frames[4:]]
     # The stride stays a stride by index.
     assert [f.index for f in iter_frames(Source(video, "vfr", True), frame_rate=40)] == [0, 40, 80]
+
+
+def _png_header(path, width: int, height: int, rows: int = 4):
+    """An RGB PNG whose header says ``width`` x ``height``, holding only ``rows`` rows of zeros (a cheap bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes((1 + 3 * width) * rows), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [
+        (40000, 40000, "image has 1600 megapixels by its header"),
+        (12000, 10000, r"image is 12000x10000 \(120 megapixels\)"),
+    ],
+)
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, width, height, message):
+    import warnings
+
+    from autolabel.sampling import MAX_IMAGE_PIXELS, read_image
+
+    assert width * height > MAX_IMAGE_PIXELS
+    bomb = _png_header(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even Pillow's DecompressionBombWarning
+        with pytest.raises(InputError, match=rf"bomb.png: {message}; autolabel reads at most 100 megapixels"):
+            read_image(bomb)
+        with pytest.raises(InputError, match="bomb.png: "):
+            list(iter_frames(Source(bomb, "bomb", False)))
+
+
+def test_unreadable_images_are_one_clear_error(tmp_path):
+    import os
+
+    from autolabel.sampling import read_image
+
+    good = make_image(tmp_path / "good.png")
+    assert read_image(good).shape == (60, 80, 3)
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    header_only = tmp_path / "header.png"
+    header_only.write_bytes(good.read_bytes()[:20])
+    cases = {
+        folder: "cannot read image",
+        text: "cannot decode image",
+        cut: "cannot decode image",
+        header_only: "cannot (read|decode) image",
+    }
+    if os.geteuid() != 0:  # root reads anything
+        locked = make_image(tmp_path / "locked.png")
+        locked.chmod(0)
+        cases[locked] = r"cannot read image \(Permission denied\)"
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=rf"{path.name}: {message}"):
+            read_image(path)
