@@ -42,13 +42,17 @@ def default_model_config() -> Path:
 
 
 def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Short side to ``short`` unless the long side would pass ``max_size`` (as the package's RandomResize)."""
+    """Short side to ``short`` unless the long side would pass ``max_size`` (as the package's RandomResize).
+
+    Each side is at least 1 px and at most ``max_size``: a sliver such as 4000x1 keeps 1 px across
+    (the package's rounding gives 0) and its long side is capped (its aspect ratio cannot be kept).
+    """
     lo, hi = min(height, width), max(height, width)
     if hi / lo * short > max_size:
         short = int(round(max_size * lo / hi))
-    if width < height:
-        return int(short * height / width), short
-    return short, int(short * width / height)
+    short = max(1, short)
+    long = max(1, min(max_size, int(short * hi / lo)))
+    return (long, short) if width < height else (short, long)
 
 
 def batch_size_for(free_bytes: int, image_size: int, max_size: int, mixed: bool) -> int:
