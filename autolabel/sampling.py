@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import re
-import warnings
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Images whose header claims more pixels are refused before decoding (about 300 MB as BGR).
 MAX_IMAGE_PIXELS = 100_000_000
+# Pillow's names of the formats sources.py lists.
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 _PIXEL_LIMIT = f"autolabel reads at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels (a decompression bomb?)"
 
 # A seek flushes the decoder (and its threads' pipeline): worth it once it skips this many frames.
@@ -429,25 +431,35 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
 def probe_image(path) -> tuple[int, int]:
     """Width and height from an image's header, nothing decoded; one clear error when it cannot be read.
 
+    Pillow's plugins for the formats autolabel reads parse the header. ``PIL.Image.open`` is
+    not used: Ultralytics replaces it with one that installs a package when a file is not an image.
+
     Raises:
         InputError: The file cannot be read, is not an image, or its header claims more than
             :data:`MAX_IMAGE_PIXELS` (a few megabytes of PNG can claim gigapixels).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401 (registers)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
-            with Image.open(path) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as exc:  # over twice Pillow's limit, itself above ours
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for name in _IMAGE_FORMATS:
+                factory, accept = Image.OPEN[name]
+                accepted = accept is None or accept(prefix)
+                if accepted and not isinstance(accepted, str):  # a string says why it is not accepted
+                    fp.seek(0)
+                    width, height = factory(fp, str(path)).size
+                    break
+            else:
+                raise InputError(f"{path}: cannot decode image (not a JPEG, PNG, WebP or BMP file)")
+    except Image.DecompressionBombError as exc:  # WebP checks its own header against Pillow's limit, above ours
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "more pixels than Pillow opens"
         raise InputError(f"{path}: image has {pixels} by its header; {_PIXEL_LIMIT}") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: cannot decode image (not an image, or a format Pillow does not know)") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
+    except (SyntaxError, IndexError, TypeError, ValueError, EOFError, struct.error) as exc:
+        raise InputError(f"{path}: cannot decode image (corrupt header: {exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: image is {width}x{height} ({width * height / 1e6:.0f} megapixels); {_PIXEL_LIMIT}")
     return width, height

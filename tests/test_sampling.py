@@ -283,7 +283,7 @@ def _png_header(path, width: int, height: int, rows: int = 4):
 @pytest.mark.parametrize(
     ("width", "height", "message"),
     [
-        (40000, 40000, "image has 1600 megapixels by its header"),
+        (40000, 40000, r"image is 40000x40000 \(1600 megapixels\)"),
         (12000, 10000, r"image is 12000x10000 \(120 megapixels\)"),
     ],
 )
@@ -330,3 +330,19 @@ def test_unreadable_images_are_one_clear_error(tmp_path):
     for path, message in cases.items():
         with pytest.raises(InputError, match=rf"{path.name}: {message}"):
             read_image(path)
+
+
+def test_not_an_image_is_one_clear_error_after_ultralytics_patched_pillow(tmp_path):
+    """Ultralytics replaces PIL.Image.open with one that installs pi-heif when a file is not an image."""
+    from autolabel.sampling import read_image
+    from autolabel.yolo import ultralytics_env
+
+    ultralytics_env()
+    import ultralytics  # noqa: F401
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="notes.jpg: cannot decode image"):
+        read_image(text)
+    for ext in (".jpg", ".png", ".bmp", ".webp"):
+        assert read_image(make_image(tmp_path / f"ok{ext}")).shape == (60, 80, 3)
