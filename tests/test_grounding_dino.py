@@ -102,6 +102,30 @@ def test_batched_equals_one_by_one_and_mixed_sizes_work(model):
     assert mixed[1].xyxy[:, 2].max() <= 60 and mixed[1].xyxy[:, 3].max() <= 80
 
 
+def _assert_same(a: sv.Detections, b: sv.Detections) -> None:
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    assert a.class_id.tolist() == b.class_id.tolist()
+
+
+def test_a_frames_labels_do_not_depend_on_the_sizes_of_its_batch_mates(model):
+    """Padded into one batch with a larger frame, a frame got other boxes than alone."""
+    rng = np.random.default_rng(5)
+    small, tall, small2 = (rng.integers(0, 255, s, dtype=np.uint8) for s in [(64, 96, 3), (80, 60, 3), (64, 96, 3)])
+    ont = Ontology.from_mapping({"box": "box", "a hand": "hand"})
+    labeler = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=4, box_threshold=0.3)
+    alone = [labeler.label([f], ont)[0] for f in (small, tall)]
+    assert all(len(d) for d in alone)
+    mixed = labeler.label([small, tall], ont)
+    for a, b in zip(mixed, alone, strict=True):
+        _assert_same(a, b)
+    # Same-size frames still share a forward, in the order given.
+    pair = labeler.label([small, small2], ont)
+    three = labeler.label([small, tall, small2], ont)
+    for a, b in zip(three, [pair[0], alone[1], pair[1]], strict=True):
+        _assert_same(a, b)
+
+
 def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):
     from autolabel.labelers.text_cache import CachedTextEncoder
 
