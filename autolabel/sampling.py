@@ -3,8 +3,9 @@
 Videos are read with PyAV. A first pass over the container's packets (no decoding)
 finds every frame's timestamp and the keyframes; decoding then seeks to the keyframe
 before each kept frame when that skips frames, and converts only kept frames to BGR.
-``frame_rate`` is a stride (keep 0, N, 2N...), ``fps`` keeps F frames per second of
-video time.
+``frame_rate`` is a stride by frame index (keep 0, N, 2N...); ``fps`` keeps the first frame
+at or after each multiple of 1/F seconds of presentation time (timestamps, so variable frame
+rates too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+import re
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,12 @@ from autolabel.errors import InputError
 from autolabel.sources import Source
 
 log = logging.getLogger(__name__)
+
+# Images whose header claims more pixels are refused before decoding (about 300 MB as BGR).
+MAX_IMAGE_PIXELS = 100_000_000
+# Pillow's names of the formats sources.py lists.
+_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+_PIXEL_LIMIT = f"autolabel reads at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels (a decompression bomb?)"
 
 # A seek flushes the decoder (and its threads' pipeline): worth it once it skips this many frames.
 SEEK_MIN_SKIP = 4
@@ -176,54 +185,102 @@ def index_video(path) -> VideoIndex:
     return _index(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def keep_indices(frame_rate: int, fps: float | None, video_fps: float) -> Callable[[int], bool]:
-    """A predicate on frame index: is this frame kept?
+# Timestamps this far before a multiple of 1/fps count as at it: Matroska rounds them to milliseconds.
+TIME_TOLERANCE = 1e-3
 
-    With ``fps``, frame i is kept when it is the first frame whose time reaches the
-    next multiple of 1/fps; with ``frame_rate`` N, when ``i % N == 0``.
+
+def keep_by_time(times: np.ndarray, fps: float) -> list[int]:
+    """Indices of the first frame at or after each multiple of ``1/fps`` seconds.
+
+    Args:
+        times: Each frame's presentation time in seconds from the first frame, ascending.
+        fps: Frames to keep per second of video time.
+
+    A gap longer than ``1/fps`` keeps one frame (the first after it), not one per multiple it spans.
     """
+    if not len(times):
+        return []
+    cells = np.floor((np.asarray(times, dtype=np.float64) + TIME_TOLERANCE) * fps)
+    return [0, *(np.flatnonzero(np.diff(cells) > 0) + 1).tolist()]
+
+
+def frame_times(index: VideoIndex) -> np.ndarray | None:
+    """Each frame's presentation time in seconds from the first frame: from the timestamps, else from the
+    index and the header's frame rate; None when the file gives neither."""
+    if index.pts is not None and index.time_base > 0:
+        return (index.pts - index.pts[0]).astype(np.float64) * index.time_base
+    if index.fps > 0:
+        return np.arange(index.frames, dtype=np.float64) / index.fps
+    return None
+
+
+def _kept(index: VideoIndex, frame_rate: int, fps: float | None, path) -> list[int]:
+    """The frame indices sampling keeps: a stride by index, or by presentation time under ``fps``."""
     if fps is None:
-        return lambda i: i % frame_rate == 0
-    if video_fps <= 0:
-        raise InputError("video has no frame rate in its header; use --frame-rate instead of --fps")
-    ratio = fps / video_fps
-    if ratio >= 1:
-        return lambda i: True
-    return lambda i: i == 0 or math.floor(i * ratio + 1e-9) > math.floor((i - 1) * ratio + 1e-9)
+        return list(range(0, index.frames, frame_rate))
+    times = frame_times(index)
+    if times is None:
+        raise InputError(f"{path}: video has neither timestamps nor a frame rate; use --frame-rate instead of --fps")
+    return keep_by_time(times, fps)
 
 
-def _kept(frames: int, video_fps: float, frame_rate: int, fps: float | None, path) -> list[int]:
-    """The indices kept among ``frames``; a missing frame rate under ``fps`` names the file."""
-    try:
-        keep = keep_indices(frame_rate, fps, video_fps)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return [i for i in range(frames) if keep(i)]
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a container's header says about its video stream (nothing read beyond it).
 
-
-def probe_video(path) -> tuple[int, float]:
-    """Frame count and frame rate from the container's header (nothing read beyond it).
-
-    The count is the header's, else duration times rate: an estimate, for progress bars.
+    Attributes:
+        frames: The frame count the header states; None when it states none (Matroska and WebM,
+            a file still being written, a stream whose count is 0).
+        fps: Average frame rate, else base rate (0 when unknown).
+        seconds: Duration (0 when unknown).
     """
+
+    frames: int | None
+    fps: float
+    seconds: float
+
+
+def probe_video(path) -> VideoHeader:
+    """Frame count, frame rate and duration from the container's header (nothing read beyond it)."""
     with _open_container(path) as container:
         stream = _video_stream(container)
-        rate = _frame_rate(stream)
-        if stream.frames:
-            return stream.frames, rate
         if stream.duration and stream.time_base:
             seconds = float(stream.duration * stream.time_base)
         else:
             seconds = (container.duration or 0) / 1_000_000  # microseconds
-        return int(round(seconds * rate)), rate
+        return VideoHeader(stream.frames if stream.frames and stream.frames > 0 else None, _frame_rate(stream), seconds)
 
 
-def expected_count(source: Source, frame_rate: int, fps: float | None) -> int:
-    """About how many frames sampling will yield (from the container's header)."""
+def expected_count(source: Source, frame_rate: int, fps: float | None) -> int | None:
+    """How many frames :func:`iter_frames` will yield, from the container's header; None when unknown.
+
+    None means the header cannot say: it states no frame count (Matroska and WebM, a file still
+    being written, a stream whose count is 0), or ``fps`` is set (which frames that keeps depends
+    on every frame's timestamp, not in the header). A caller must then not take any number of
+    frames done as the whole source: it is complete only once :func:`iter_frames` has read it to
+    its end. A count can still be more than the file holds (a truncated file): ``iter_frames``
+    then raises :class:`InputError` at the end. For progress bars, see :func:`estimated_count`.
+    """
     if not source.is_video:
         return 1
-    count, rate = probe_video(source.path)
-    return len(_kept(count, rate, frame_rate, fps, source.path))
+    header = probe_video(source.path)
+    if fps is not None or header.frames is None:
+        return None
+    return len(range(0, header.frames, frame_rate))
+
+
+def estimated_count(source: Source, frame_rate: int, fps: float | None) -> int:
+    """About how many frames :func:`iter_frames` will yield (header count, else duration times rate).
+
+    For progress bars only: never to decide whether a source is done (see :func:`expected_count`).
+    """
+    if not source.is_video:
+        return 1
+    header = probe_video(source.path)
+    frames = header.frames or round(header.seconds * header.fps)
+    if fps is None:
+        return len(range(0, frames, frame_rate))
+    return min(frames, math.ceil(header.seconds * fps))
 
 
 def iter_frames(
@@ -233,7 +290,14 @@ def iter_frames(
     skip: set[int] | None = None,
     stats: DecodeStats | None = None,
 ) -> Iterator[Frame]:
-    """Yields the kept frames of one source, in order.
+    """Yields the kept frames of one source, in order, reading a video to its end.
+
+    Which frames are kept comes from the frames the file holds (its packets), never from
+    the header's frame count: a file whose header states none (Matroska, a file still being
+    written) is read to its last frame, and so is one resumed with ``skip``. Under ``fps``
+    the kept frames are the first at or after each multiple of ``1/fps`` seconds of
+    presentation time (variable-frame-rate video included); ``Frame.index`` is still the
+    frame's display index.
 
     Only what the kept frames need is decoded: where the next kept frame lies past a
     keyframe, the decoder seeks to that keyframe instead of decoding the frames in
@@ -242,7 +306,7 @@ def iter_frames(
     Args:
         source: A video or an image.
         frame_rate: Stride: keep frames 0, N, 2N, ...
-        fps: Keep this many frames per second of video time instead.
+        fps: Keep this many frames per second of presentation time instead.
         skip: Frame indices to pass over without decoding (already done).
         stats: Counts the frames decoded and the seeks made, when given.
     """
@@ -254,7 +318,7 @@ def iter_frames(
     index = index_video(source.path)
     if index.frames == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
-    wanted = [i for i in _kept(index.frames, index.fps, frame_rate, fps, source.path) if i not in skip]
+    wanted = [i for i in _kept(index, frame_rate, fps, source.path) if i not in skip]
     yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
     if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
@@ -338,6 +402,7 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
     import av
 
     wanted_set = set(wanted)
+    times = frame_times(index)
     ready: dict[int, np.ndarray] = {}  # wanted frames the decoder gave out ahead of their turn
     reader = _Reader(source.path, index, stats)
     try:
@@ -358,21 +423,61 @@ def _decode(source: Source, index: VideoIndex, wanted: list[int], stats: DecodeS
             if image is None:
                 log.debug("%s: frame %d did not decode; skipped", source.path, target)
                 continue
-            if index.pts is not None:
-                t = float(index.pts[target] - index.pts[0]) * index.time_base
-            else:
-                t = target / index.fps if index.fps > 0 else 0.0
-            yield Frame(source, target, t, image)
+            yield Frame(source, target, float(times[target]) if times is not None else 0.0, image)
     finally:
         reader.close()
 
 
+def probe_image(path) -> tuple[int, int]:
+    """Width and height from an image's header, nothing decoded; one clear error when it cannot be read.
+
+    Pillow's plugins for the formats autolabel reads parse the header. ``PIL.Image.open`` is
+    not used: Ultralytics replaces it with one that installs a package when a file is not an image.
+
+    Raises:
+        InputError: The file cannot be read, is not an image, or its header claims more than
+            :data:`MAX_IMAGE_PIXELS` (a few megabytes of PNG can claim gigapixels).
+    """
+    from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401 (registers)
+
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for name in _IMAGE_FORMATS:
+                factory, accept = Image.OPEN[name]
+                accepted = accept is None or accept(prefix)
+                if accepted and not isinstance(accepted, str):  # a string says why it is not accepted
+                    fp.seek(0)
+                    width, height = factory(fp, str(path)).size
+                    break
+            else:
+                raise InputError(f"{path}: cannot decode image (not a JPEG, PNG, WebP or BMP file)")
+    except Image.DecompressionBombError as exc:  # WebP checks its own header against Pillow's limit, above ours
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "more pixels than Pillow opens"
+        raise InputError(f"{path}: image has {pixels} by its header; {_PIXEL_LIMIT}") from None
+    except (SyntaxError, IndexError, TypeError, ValueError, EOFError, struct.error) as exc:
+        raise InputError(f"{path}: cannot decode image (corrupt header: {exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: image is {width}x{height} ({width * height / 1e6:.0f} megapixels); {_PIXEL_LIMIT}")
+    return width, height
+
+
 def read_image(path) -> np.ndarray:
-    """Reads an image as BGR uint8, with a clear error when it cannot be decoded."""
+    """Reads an image as BGR uint8 (turned upright by its EXIF orientation), with a clear error when it cannot be.
+
+    The header's size is checked before anything is decoded (see :func:`probe_image`).
+    """
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8)
+    probe_image(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise InputError(f"{path}: cannot decode image (unreadable or not an image)")
+        raise InputError(f"{path}: cannot decode image (truncated or corrupt)")
     return image

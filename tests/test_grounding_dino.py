@@ -65,6 +65,25 @@ def test_resize_follows_the_package():
     assert resized_shape(640, 480, 128, 1333) == (170, 128)
 
 
+def test_resize_keeps_a_pixel_across_slivers():
+    """4000x1 made the package's rounding give a 0-pixel side (and interpolate failed)."""
+    assert resized_shape(1, 4000, 800, 1333) == (1, 1333)
+    assert resized_shape(4000, 1, 800, 1333) == (1333, 1)
+    assert resized_shape(3, 4000, 128, 200) == (1, 200)
+    assert resized_shape(1, 1, 128, 200) == (128, 128)
+
+
+@pytest.mark.parametrize("shape", [(1, 4000), (4000, 1), (2, 3000)])
+def test_sliver_images_are_labeled(model, shape):
+    h, w = shape
+    labeler = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=2, box_threshold=0.3)
+    image = np.random.default_rng(4).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    dets = labeler.label([image, image], Ontology.from_mapping({"box": "box", "a hand": "hand"}))
+    assert len(dets) == 2 and len(dets[0]) > 0
+    for det in dets:
+        assert (det.xyxy >= 0).all() and (det.xyxy[:, [0, 2]] <= w).all() and (det.xyxy[:, [1, 3]] <= h).all()
+
+
 def test_batched_equals_one_by_one_and_mixed_sizes_work(model):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
@@ -81,6 +100,30 @@ def test_batched_equals_one_by_one_and_mixed_sizes_work(model):
     mixed = labeler.label([frames[0], rng.integers(0, 255, (80, 60, 3), dtype=np.uint8)], ont)
     assert len(mixed) == 2 and all(len(d) for d in mixed)
     assert mixed[1].xyxy[:, 2].max() <= 60 and mixed[1].xyxy[:, 3].max() <= 80
+
+
+def _assert_same(a: sv.Detections, b: sv.Detections) -> None:
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    assert a.class_id.tolist() == b.class_id.tolist()
+
+
+def test_a_frames_labels_do_not_depend_on_the_sizes_of_its_batch_mates(model):
+    """Padded into one batch with a larger frame, a frame got other boxes than alone."""
+    rng = np.random.default_rng(5)
+    small, tall, small2 = (rng.integers(0, 255, s, dtype=np.uint8) for s in [(64, 96, 3), (80, 60, 3), (64, 96, 3)])
+    ont = Ontology.from_mapping({"box": "box", "a hand": "hand"})
+    labeler = GroundingDinoLabeler(model, image_size=96, max_size=200, batch_size=4, box_threshold=0.3)
+    alone = [labeler.label([f], ont)[0] for f in (small, tall)]
+    assert all(len(d) for d in alone)
+    mixed = labeler.label([small, tall], ont)
+    for a, b in zip(mixed, alone, strict=True):
+        _assert_same(a, b)
+    # Same-size frames still share a forward, in the order given.
+    pair = labeler.label([small, small2], ont)
+    three = labeler.label([small, tall, small2], ont)
+    for a, b in zip(three, [pair[0], alone[1], pair[1]], strict=True):
+        _assert_same(a, b)
 
 
 def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):

@@ -194,3 +194,155 @@ def test_the_bundled_clip_counts_the_frames_its_decoder_gives():
 
     video = Path(__file__).resolve().parents[1] / "videos" / "box" / "box.mp4"
     assert index_video(video).frames == len(_read_all_with_opencv(video)) == 455
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_header_without_a_frame_count_says_unknown_and_is_read_to_its_end(tmp_path, live):
+    """Matroska states no frame count; written live (as a recorder does) not even a duration. Resumed after 5 of 20."""
+    from autolabel.sampling import estimated_count
+
+    video = make_h264(tmp_path / "live.mkv", frames=20, gop=5, **({"live": "1"} if live else {}))
+    source = Source(video, "live", True)
+    assert expected_count(source, 1, None) is None
+    assert expected_count(source, 3, None) is None
+    assert estimated_count(source, 1, None) == (0 if live else 20)  # duration times rate, when there is one
+    assert [f.index for f in iter_frames(source, frame_rate=1, skip=set(range(5)))] == list(range(5, 20))
+    assert [f.index for f in iter_frames(source, frame_rate=3, skip={0, 3})] == [6, 9, 12, 15, 18]
+
+
+def test_a_header_count_is_exact_under_a_stride_and_unknown_under_fps(tmp_path):
+    from autolabel.sampling import estimated_count
+
+    source = Source(make_h264(tmp_path / "a.mp4", frames=30, gop=10), "a", True)  # 1 s at 30 fps
+    assert expected_count(source, 4, None) == 8 == len(list(iter_frames(source, frame_rate=4)))
+    assert expected_count(source, 4, 3.0) is None  # which frames fps keeps depends on every timestamp
+    assert estimated_count(source, 4, 3.0) == 3 == len(list(iter_frames(source, fps=3.0)))
+    image = Source(make_image(tmp_path / "b.png"), "b", False)
+    assert expected_count(image, 4, None) == estimated_count(image, 4, 3.0) == 1
+
+
+def _make_vfr(path, times_ms: list[int]):
+    """H.264 with B-frames whose frame i is shown at ``times_ms[i]`` (a variable frame rate, as phones record)."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"preset": "ultrafast", "bf": "2", "g": "10"}
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 2 * i, np.uint8), format="bgr24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_fps_samples_variable_frame_rate_video_by_timestamp(tmp_path, container):
+    """2 s at 25 fps, 2 s at 5 fps, 1 s at 50 fps: --fps 2 keeps the first frame at or after every 0.5 s."""
+    import numpy as np
+
+    times = [*range(0, 2000, 40), *range(2000, 4000, 200), *range(4000, 5000, 20)]
+    video = _make_vfr(tmp_path / f"vfr.{container}", times)
+    frames = list(iter_frames(Source(video, "vfr", True), fps=2))
+    kept = [round(f.t * 1000) for f in frames]
+    assert kept == [min(t for t in times if t >= g) for g in range(0, 5000, 500)]
+    assert kept == [0, 520, 1000, 1520, 2000, 2600, 3000, 3600, 4000, 4500]
+    assert np.diff(kept).max() <= 500 + 200 and np.diff(kept).min() >= 500 - 200  # never more than a frame off
+    reference = _read_all_with_opencv(video)
+    assert len(reference) == len(times)
+    for f, t in zip(frames, kept, strict=True):
+        assert f.index == times.index(t)  # still the display index...
+        np.testing.assert_array_equal(f.image, reference[f.index])  # ...and the picture shown then
+    resumed = list(iter_frames(Source(video, "vfr", True), fps=2, skip={f.index for f in frames[:4]}))
+    assert [f.index for f in resumed] == [f.index for f in frames[4:]]
+    # The stride stays a stride by index.
+    assert [f.index for f in iter_frames(Source(video, "vfr", True), frame_rate=40)] == [0, 40, 80]
+
+
+def _png_header(path, width: int, height: int, rows: int = 4):
+    """An RGB PNG whose header says ``width`` x ``height``, holding only ``rows`` rows of zeros (a cheap bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes((1 + 3 * width) * rows), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [
+        (40000, 40000, r"image is 40000x40000 \(1600 megapixels\)"),
+        (12000, 10000, r"image is 12000x10000 \(120 megapixels\)"),
+    ],
+)
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, width, height, message):
+    import warnings
+
+    from autolabel.sampling import MAX_IMAGE_PIXELS, read_image
+
+    assert width * height > MAX_IMAGE_PIXELS
+    bomb = _png_header(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even Pillow's DecompressionBombWarning
+        with pytest.raises(InputError, match=rf"bomb.png: {message}; autolabel reads at most 100 megapixels"):
+            read_image(bomb)
+        with pytest.raises(InputError, match="bomb.png: "):
+            list(iter_frames(Source(bomb, "bomb", False)))
+
+
+def test_unreadable_images_are_one_clear_error(tmp_path):
+    import os
+
+    from autolabel.sampling import read_image
+
+    good = make_image(tmp_path / "good.png")
+    assert read_image(good).shape == (60, 80, 3)
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    header_only = tmp_path / "header.png"
+    header_only.write_bytes(good.read_bytes()[:20])
+    cases = {
+        folder: "cannot read image",
+        text: "cannot decode image",
+        cut: "cannot decode image",
+        header_only: "cannot (read|decode) image",
+    }
+    if os.geteuid() != 0:  # root reads anything
+        locked = make_image(tmp_path / "locked.png")
+        locked.chmod(0)
+        cases[locked] = r"cannot read image \(Permission denied\)"
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=rf"{path.name}: {message}"):
+            read_image(path)
+
+
+def test_not_an_image_is_one_clear_error_after_ultralytics_patched_pillow(tmp_path):
+    """Ultralytics replaces PIL.Image.open with one that installs pi-heif when a file is not an image."""
+    from autolabel.sampling import read_image
+    from autolabel.yolo import ultralytics_env
+
+    ultralytics_env()
+    import ultralytics  # noqa: F401
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="notes.jpg: cannot decode image"):
+        read_image(text)
+    for ext in (".jpg", ".png", ".bmp", ".webp"):
+        assert read_image(make_image(tmp_path / f"ok{ext}")).shape == (60, 80, 3)

@@ -138,3 +138,60 @@ def test_open_vocabulary_checkpoint_without_its_text_encoder(tmp_path):
         assert "random-world.pt: open-vocabulary model, but its text encoder could not be loaded" in errors[0]
     else:  # with CLIP installed the captions become the model's classes
         assert result.exit_code == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_yolo():
+    """A random YOLO11n from its yaml, its head's weights spread so that boxes follow the picture."""
+    import torch
+
+    from autolabel.labelers.ultralytics import UltralyticsLabeler
+    from autolabel.yolo import ultralytics_env
+
+    ultralytics_env()
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolo11n.yaml")
+    with torch.no_grad():
+        for name, weight in model.model.model[-1].named_parameters():
+            if "dfl" not in name:  # the fixed box-distribution decoder stays as built
+                weight.normal_(0, 0.05)
+    return UltralyticsLabeler(model, "yolo11n.yaml", image_size=160, box_threshold=0.3)
+
+
+ANY_CLASS = {str(i): "thing" for i in range(80)}  # a random model's names are "0" ... "79"
+
+
+def _assert_same(a: sv.Detections, b: sv.Detections) -> None:
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    assert a.class_id.tolist() == b.class_id.tolist()
+
+
+def test_a_frames_labels_do_not_depend_on_the_sizes_of_its_batch_mates(tiny_yolo):
+    """Ultralytics letterboxes a mixed batch to a square: a frame got other boxes than alone."""
+    from autolabel.ontology import Ontology
+
+    ont = Ontology.from_mapping(ANY_CLASS)
+    rng = np.random.default_rng(0)
+    wide, tall, wide2 = (rng.integers(0, 255, s, dtype=np.uint8) for s in [(64, 96, 3), (80, 60, 3), (64, 96, 3)])
+    alone = [tiny_yolo.label([f], ont)[0] for f in (wide, tall)]
+    assert all(len(d) for d in alone)
+    for a, b in zip(tiny_yolo.label([wide, tall], ont), alone, strict=True):
+        _assert_same(a, b)
+    pair = tiny_yolo.label([wide, wide2], ont)
+    for a, b in zip(tiny_yolo.label([wide, tall, wide2], ont), [pair[0], alone[1], pair[1]], strict=True):
+        _assert_same(a, b)
+
+
+@pytest.mark.parametrize("shape", [(1, 4000), (4000, 1)])
+def test_sliver_images_are_labeled(tiny_yolo, shape):
+    from autolabel.ontology import Ontology
+
+    h, w = shape
+    image = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    dets = tiny_yolo.label([image, image], Ontology.from_mapping(ANY_CLASS))
+    assert len(dets) == 2
+    for det in dets:
+        assert (det.xyxy >= 0).all() and (det.xyxy[:, [0, 2]] <= w).all() and (det.xyxy[:, [1, 3]] <= h).all()

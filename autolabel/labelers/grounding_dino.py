@@ -42,13 +42,17 @@ def default_model_config() -> Path:
 
 
 def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Short side to ``short`` unless the long side would pass ``max_size`` (as the package's RandomResize)."""
+    """Short side to ``short`` unless the long side would pass ``max_size`` (as the package's RandomResize).
+
+    Each side is at least 1 px and at most ``max_size``: a sliver such as 4000x1 keeps 1 px across
+    (the package's rounding gives 0) and its long side is capped (its aspect ratio cannot be kept).
+    """
     lo, hi = min(height, width), max(height, width)
     if hi / lo * short > max_size:
         short = int(round(max_size * lo / hi))
-    if width < height:
-        return int(short * height / width), short
-    return short, int(short * width / height)
+    short = max(1, short)
+    long = max(1, min(max_size, int(short * hi / lo)))
+    return (long, short) if width < height else (short, long)
 
 
 def batch_size_for(free_bytes: int, image_size: int, max_size: int, mixed: bool) -> int:
@@ -291,10 +295,10 @@ class GroundingDinoLabeler:
         return self._prompts[key]
 
     def _preprocess(self, images: Sequence[np.ndarray]):
-        """BGR uint8 frames to a normalised, resized NestedTensor on the device."""
+        """BGR uint8 frames of one size to a normalised, resized NestedTensor on the device (no padding)."""
         import torch
         import torch.nn.functional as F
-        from groundingdino.util.misc import NestedTensor, nested_tensor_from_tensor_list
+        from groundingdino.util.misc import NestedTensor
 
         pin = self.device.startswith("cuda")
 
@@ -310,17 +314,28 @@ class GroundingDinoLabeler:
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
             return (x - self._mean) / self._std
 
-        shapes = {im.shape[:2] for im in images}
-        if len(shapes) == 1:
-            (shape,) = shapes
-            x = normalise(to_device(np.stack(images)), shape)
-            mask = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.bool, device=self.device)
-            return NestedTensor(x, mask)
-        tensors = [normalise(to_device(im[None]), im.shape[:2])[0] for im in images]
-        return nested_tensor_from_tensor_list(tensors)
+        x = normalise(to_device(np.stack(images)), images[0].shape[:2])
+        mask = torch.zeros(x.shape[0], x.shape[2], x.shape[3], dtype=torch.bool, device=self.device)
+        return NestedTensor(x, mask)
 
     def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
-        """Labels frames; splits the batch in half and retries on CUDA out-of-memory."""
+        """Labels frames, in the order given.
+
+        Frames of different sizes go through separate forwards, one per size: padded into one
+        batch, a frame's boxes would depend on its batch-mates.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(i)
+        results: list[sv.Detections] = [sv.Detections.empty()] * len(images)
+        for indices in groups.values():
+            labeled = self._label_same_size([images[i] for i in indices], ontology)
+            for i, detections in zip(indices, labeled, strict=True):
+                results[i] = detections
+        return results
+
+    def _label_same_size(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
+        """Labels frames of one size; splits the batch in half and retries on CUDA out-of-memory."""
         import torch
 
         results: list[sv.Detections] = []

@@ -117,8 +117,23 @@ class UltralyticsLabeler:
         return self.device.removeprefix("cuda:")
 
     def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
-        """Labels a batch of BGR frames."""
+        """Labels a batch of BGR frames, in the order given.
+
+        Frames of different sizes are predicted apart, one call per size: Ultralytics letterboxes
+        a mixed batch to a square, so a frame's boxes would depend on its batch-mates.
+        """
         self.prepare(ontology)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(i)
+        out: list[sv.Detections] = [sv.Detections.empty()] * len(images)
+        for indices in groups.values():
+            labeled = self._label_same_size([images[i] for i in indices])
+            for i, detections in zip(indices, labeled, strict=True):
+                out[i] = detections
+        return out
+
+    def _label_same_size(self, images: list[np.ndarray]) -> list[sv.Detections]:
         classes = None if self.open_vocabulary else sorted(self._class_map)
         results = self.model.predict(
             list(images),
