@@ -54,7 +54,7 @@ from autolabel.labelers.base import Labeler
 from autolabel.merge import MERGED
 from autolabel.ontology import Ontology
 from autolabel.postprocess import FilterStats, apply_filters, filters_active, nms, to_boxes
-from autolabel.sampling import Frame, expected_count, iter_frames
+from autolabel.sampling import Frame, estimated_count, iter_frames
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir
@@ -105,7 +105,7 @@ class _Job:
     sources: list[Source]
     out: Path
     done: dict[str, set[int]]
-    pending: int | None  # frames to label; None when a header gives no count
+    pending: int  # frames to label, estimated from headers (for the progress bar)
     needs_work: bool
     state: dict | None  # the dataset's state when resuming; None: start afresh
     relabel: bool = False  # --overwrite: the old dataset goes, once labeling starts
@@ -262,18 +262,14 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
         else:
             notes = gone
     complete = {name for name, info in (state or {}).get("sources", {}).items() if info.get("complete")}
-    pending: int | None = 0
+    pending = 0  # for the progress bar only: a source is done when read to its end, whatever its header says
     s = config.sampling
     for source in sources:
-        if source.path.name in complete:
-            continue
-        try:
-            count = expected_count(source, s.frame_rate, s.fps)
-        except InputError:
-            count = 1  # reported when it is read
-        if count is None or pending is None:
-            pending = None
-        else:
+        if source.path.name not in complete:
+            try:
+                count = estimated_count(source, s.frame_rate, s.fps)
+            except InputError:
+                count = 1  # reported when it is read
             pending += max(0, count - len(done.get(source.stem, ())))
     missing = _missing_images(out, records, state, sources)
     needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
@@ -441,8 +437,7 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
             write_state(job.out, state)
 
     worker = Worker(write, depth=4 * ENCODE_THREADS + 8, flush=commit)
-    total = None if job.pending is None else done_count + job.pending
-    bar = progress.bar(total, job.product.name, initial=done_count)
+    bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
     try:
         items = prefetch(_items(job, config, complete), depth=max(8, 2 * labeler.batch_size))
         for batch in _batches(items, labeler.batch_size):
@@ -614,14 +609,15 @@ def _run_job(
 ) -> None:
     start = time.perf_counter()
     try:
+        if job.needs_work:
+            if labeler is None:
+                raise InputError(f"{job.product.folder}: frames to label but no model was loaded")
+            labeler.prepare(job.ontology)  # an ontology the model cannot label creates nothing
         with output_errors(job.out):
             state = init_output(job, config, model_id)
             if job.missing_images:
                 _restore_missing_images(job, state)
             if job.needs_work:
-                if labeler is None:
-                    raise InputError(f"{job.product.folder}: frames to label but no model was loaded")
-                labeler.prepare(job.ontology)
                 model = labeler.describe() | {"files": model_files_of(state)}
                 if state.get("model") != model:
                     state["model"] = model

@@ -63,7 +63,7 @@ def make_input(root: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.conftest import make_image, make_product, make_video
 
-    make_product(root / "videos", "mug", {"red mug": "mug", "hand": "hand"}, {"a.mp4": 60}).parent
+    make_product(root / "videos", "mug", {"red mug": "mug", "hand": "hand"}, {"a.mp4": 60})
     make_video(root / "videos" / "mug" / "b.mp4", frames=40, size=(64, 48))
     make_product(root / "videos", "cup", {"cup": "cup"}, {"clip one.mp4": 50})
     make_image(root / "videos" / "cup" / "still.jpg", size=(120, 90))
@@ -129,10 +129,9 @@ def main() -> None:
             identical += same
             where = "import" if in_import else "run --merge"
             diff = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
-            print(
-                f"trial {trial + 1:>2}: kill -9 in {where:<11} at {moment:5.2f} s "
-                f"({'killed' if killed else 'had finished'}): {'identical' if same else 'DIFFERENT: ' + ', '.join(diff[:5])}"
-            )
+            verdict = "identical" if same else "DIFFERENT: " + ", ".join(diff[:5])
+            state = "killed" if killed else "had finished"
+            print(f"trial {trial + 1:>2}: kill -9 in {where:<11} at {moment:5.2f} s ({state}): {verdict}")
         print(f"{identical} of {args.trials} trials byte-identical to the uninterrupted run")
         if identical != args.trials:
             raise SystemExit(1)

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from autolabel.errors import InputError
+from autolabel.naming import short_hash
 from autolabel.sampling import expected_count, iter_frames
 from autolabel.sources import Product, Source, list_sources
 from tests.conftest import make_h264, make_image, make_video
@@ -77,13 +78,14 @@ def test_images_are_one_frame_and_stems_stay_unique(tmp_path):
     make_video(folder / "Clip One.MOV", frames=3)
     (folder / "notes.txt").write_text("x")
     sources = list_sources(Product("p", "p", folder, folder / "ontology.json"))
+    # A changed name and two files sharing a stem each get a hash suffix: readable, never equal.
     assert [(s.path.name, s.stem, s.is_video) for s in sources] == [
-        ("Clip One.MOV", "Clip_One", True),
-        ("shot.PNG", "shot_PNG", False),
-        ("shot.jpg", "shot_jpg", False),
+        ("Clip One.MOV", f"Clip_One-{short_hash('Clip One')}", True),
+        ("shot.PNG", f"shot-{short_hash('shotshot.PNG')}", False),
+        ("shot.jpg", f"shot-{short_hash('shotshot.jpg')}", False),
     ]
     frames = list(iter_frames(sources[1]))
-    assert len(frames) == 1 and frames[0].index == 0 and frames[0].name == "shot_PNG_000000"
+    assert len(frames) == 1 and frames[0].index == 0 and frames[0].name == f"{sources[1].stem}_000000"
 
 
 def _read_all_with_opencv(path) -> list:

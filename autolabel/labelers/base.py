@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +37,25 @@ class Labeler(Protocol):
     def describe(self) -> dict:
         """What identifies this model's output (for run.yaml and the resume check)."""
         ...
+
+
+def label_by_size(
+    images: Sequence[np.ndarray], label_same_size: Callable[[list[np.ndarray]], list[sv.Detections]]
+) -> list[sv.Detections]:
+    """Labels frames one size at a time, results in the order given.
+
+    Padded or letterboxed into one batch, a frame's boxes would depend on its batch-mates'
+    sizes; grouped by size, they never do.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape[:2], []).append(i)
+    results: list[sv.Detections] = [sv.Detections.empty()] * len(images)
+    for indices in groups.values():
+        labeled = label_same_size([images[i] for i in indices])
+        for i, detections in zip(indices, labeled, strict=True):
+            results[i] = detections
+    return results
 
 
 def pick_device(requested: str) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
-from autolabel.labelers.base import autocast, pick_device, pick_dtype
+from autolabel.labelers.base import autocast, label_by_size, pick_device, pick_dtype
 from autolabel.ontology import Ontology
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolve_text_encoder
 
@@ -324,15 +324,7 @@ class GroundingDinoLabeler:
         Frames of different sizes go through separate forwards, one per size: padded into one
         batch, a frame's boxes would depend on its batch-mates.
         """
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(image.shape[:2], []).append(i)
-        results: list[sv.Detections] = [sv.Detections.empty()] * len(images)
-        for indices in groups.values():
-            labeled = self._label_same_size([images[i] for i in indices], ontology)
-            for i, detections in zip(indices, labeled, strict=True):
-                results[i] = detections
-        return results
+        return label_by_size(images, lambda same: self._label_same_size(same, ontology))
 
     def _label_same_size(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         """Labels frames of one size; splits the batch in half and retries on CUDA out-of-memory."""

@@ -18,7 +18,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
-from autolabel.labelers.base import pick_device
+from autolabel.labelers.base import label_by_size, pick_device
 from autolabel.ontology import Ontology
 from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS, load_yolo
 
@@ -123,15 +123,7 @@ class UltralyticsLabeler:
         a mixed batch to a square, so a frame's boxes would depend on its batch-mates.
         """
         self.prepare(ontology)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(image.shape[:2], []).append(i)
-        out: list[sv.Detections] = [sv.Detections.empty()] * len(images)
-        for indices in groups.values():
-            labeled = self._label_same_size([images[i] for i in indices])
-            for i, detections in zip(indices, labeled, strict=True):
-                out[i] = detections
-        return out
+        return label_by_size(images, self._label_same_size)
 
     def _label_same_size(self, images: list[np.ndarray]) -> list[sv.Detections]:
         classes = None if self.open_vocabulary else sorted(self._class_map)
