@@ -130,7 +130,7 @@ def remove_stale_temporaries(root: Path, prefix: str = "") -> int:
     count = 0
     if not root.is_dir():
         return 0
-    pattern = f".{prefix}*{TMP_MARK}*" if prefix else f"*{TMP_MARK}*"
+    pattern = f".{prefix}{TMP_MARK}*" if prefix else f"*{TMP_MARK}*"
     for tmp in sorted(root.rglob(pattern) if not prefix else root.glob(pattern), reverse=True):
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)

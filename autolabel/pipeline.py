@@ -499,7 +499,9 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     for r in records:
         r.split = splits[r.name]
     formats = state["formats"]
-    result.repaired = repair_derived(job.out, records, classes, formats)
+    # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
+    earlier = [r for r in all_records[: len(all_records) - result.new_frames] if r.dropped is None]
+    result.repaired = repair_derived(job.out, earlier, classes, formats)
     result.split = finalize.write_split_lists(job.out, records)
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
     if "coco" in formats:
