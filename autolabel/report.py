@@ -29,7 +29,14 @@ import numpy as np
 
 from autolabel.datasets.layout import FrameRecord, boxes_per_class, read_journal, read_splits, require_state
 from autolabel.errors import InputError
-from autolabel.fileio import FolderLock, atomic_write_bytes, atomic_write_text, output_errors, sync_dir
+from autolabel.fileio import (
+    FolderLock,
+    atomic_write_bytes,
+    atomic_write_text,
+    output_errors,
+    remove_stale_temporaries,
+    sync_dir,
+)
 from autolabel.postprocess import relative_area, to_detections
 
 REPORT_HTML = "report.html"
@@ -279,6 +286,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     state = require_state(root)
     classes = list(state.get("classes", []))
     with output_errors(root), FolderLock(root, "report"):
+        remove_stale_temporaries(root)  # what a killed command left
         records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
         splits = read_splits(root)
         a = analyse(records, classes, opts)

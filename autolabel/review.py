@@ -385,6 +385,7 @@ def import_label_studio(root: Path, export: Path) -> ImportResult:
     classes = _classes(root)
     tasks = _load_export(export)
     with output_errors(root), FolderLock(root, "import"):
+        remove_stale_temporaries(root)  # what a killed command left
         records = list(read_journal(root, len(classes)))
         kept = [r for r in records if r.dropped is None]
         _sync_derived(root, kept, classes)

@@ -15,7 +15,6 @@ they finish, and compares every output file with the uninterrupted result.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -71,26 +70,10 @@ def make_input(root: Path) -> None:
     make_product(root / "videos", "盒子", {"box": "box", "Hand": "hand"}, {"正面.mp4": 40})
 
 
-def review_file(dataset: Path, out: Path) -> None:
-    """A Label Studio export that moves one box and deletes another in every third frame of ``mug``."""
-    from autolabel.datasets.layout import read_journal
-    from autolabel.review import export_label_studio
-
-    tasks_path, _ = export_label_studio(dataset)
-    tasks = json.loads(tasks_path.read_text())
-    names = {r.name for r in read_journal(dataset)}
-    reviewed = []
-    for i, task in enumerate(tasks):
-        if i % 3 or task["data"]["frame"] not in names:
-            continue
-        result = task["predictions"][0]["result"]
-        result[0]["value"]["x"] = round(result[0]["value"]["x"] + 1.5, 3)
-        task["annotations"] = [{"id": i, "result": result[:1]}]
-        reviewed.append(task)
-    out.write_text(json.dumps(reviewed))
-
-
 def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests.crashpoint import review_export
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -102,9 +85,7 @@ def main() -> None:
         clean = root / "clean"
         clean.mkdir()
         _, t_run = cli(clean, RUN)
-        review_file(clean / "dataset" / "mug", root / "review.json")
-        (clean / "dataset" / "mug" / "label_studio_tasks.json").unlink()
-        (clean / "dataset" / "mug" / "label_studio_config.xml").unlink()
+        review_export(clean / "dataset" / "mug", root / "review.json")
         _, t_import = cli(clean, IMPORT)
         expected = tree(clean / "dataset")
         print(f"uninterrupted: run --merge {t_run:.1f} s, import {t_import:.1f} s, {len(expected)} files")

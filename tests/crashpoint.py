@@ -37,6 +37,29 @@ def _install(crash_at: int, count_file: str | None) -> None:
     os.fsync = wrap(os.fsync)
 
 
+def review_export(dataset: Path, out: Path) -> None:
+    """A Label Studio export that moves one box and deletes another in every third frame of ``mug``."""
+    import json
+
+    from autolabel.datasets.layout import read_journal
+    from autolabel.review import export_label_studio
+
+    tasks_path, _ = export_label_studio(dataset)
+    tasks = json.loads(tasks_path.read_text())
+    names = {r.name for r in read_journal(dataset)}
+    reviewed = []
+    for i, task in enumerate(tasks):
+        if i % 3 or task["data"]["frame"] not in names:
+            continue
+        result = task["predictions"][0]["result"]
+        result[0]["value"]["x"] = round(result[0]["value"]["x"] + 1.5, 3)
+        task["annotations"] = [{"id": i, "result": result[:1]}]
+        reviewed.append(task)
+    out.write_text(json.dumps(reviewed))
+    tasks_path.unlink()
+    (dataset / "label_studio_config.xml").unlink()
+
+
 def main(argv: list[str]) -> None:
     crash_at = int(os.environ.get("AUTOLABEL_CRASH_AT", "0"))
     count_file = os.environ.get("AUTOLABEL_CRASH_COUNT")

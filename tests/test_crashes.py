@@ -67,3 +67,53 @@ def test_killed_run_and_merge_resume_byte_identical(clean, fraction):
     again = cli(work, *RUN)
     assert again.returncode == 0, again.stderr
     assert tree(work / "dataset") == expected
+
+
+OVERWRITE = (*RUN, "--box-threshold", "0.5", "--overwrite")
+IMPORT = ("import", "../review.json", "--dataset", "dataset/mug", "-q")
+
+
+@pytest.fixture(scope="module")
+def reviewed(clean) -> tuple[Path, dict[str, bytes], dict[str, bytes], int, int]:
+    """Expected trees after an --overwrite with other settings, and after an import; their crash points."""
+    from tests.crashpoint import review_export
+
+    root = clean[0]
+    work = root / "overwrite-clean"
+    work.mkdir()
+    assert cli(work, *RUN).returncode == 0
+    done = cli(work, *OVERWRITE, count=root / "overwrite-points")
+    assert done.returncode == 0, done.stderr
+    overwritten = tree(work / "dataset")
+    work = root / "import-clean"
+    work.mkdir()
+    assert cli(work, *RUN).returncode == 0
+    review_export(work / "dataset" / "mug", root / "review.json")
+    done = cli(work, *IMPORT, count=root / "import-points")
+    assert done.returncode == 0, done.stderr
+    imported = tree(work / "dataset")
+    points = int((root / "overwrite-points").read_text()), int((root / "import-points").read_text())
+    return root, overwritten, imported, *points
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.9])
+@pytest.mark.parametrize("command", ["overwrite", "import"])
+def test_killed_overwrite_and_import_finish_byte_identical(reviewed, command, fraction):
+    root, overwritten, imported, overwrite_points, import_points = reviewed
+    args, expected, points = (
+        (OVERWRITE, overwritten, overwrite_points)
+        if command == "overwrite"
+        else (
+            IMPORT,
+            imported,
+            import_points,
+        )
+    )
+    work = root / f"{command}-{fraction}"
+    work.mkdir()
+    assert cli(work, *RUN).returncode == 0
+    died = cli(work, *args, crash_at=max(1, round(points * fraction)))
+    assert died.returncode == 137, died.stderr
+    again = cli(work, *args)
+    assert again.returncode == 0, again.stderr
+    assert tree(work / "dataset") == expected
