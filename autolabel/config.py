@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class RunConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
         if m.base_model not in BASE_MODELS:
-            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {m.base_model!r}")
+            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
             raise ConfigError(
                 f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"
@@ -104,10 +105,12 @@ class RunConfig:
         if m.batch_size is not None and m.batch_size < 1:
             raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {m.batch_size}")
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {m.precision!r}")
+            raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {show(m.precision)}")
         unknown = [x for x in d.formats if x not in FORMATS]
         if unknown or not d.formats:
-            raise ConfigError(f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {d.formats}")
+            raise ConfigError(
+                f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {show(d.formats)}"
+            )
         if not 0.0 <= d.val_fraction < 1.0:
             raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {d.val_fraction}")
         if not 1 <= d.jpeg_quality <= 100:
@@ -124,6 +127,14 @@ def validate_filters(f: FilterConfig) -> None:
         )
     if f.overlap_iou is not None and not 0.0 < f.overlap_iou <= 1.0:
         raise ConfigError(f"filters.overlap_iou must be in (0, 1] or null, got {f.overlap_iou}")
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for error messages (values can be huge)."""
+    short = reprlib.Repr()  # bounded work: never builds the full repr of a large value
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -152,7 +163,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {show(value)}")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
@@ -168,18 +179,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     else:  # pragma: no cover - only the types above are used
         raise TypeError(hint)
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {show(value)}")
 
 
 def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {show(data)}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {dotted!r}" + _closest(str(key), names))
+            raise ConfigError(f"{where}: unknown key {show(dotted)}" + _closest(str(key), names))
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, where, f"{dotted}.")
@@ -211,6 +222,18 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     return config.validate()
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without anchors and aliases: a few lines of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed in config files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: Path) -> Any:
     """Reads a YAML file, turning I/O and syntax errors into one clear line."""
     try:
@@ -218,7 +241,7 @@ def read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # a stricter SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

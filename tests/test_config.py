@@ -52,3 +52,27 @@ def test_bad_yaml_gives_the_line(tmp_path):
     path.write_text("model:\n  box_threshold: [0.3\n")
     with pytest.raises(ConfigError, match=r"c.yaml:\d+:\d+: invalid YAML"):
         load_config(path)
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    anchors = ", ".join(f"&a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 9))
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"input: [&a0 [x, x], {anchors}]\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml:1:9: invalid YAML: anchors and aliases") as err:
+        load_config(path)
+    assert len(str(err.value).replace(str(path), "")) < 120
+
+
+def test_echoed_values_are_capped(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("input: [" + ", ".join(["abcdef"] * 2000) + "]\n")
+    with pytest.raises(ConfigError, match="input: expected str, got") as err:
+        load_config(path)
+    assert len(str(err.value).replace(str(path), "")) < 120
+    with pytest.raises(ConfigError, match="model.base_model must be one of") as err:
+        load_config(None, {"model.base_model": "x" * 5000})
+    assert len(str(err.value)) < 200
+    path.write_text("x" * 1000 + ": 1\n")
+    with pytest.raises(ConfigError, match="unknown key") as err:
+        load_config(path)
+    assert len(str(err.value).replace(str(path), "")) < 250
