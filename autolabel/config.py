@@ -223,7 +223,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without anchors and aliases: a few lines of nested aliases expand to gigabytes."""
+    """A stricter ``yaml.SafeLoader``: no anchors or aliases, no duplicate keys.
+
+    A few lines of nested aliases expand to gigabytes; a duplicate key would make the last one win silently.
+    """
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -232,6 +235,24 @@ class _ConfigLoader(yaml.SafeLoader):
                 None, None, "anchors and aliases (&name, *name) are not allowed in config files", event.start_mark
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if seen is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {show(key)} appears twice (first on line {seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml(path: Path) -> Any:

@@ -76,3 +76,18 @@ def test_echoed_values_are_capped(tmp_path):
     with pytest.raises(ConfigError, match="unknown key") as err:
         load_config(path)
     assert len(str(err.value).replace(str(path), "")) < 250
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("model:\n  box_threshold: 0.3\nmodel:\n  device: cpu\n", ":3:1: invalid YAML: key 'model' appears twice"),
+        ("model:\n  device: cpu\n  device: cuda\n", ":3:3: invalid YAML: key 'device' appears twice (first on line 2)"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path, text, where):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}{where}")
