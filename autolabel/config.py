@@ -258,11 +258,24 @@ class _ConfigLoader(yaml.SafeLoader):
 def read_yaml(path: Path) -> Any:
     """Reads a YAML file, turning I/O and syntax errors into one clear line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     try:
+        text = raw.decode("utf-8")  # PyYAML skips a leading BOM itself
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line, column = raw.count(b"\n", 0, exc.start) + 1, len(raw[start : exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
+    try:
         return yaml.load(text, Loader=_ConfigLoader)  # a stricter SafeLoader
+    except yaml.reader.ReaderError as exc:  # no mark, and a two-line message
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(
+            f"{path}:{line}:{column}: invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -91,3 +91,26 @@ def test_duplicate_keys_are_refused(tmp_path, text, where):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}{where}")
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"output: out\ninput: caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}:2:11: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_a_control_character_in_a_config_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: out\ninput: a\x07b\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    expected = "invalid YAML: unacceptable character #x0007: special characters are not allowed"
+    assert str(err.value) == f"{path}:2:9: {expected}"
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("\ufeffinput: café\n".encode())
+    assert load_config(path).input == "café"

@@ -7,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from autolabel.cli import app
+from autolabel.errors import ConfigError
+from autolabel.train import load_train_settings
 from tests.conftest import YOLO11N
 from tests.test_merge import label
 
@@ -91,3 +93,10 @@ def test_not_a_checkpoint(merged, tmp_path):
     bad.write_bytes(b"nope")
     result = runner.invoke(app, train_args(merged, tmp_path, str(bad)))
     assert result.exit_code == 1 and "bad.pt: not an Ultralytics checkpoint" in result.stderr, result.stderr
+
+
+def test_a_train_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"epochs: 1\nname: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"train.yaml:2:10: not UTF-8 text \(byte 0xe9\)"):
+        load_train_settings(path, {})
