@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import reprlib
 import types
 import typing
@@ -173,7 +174,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float's range
+                number = math.inf
+            if not math.isfinite(number):  # NaN passes every range check; YAML writes it .nan
+                raise ConfigError(f"{where}: expected a finite number, got {show(value)}")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value

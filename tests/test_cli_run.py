@@ -162,3 +162,10 @@ def test_whole_flow_run_merge_train(tmp_path, tiny_flags, monkeypatch):
     assert "merged box, cup -> dataset/merged" in result.stdout
     assert f"best weights: {tmp_path / 'runs' / 'autolabel' / 'weights' / 'best.pt'}" in result.stdout
     assert (tmp_path / "runs" / "autolabel" / "weights" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_fps_must_be_finite(tmp_path, value):
+    result = invoke(["run", "-i", str(tmp_path), "--fps", value])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"autolabel: error: flags: sampling.fps: expected a finite number, got {value}"

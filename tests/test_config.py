@@ -114,3 +114,39 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes("\ufeffinput: café\n".encode())
     assert load_config(path).input == "café"
+
+
+FLOAT_KEYS = [
+    "sampling.fps",
+    "model.box_threshold",
+    "model.text_threshold",
+    "model.nms_iou",
+    "dataset.val_fraction",
+    "filters.min_box_size",
+    "filters.max_box_size",
+    "filters.overlap_iou",
+]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_infinity_are_refused_in_files(tmp_path, key, value):
+    section, name = key.split(".")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"c.yaml: {key}: expected a finite number, got -?(nan|inf)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_and_infinity_are_refused_in_flags(key, value):
+    with pytest.raises(ConfigError, match=rf"flags: {key}: expected a finite number, got (nan|inf)"):
+        load_config(None, {key: value})
+
+
+def test_an_int_past_the_float_range_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"sampling:\n  fps: {10**400}\n")
+    with pytest.raises(ConfigError, match=r"sampling.fps: expected a finite number, got 1000"):
+        load_config(path)
