@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import reprlib
 import types
 import typing
@@ -22,6 +23,7 @@ from autolabel.errors import ConfigError
 
 FORMATS = ("yolo", "voc", "coco")
 BASE_MODELS = ("grounding-dino", "ultralytics")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -105,6 +107,8 @@ class RunConfig:
             )
         if m.batch_size is not None and m.batch_size < 1:
             raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {m.batch_size}")
+        if not DEVICE.fullmatch(m.device):
+            raise ConfigError(f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {show(m.device)}")
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {show(m.precision)}")
         unknown = [x for x in d.formats if x not in FORMATS]

@@ -169,3 +169,14 @@ def test_fps_must_be_finite(tmp_path, value):
     result = invoke(["run", "-i", str(tmp_path), "--fps", value])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"autolabel: error: flags: sampling.fps: expected a finite number, got {value}"
+
+
+@pytest.mark.parametrize("base_model", ["grounding-dino", "ultralytics"])
+def test_unknown_device_is_one_line_before_any_model_loads(tmp_path, base_model):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", base_model]
+    result = invoke([*args, "--base-weights", "yolo11n.yaml", "--device", "banana", "-q"])
+    assert result.exit_code == 2
+    expected = "model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got 'banana'"
+    assert result.stderr.strip() == f"autolabel: error: {expected}"
+    assert not (tmp_path / "ds").exists()

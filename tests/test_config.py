@@ -150,3 +150,15 @@ def test_an_int_past_the_float_range_is_refused(tmp_path):
     path.write_text(f"sampling:\n  fps: {10**400}\n")
     with pytest.raises(ConfigError, match=r"sampling.fps: expected a finite number, got 1000"):
         load_config(path)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_valid_devices(device):
+    assert load_config(None, {"model.device": device}).model.device == device
+
+
+@pytest.mark.parametrize("device", ["banana", "", "0", "cuda:", "cuda:x", "cuda:0,1", "CPU", "cpu "])
+def test_invalid_devices_are_refused(device):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"model.device": device})
+    assert str(err.value) == f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {device!r}"

@@ -126,6 +126,9 @@ def test_device_and_precision_without_cuda(caplog):
         pick_device("cuda:0")
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         pick_train_device("0")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="model.device is 'mps' but no Apple MPS device is available"):
+            pick_device("mps")
     import logging
 
     log = logging.getLogger("autolabel")
