@@ -91,7 +91,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Checks ranges and choices; returns self."""
         s, m, d, f = self.sampling, self.model, self.dataset, self.filters
-        if s.fps is None and s.frame_rate < 1:
+        if s.frame_rate < 1:  # checked even when fps is set: a bad value is never silently kept
             raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {s.frame_rate}")
         if s.fps is not None and s.fps <= 0:
             raise ConfigError(f"sampling.fps (--fps) must be > 0, got {s.fps}")
@@ -101,6 +101,8 @@ class RunConfig:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
         if m.base_model not in BASE_MODELS:
             raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
+        if m.max_size < 32:
+            raise ConfigError(f"model.max_size must be >= 32, got {m.max_size}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
             raise ConfigError(
                 f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"

@@ -162,3 +162,24 @@ def test_invalid_devices_are_refused(device):
     with pytest.raises(ConfigError) as err:
         load_config(None, {"model.device": device})
     assert str(err.value) == f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {device!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  max_size: -10\n", "model.max_size must be >= 32, got -10"),
+        ("model:\n  max_size: 31\n", "model.max_size must be >= 32, got 31"),
+        ("model:\n  image_size: 0\n", "model.image_size must be >= 32 and <= model.max_size, got 0 / 1333"),
+        ("model:\n  image_size: 2000\n", "model.image_size must be >= 32 and <= model.max_size, got 2000 / 1333"),
+        ("model:\n  batch_size: 0\n", "model.batch_size must be >= 1 (or null for automatic), got 0"),
+        ("dataset:\n  jpeg_quality: 0\n", "dataset.jpeg_quality must be in 1..100, got 0"),
+        ("dataset:\n  jpeg_quality: 101\n", "dataset.jpeg_quality must be in 1..100, got 101"),
+        ("sampling:\n  frame_rate: 0\n  fps: 2\n", "sampling.frame_rate (--frame-rate) must be >= 1, got 0"),
+    ],
+)
+def test_int_settings_out_of_range_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == message
