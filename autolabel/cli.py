@@ -287,7 +287,8 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="0, 0,1, cpu (default: CUDA when available).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name under runs/.")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Train settings (default configs/train.yaml).")
+        Path | None,
+        typer.Option("--config", "-c", help="Train settings (default ./configs/train.yaml, else packaged)."),
     ] = None,
     export: Annotated[
         list[str] | None, typer.Option("--export", help="Export best.pt, e.g. onnx (repeatable).")

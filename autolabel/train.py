@@ -6,6 +6,7 @@ Ultralytics runs offline with its settings in autolabel's cache (see :mod:`autol
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import logging
 import math
 import re
@@ -19,7 +20,8 @@ from autolabel.yolo import load_yolo, ultralytics_env
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+# A project folder's own configs/train.yaml, else the copy shipped in the package (equal to the repository's).
+PROJECT_TRAIN_CONFIG = Path("configs/train.yaml")
 # Settings the CLI owns or autolabel sets itself.
 _RESERVED = {"data", "mode", "task"}
 # Ultralytics' device forms: cpu, mps, CUDA indices (0 or 0,1), cuda, cuda:N, -1 (an idle GPU).
@@ -56,19 +58,26 @@ class TrainOutcome:
         return "\n".join(lines)
 
 
+def default_train_config() -> Path:
+    """``configs/train.yaml`` in the working directory, else the defaults shipped with autolabel."""
+    if PROJECT_TRAIN_CONFIG.is_file():
+        return PROJECT_TRAIN_CONFIG
+    return Path(str(importlib.resources.files("autolabel") / "configs" / "train.yaml"))
+
+
 def load_train_settings(config: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """configs/train.yaml (or another file) plus flag overrides, checked against Ultralytics' keys."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     settings: dict[str, Any] = {}
     origin: dict[str, str] = {}  # where each setting came from, for the error messages
-    path = config if config is not None else (DEFAULT_TRAIN_CONFIG if DEFAULT_TRAIN_CONFIG.is_file() else None)
-    if path is not None:
-        data = read_yaml(path) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of Ultralytics train settings")
-        settings.update(data)
-        origin.update(dict.fromkeys(data, str(path)))
+    path = config if config is not None else default_train_config()
+    log.info("train settings from %s", path)
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of Ultralytics train settings")
+    settings.update(data)
+    origin.update(dict.fromkeys(data, str(path)))
     flags = {k: v for k, v in overrides.items() if v is not None}
     settings.update(flags)
     origin.update(dict.fromkeys(flags, "flags"))

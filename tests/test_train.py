@@ -1,10 +1,13 @@
 """Training with Ultralytics, offline: from an architecture yaml, and from the real yolo11n.pt."""
 
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from autolabel.cli import app
@@ -207,3 +210,40 @@ def test_ultralytics_device_forms_pass_the_format_check(device):
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         pick_train_device(device)
     assert pick_train_device("cpu") == "cpu"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_packaged_train_defaults_equal_configs_train_yaml():
+    packaged = ROOT / "autolabel" / "configs" / "train.yaml"
+    assert packaged.read_text() == (ROOT / "configs" / "train.yaml").read_text()
+
+
+def _info_logs(caplog):
+    log = logging.getLogger("autolabel")
+    log.addHandler(caplog.handler)  # the CLI's set-up may have stopped propagation to the root
+    return log
+
+
+def test_train_settings_come_from_the_cwd_else_the_package(tmp_path, monkeypatch, caplog):
+    expected = yaml.safe_load((ROOT / "configs" / "train.yaml").read_text())
+    monkeypatch.chdir(tmp_path)  # outside the project folder: the packaged defaults
+    log = _info_logs(caplog)
+    try:
+        with caplog.at_level("INFO", logger="autolabel"):
+            settings = load_train_settings(None, {"epochs": 3})
+        packaged = ROOT / "autolabel" / "configs" / "train.yaml"
+        assert f"train settings from {packaged}" in caplog.text
+        assert settings["epochs"] == 3 and settings["degrees"] == expected["degrees"] == 10.0
+        assert settings["mosaic"] == expected["mosaic"] and settings["close_mosaic"] == expected["close_mosaic"]
+
+        (tmp_path / "configs").mkdir()  # a project folder's own configs/train.yaml comes first
+        (tmp_path / "configs" / "train.yaml").write_text("degrees: 5.0\n")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="autolabel"):
+            settings = load_train_settings(None, {})
+        assert "train settings from configs/train.yaml" in caplog.text
+        assert settings["degrees"] == 5.0 and "mosaic" not in settings
+    finally:
+        log.removeHandler(caplog.handler)
