@@ -194,8 +194,9 @@ def test_unknown_export_format_is_refused_before_training(checked, tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"hello world\n", np.random.default_rng(0).bytes(5000)])
-def test_a_model_that_is_not_a_checkpoint_is_refused(checked, tmp_path, content):
-    bad = tmp_path / "x.pt"
+@pytest.mark.parametrize("name", ["x.pt", "x.jpg"])
+def test_a_model_that_is_not_a_checkpoint_is_refused(checked, tmp_path, content, name):
+    bad = tmp_path / name
     bad.write_bytes(content)
     refused(_flag(checked, "--model", str(bad)), f"{bad}: not an Ultralytics checkpoint", code=1)
     assert not (tmp_path / "runs").exists()
