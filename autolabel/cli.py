@@ -6,9 +6,12 @@ traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,19 +60,42 @@ def _setup(quiet: bool, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (docker stop, a scheduler) interrupts it as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
     try:
-        return fn()
+        with _sigterm_as_interrupt():
+            return fn()
     except AutolabelError as exc:
         if debug:
             raise
         typer.echo(f"autolabel: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        typer.echo("autolabel: interrupted; finished frames are kept, re-run the same command to resume", err=True)
-        raise typer.Exit(130) from None
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        typer.echo(f"autolabel: {what}; finished frames are kept, re-run the same command to resume", err=True)
+        raise typer.Exit(code) from None
 
 
 def _filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi) -> dict[str, Any]:

@@ -180,3 +180,50 @@ def test_unknown_device_is_one_line_before_any_model_loads(tmp_path, base_model)
     expected = "model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got 'banana'"
     assert result.stderr.strip() == f"autolabel: error: {expected}"
     assert not (tmp_path / "ds").exists()
+
+
+def test_sigterm_is_an_interrupt_with_exit_143(tmp_path):
+    """SIGTERM (docker stop, a batch scheduler) during a command: the Ctrl-C path, one line, exit 143."""
+    import errno
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # the command blocks reading it until we write: a slow command that needs no model
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autolabel", "run", "--config", str(fifo), "-i", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writer = None
+    try:
+        deadline = time.monotonic() + 10
+        while writer is None:  # opening the write end succeeds once the command has the fifo open
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stderr
+    assert stderr == "autolabel: terminated (SIGTERM); finished frames are kept, re-run the same command to resume\n"
+
+
+def test_the_sigterm_handler_lives_only_while_a_command_runs(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert invoke(["run", "-i", str(tmp_path / "missing")]).exit_code == 1
+    assert signal.getsignal(signal.SIGTERM) is before
