@@ -160,7 +160,7 @@ def run(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16.")] = None,
     format: Formats = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
@@ -310,7 +310,9 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
     batch: Annotated[int | None, typer.Option("--batch")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="0, 0,1, cpu (default: CUDA when available).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, 0, 0,1, cuda:0, mps (default: CUDA when available).")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name under runs/.")] = None,
     config: Annotated[
         Path | None,
