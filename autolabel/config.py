@@ -236,7 +236,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """A stricter ``yaml.SafeLoader``: no anchors or aliases, no duplicate keys.
+    """A stricter ``yaml.SafeLoader``: no anchors or aliases, no duplicate keys, values it cannot build marked.
 
     A few lines of nested aliases expand to gigabytes; a duplicate key would make the last one win silently.
     """
@@ -248,6 +248,12 @@ class _ConfigLoader(yaml.SafeLoader):
                 None, None, "anchors and aliases (&name, *name) are not allowed in config files", event.start_mark
             )
         return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:  # a date such as 2024-13-45, an int past Python's digit limit
+            raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from exc
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):

@@ -183,3 +183,18 @@ def test_int_settings_out_of_range_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("input: 2024-13-45\n", ":1:8: invalid YAML: month must be in 1..12"),
+        ("dataset:\n  seed: " + "9" * 5000 + "\n", ":2:9: invalid YAML: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_values_yaml_cannot_build_are_one_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}{message}")
