@@ -92,7 +92,7 @@ class RunConfig:
         """Checks ranges and choices; returns self."""
         s, m, d, f = self.sampling, self.model, self.dataset, self.filters
         if s.frame_rate < 1:  # checked even when fps is set: a bad value is never silently kept
-            raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {s.frame_rate}")
+            raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {show(s.frame_rate)}")
         if s.fps is not None and s.fps <= 0:
             raise ConfigError(f"sampling.fps (--fps) must be > 0, got {s.fps}")
         for name in ("box_threshold", "text_threshold", "nms_iou"):
@@ -102,13 +102,13 @@ class RunConfig:
         if m.base_model not in BASE_MODELS:
             raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
         if m.max_size < 32:
-            raise ConfigError(f"model.max_size must be >= 32, got {m.max_size}")
+            raise ConfigError(f"model.max_size must be >= 32, got {show(m.max_size)}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
             raise ConfigError(
-                f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"
+                f"model.image_size must be >= 32 and <= model.max_size, got {show(m.image_size)} / {show(m.max_size)}"
             )
         if m.batch_size is not None and m.batch_size < 1:
-            raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {m.batch_size}")
+            raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {show(m.batch_size)}")
         if not DEVICE.fullmatch(m.device):
             raise ConfigError(f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {show(m.device)}")
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
@@ -121,7 +121,7 @@ class RunConfig:
         if not 0.0 <= d.val_fraction < 1.0:
             raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {d.val_fraction}")
         if not 1 <= d.jpeg_quality <= 100:
-            raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {d.jpeg_quality}")
+            raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
         return self
 

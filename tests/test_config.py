@@ -198,3 +198,11 @@ def test_values_yaml_cannot_build_are_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}{message}")
+
+
+def test_huge_ints_are_capped_in_messages(tmp_path):
+    for key in ("dataset.jpeg_quality", "model.image_size", "model.batch_size", "sampling.frame_rate"):
+        value = 10**400 if key in ("dataset.jpeg_quality", "model.image_size") else -(10**400)
+        with pytest.raises(ConfigError) as err:
+            load_config(None, {key: value})
+        assert key in str(err.value) and len(str(err.value)) < 160, str(err.value)
