@@ -6,9 +6,12 @@ traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,19 +63,42 @@ def _setup(quiet: bool, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (docker stop, a scheduler) interrupts it as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _guard(debug: bool, fn: Callable[[], Any]) -> Any:
     try:
-        return fn()
+        with _sigterm_as_interrupt():
+            return fn()
     except AutolabelError as exc:
         if debug:
             raise
         typer.echo(f"autolabel: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        typer.echo("autolabel: interrupted; finished frames are kept, re-run the same command to resume", err=True)
-        raise typer.Exit(130) from None
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        typer.echo(f"autolabel: {what}; finished frames are kept, re-run the same command to resume", err=True)
+        raise typer.Exit(code) from None
 
 
 def _filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi) -> dict[str, Any]:
@@ -146,7 +172,7 @@ def run(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16, bf16.")] = None,
     format: Formats = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction")] = None,
@@ -308,10 +334,13 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz")] = None,
     batch: Annotated[int | None, typer.Option("--batch")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="0, 0,1, cpu (default: CUDA when available).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, 0, 0,1, cuda:0, mps (default: CUDA when available).")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name under runs/.")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Train settings (default configs/train.yaml).")
+        Path | None,
+        typer.Option("--config", "-c", help="Train settings (default ./configs/train.yaml, else packaged)."),
     ] = None,
     export: Annotated[
         list[str] | None, typer.Option("--export", help="Export best.pt, e.g. onnx (repeatable).")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from autolabel.errors import ConfigError
 
 FORMATS = ("yolo", "voc", "coco")
 BASE_MODELS = ("grounding-dino", "ultralytics")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -87,8 +91,8 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Checks ranges and choices; returns self."""
         s, m, d, f = self.sampling, self.model, self.dataset, self.filters
-        if s.fps is None and s.frame_rate < 1:
-            raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {s.frame_rate}")
+        if s.frame_rate < 1:  # checked even when fps is set: a bad value is never silently kept
+            raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {show(s.frame_rate)}")
         if s.fps is not None and s.fps <= 0:
             raise ConfigError(f"sampling.fps (--fps) must be > 0, got {s.fps}")
         for name in ("box_threshold", "text_threshold", "nms_iou"):
@@ -96,22 +100,28 @@ class RunConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
         if m.base_model not in BASE_MODELS:
-            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {m.base_model!r}")
+            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
+        if m.max_size < 32:
+            raise ConfigError(f"model.max_size must be >= 32, got {show(m.max_size)}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
             raise ConfigError(
-                f"model.image_size must be >= 32 and <= model.max_size, got {m.image_size} / {m.max_size}"
+                f"model.image_size must be >= 32 and <= model.max_size, got {show(m.image_size)} / {show(m.max_size)}"
             )
         if m.batch_size is not None and m.batch_size < 1:
-            raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {m.batch_size}")
+            raise ConfigError(f"model.batch_size must be >= 1 (or null for automatic), got {show(m.batch_size)}")
+        if not DEVICE.fullmatch(m.device):
+            raise ConfigError(f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {show(m.device)}")
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {m.precision!r}")
+            raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {show(m.precision)}")
         unknown = [x for x in d.formats if x not in FORMATS]
         if unknown or not d.formats:
-            raise ConfigError(f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {d.formats}")
+            raise ConfigError(
+                f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {show(d.formats)}"
+            )
         if not 0.0 <= d.val_fraction < 1.0:
             raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {d.val_fraction}")
         if not 1 <= d.jpeg_quality <= 100:
-            raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {d.jpeg_quality}")
+            raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
         return self
 
@@ -124,6 +134,14 @@ def validate_filters(f: FilterConfig) -> None:
         )
     if f.overlap_iou is not None and not 0.0 < f.overlap_iou <= 1.0:
         raise ConfigError(f"filters.overlap_iou must be in (0, 1] or null, got {f.overlap_iou}")
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for error messages (values can be huge)."""
+    short = reprlib.Repr()  # bounded work: never builds the full repr of a large value
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -152,7 +170,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {show(value)}")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
@@ -162,24 +180,30 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float's range
+                number = math.inf
+            if not math.isfinite(number):  # NaN passes every range check; YAML writes it .nan
+                raise ConfigError(f"{where}: expected a finite number, got {show(value)}")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - only the types above are used
         raise TypeError(hint)
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {show(value)}")
 
 
 def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {show(data)}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {dotted!r}" + _closest(str(key), names))
+            raise ConfigError(f"{where}: unknown key {show(dotted)}" + _closest(str(key), names))
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, where, f"{dotted}.")
@@ -211,14 +235,66 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     return config.validate()
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """A stricter ``yaml.SafeLoader``: no anchors or aliases, no duplicate keys, values it cannot build marked.
+
+    A few lines of nested aliases expand to gigabytes; a duplicate key would make the last one win silently.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed in config files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:  # a date such as 2024-13-45, an int past Python's digit limit
+            raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from exc
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if seen is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {show(key)} appears twice (first on line {seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> Any:
     """Reads a YAML file, turning I/O and syntax errors into one clear line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")  # PyYAML skips a leading BOM itself
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line, column = raw.count(b"\n", 0, exc.start) + 1, len(raw[start : exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a stricter SafeLoader
+    except yaml.reader.ReaderError as exc:  # no mark, and a two-line message
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(
+            f"{path}:{line}:{column}: invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from autolabel.errors import InputError
+
+_NOT_TEXT = {"Cc": "a control character", "Cs": "a lone surrogate"}  # Unicode categories refused in names
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Ontology:
                     f"{where}: class for caption {caption!r} must be a non-blank string, got {json.dumps(label)}"
                 )
             caption, label = caption.strip(), label.strip()
+            _check_plain_text(caption, label, where)
             key = caption.lower()
             if key in seen_captions:
                 raise InputError(f"{where}: caption {caption!r} appears twice (captions are case-insensitive)")
@@ -62,7 +66,7 @@ class Ontology:
         if not path.is_file():
             raise InputError(f'{path}: missing ontology.json (expected {{"caption": "class"}})')
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # Notepad starts UTF-8 files with a BOM
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: cannot read: {exc}") from exc
         try:
@@ -74,6 +78,18 @@ class Ontology:
     def to_mapping(self) -> dict[str, str]:
         """The ``{caption: class}`` mapping, as in the file."""
         return {c: self.classes[i] for c, i in zip(self.captions, self.caption_class, strict=True)}
+
+
+def _check_plain_text(caption: str, label: str, where: str) -> None:
+    """Captions and classes end up in XML, prompts and reports: a control character breaks them (VOC crashes)."""
+    named = (f"caption {json.dumps(caption)}", f"class {json.dumps(label)} (caption {json.dumps(caption)})")
+    for name, text in zip(named, (caption, label), strict=True):
+        bad = next((c for c in text if unicodedata.category(c) in _NOT_TEXT), None)
+        if bad is not None:
+            raise InputError(
+                f"{where}: {name} contains {_NOT_TEXT[unicodedata.category(bad)]} (U+{ord(bad):04X}); "
+                "captions and classes must be plain text"
+            )
 
 
 def _no_duplicate_keys(path: Path):

@@ -6,20 +6,26 @@ Ultralytics runs offline with its settings in autolabel's cache (see :mod:`autol
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autolabel.config import read_yaml
+from autolabel.config import read_yaml, show
 from autolabel.errors import ConfigError, InputError
 from autolabel.yolo import load_yolo, ultralytics_env
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+# A project folder's own configs/train.yaml, else the copy shipped in the package (equal to the repository's).
+PROJECT_TRAIN_CONFIG = Path("configs/train.yaml")
 # Settings the CLI owns or autolabel sets itself.
 _RESERVED = {"data", "mode", "task"}
+# Ultralytics' device forms: cpu, mps, CUDA indices (0 or 0,1), cuda, cuda:N, -1 (an idle GPU).
+TRAIN_DEVICE = re.compile(r"cpu|mps|cuda(:\d+(,\d+)*)?|(\d+|-1)(,(\d+|-1))*")
 
 
 @dataclass
@@ -52,40 +58,118 @@ class TrainOutcome:
         return "\n".join(lines)
 
 
+def default_train_config() -> Path:
+    """``configs/train.yaml`` in the working directory, else the defaults shipped with autolabel."""
+    if PROJECT_TRAIN_CONFIG.is_file():
+        return PROJECT_TRAIN_CONFIG
+    return Path(str(importlib.resources.files("autolabel") / "configs" / "train.yaml"))
+
+
 def load_train_settings(config: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """configs/train.yaml (or another file) plus flag overrides, checked against Ultralytics' keys."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     settings: dict[str, Any] = {}
-    path = config if config is not None else (DEFAULT_TRAIN_CONFIG if DEFAULT_TRAIN_CONFIG.is_file() else None)
-    if path is not None:
-        data = read_yaml(path) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of Ultralytics train settings")
-        settings.update(data)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    origin: dict[str, str] = {}  # where each setting came from, for the error messages
+    path = config if config is not None else default_train_config()
+    log.info("train settings from %s", path)
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of Ultralytics train settings")
+    settings.update(data)
+    origin.update(dict.fromkeys(data, str(path)))
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    settings.update(flags)
+    origin.update(dict.fromkeys(flags, "flags"))
     valid = sorted(set(DEFAULT_CFG_DICT) | {"model"})
     for key in settings:
         if key in _RESERVED:
-            raise ConfigError(f"{path or 'flags'}: {key!r} is set by autolabel (use --data for the dataset)")
+            raise ConfigError(f"{origin[key]}: {key!r} is set by autolabel (use --data for the dataset)")
         if key not in valid:
-            match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            match = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
             hint = f" (did you mean {match[0]!r}?)" if match else ""
-            raise ConfigError(f"{path or 'flags'}: unknown Ultralytics train setting {key!r}{hint}")
+            raise ConfigError(f"{origin[key]}: unknown Ultralytics train setting {show(key)}{hint}")
+        check_train_setting(key, settings[key], origin[key])
     settings.setdefault("model", "yolo11n.pt")
     settings.setdefault("project", "runs")
     settings.setdefault("name", "autolabel")
     return settings
 
 
-def pick_train_device(requested: str | None) -> str:
-    """CUDA when available (never silently the CPU on a GPU machine)."""
+def check_train_setting(key: str, value: Any, where: str) -> None:
+    """Types and ranges of one train setting, by Ultralytics' own checks plus the ranges it leaves to training."""
+    from ultralytics.cfg import check_cfg
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
+    try:
+        check_cfg({key: value})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {show(str(exc), 200)[1:-1]}") from exc
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if key == "imgsz" and not (whole and value >= 32):
+        raise ConfigError(f"{where}: imgsz (--imgsz) must be an int >= 32, got {show(value)}")
+    if key == "batch" and not ((whole and (value >= 1 or value == -1)) or (isinstance(value, float) and 0 < value < 1)):
+        raise ConfigError(
+            f"{where}: batch (--batch) must be an int >= 1, -1 (automatic) or a fraction of GPU memory in (0, 1), "
+            f"got {show(value)}"
+        )
+
+
+def check_data_yaml(data: Path) -> None:
+    """A dataset yaml Ultralytics can train on: a mapping with train, val and names (checked before training)."""
+    if not data.is_file():
+        raise InputError(
+            f"{data}: dataset file not found (run `autolabel run` and `autolabel merge` first, or give --data)"
+        )
+    content = read_yaml(data)
+    if not isinstance(content, dict):
+        got = "an empty file" if content is None else f"a {type(content).__name__}"
+        raise ConfigError(f"{data}: not a dataset yaml: expected a mapping with train, val and names, got {got}")
+    for key in ("train", "val"):
+        if key not in content:
+            raise ConfigError(f"{data}: not a dataset yaml: no {key!r} key")
+    if "names" not in content and "nc" not in content:
+        raise ConfigError(f"{data}: not a dataset yaml: no 'names' (or 'nc') key")
+
+
+def check_export_formats(formats: list[str]) -> None:
+    """Each ``--export`` format must be one Ultralytics exports to (checked before training, not after)."""
+    if not formats:
+        return
+    from ultralytics.engine.exporter import export_formats
+
+    valid = [f for f in export_formats()["Argument"] if f != "-"]  # "-" is the PyTorch .pt itself
+    for fmt in formats:
+        if fmt.lower() not in valid:
+            match = difflib.get_close_matches(fmt.lower(), valid, n=1, cutoff=0.6)
+            hint = f"did you mean {match[0]!r}? " if match else ""
+            raise ConfigError(
+                f"--export {show(fmt)}: not an Ultralytics export format ({hint}valid: {', '.join(valid)})"
+            )
+
+
+def pick_train_device(requested: Any) -> str:
+    """CUDA when available (never silently the CPU on a GPU machine); a requested device must exist."""
     import torch
 
-    if requested:
-        if requested not in ("cpu", "mps") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {requested}: no CUDA device is available (use --device cpu)")
-        return requested
+    if isinstance(requested, (list, tuple)):  # device: [0, 1] in train.yaml
+        requested = ",".join(str(d) for d in requested)
+    if requested is not None and requested != "":
+        text = str(requested) if not isinstance(requested, bool) else ""
+        if not TRAIN_DEVICE.fullmatch(text):
+            raise ConfigError(
+                f"--device must be cpu, mps, a CUDA index list (0 or 0,1), cuda, cuda:N or -1, got {show(requested)}"
+            )
+        if text == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("--device mps: no Apple MPS device is available (use --device cpu)")
+        if text not in ("cpu", "mps"):
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {text}: no CUDA device is available (use --device cpu)")
+            count = torch.cuda.device_count()
+            if any(int(i) >= count for i in re.findall(r"\d+", text)):
+                raise ConfigError(f"--device {text}: only {count} CUDA device(s) (indices 0..{count - 1})")
+        return text
     if torch.cuda.is_available():
         return "0"
     log.warning("no CUDA device found: training on the CPU, which is slow")
@@ -96,11 +180,10 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
     """Trains (and optionally exports) a YOLO model on ``options.data``."""
     ultralytics_env(cache)
     data = options.data
-    if not data.is_file():
-        raise InputError(
-            f"{data}: dataset file not found (run `autolabel run` and `autolabel merge` first, or give --data)"
-        )
+    # Everything that can be checked is checked before training starts, not after hours of it.
+    check_data_yaml(data)
     settings = load_train_settings(options.config, options.overrides)
+    check_export_formats(options.export)
     model_name = str(settings.pop("model"))
     settings["device"] = pick_train_device(settings.get("device"))
     model = load_yolo(model_name)

@@ -54,6 +54,8 @@ def load_yolo(model: str, flag: str = "--model"):
             ) from exc
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an Ultralytics checkpoint (given by {flag})")
+    if path.suffix.lower() != ".pt":  # Ultralytics would take it for an exported model and fail at predict
+        raise InputError(f"{path}: not an Ultralytics checkpoint (a PyTorch .pt file; given by {flag})")
     try:
         return YOLO(str(path))
     except (

@@ -162,3 +162,75 @@ def test_whole_flow_run_merge_train(tmp_path, tiny_flags, monkeypatch):
     assert "merged box, cup -> dataset/merged" in result.stdout
     assert f"best weights: {tmp_path / 'runs' / 'autolabel' / 'weights' / 'best.pt'}" in result.stdout
     assert (tmp_path / "runs" / "autolabel" / "weights" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_fps_must_be_finite(tmp_path, value):
+    result = invoke(["run", "-i", str(tmp_path), "--fps", value])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"autolabel: error: flags: sampling.fps: expected a finite number, got {value}"
+
+
+@pytest.mark.parametrize("base_model", ["grounding-dino", "ultralytics"])
+def test_unknown_device_is_one_line_before_any_model_loads(tmp_path, base_model):
+    make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", base_model]
+    result = invoke([*args, "--base-weights", "yolo11n.yaml", "--device", "banana", "-q"])
+    assert result.exit_code == 2
+    expected = "model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got 'banana'"
+    assert result.stderr.strip() == f"autolabel: error: {expected}"
+    assert not (tmp_path / "ds").exists()
+
+
+def test_sigterm_is_an_interrupt_with_exit_143(tmp_path):
+    """SIGTERM (docker stop, a batch scheduler) during a command: the Ctrl-C path, one line, exit 143."""
+    import errno
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # the command blocks reading it until we write: a slow command that needs no model
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autolabel", "run", "--config", str(fifo), "-i", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writer = None
+    try:
+        deadline = time.monotonic() + 10
+        while writer is None:  # opening the write end succeeds once the command has the fifo open
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:
+            # The kernel may hand SIGTERM to one of the child's helper threads (OpenBLAS starts some), which
+            # leaves the main thread asleep in read(): end the read, and Python runs the handler right after it.
+            os.close(writer)
+            writer = None
+            _, stderr = proc.communicate(timeout=10)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stderr
+    assert stderr == "autolabel: terminated (SIGTERM); finished frames are kept, re-run the same command to resume\n"
+
+
+def test_the_sigterm_handler_lives_only_while_a_command_runs(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert invoke(["run", "-i", str(tmp_path / "missing")]).exit_code == 1
+    assert signal.getsignal(signal.SIGTERM) is before

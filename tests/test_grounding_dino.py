@@ -1,6 +1,7 @@
 """The Grounding DINO labeler: prompt spans, output decoding, batching, on a tiny random model."""
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
@@ -169,6 +170,9 @@ def test_device_and_precision_without_cuda(caplog):
         pick_device("cuda:0")
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         pick_train_device("0")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="model.device is 'mps' but no Apple MPS device is available"):
+            pick_device("mps")
     import logging
 
     log = logging.getLogger("autolabel")
@@ -271,3 +275,18 @@ def test_mixed_precision_agrees_with_fp32_and_falls_back_on_a_dtype_clash(model,
     for a, b in zip(again, reference, strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
         assert a.class_id.tolist() == b.class_id.tolist()
+
+
+# Random bytes make torch.load (weights only) raise all of these: UnpicklingError, IndexError,
+# UnicodeDecodeError, KeyError, RuntimeError ('Invalid magic number'), some after a warning.
+@pytest.mark.parametrize("seed", [0, 17, 54, 62, 941])
+def test_random_bytes_are_not_a_checkpoint(tiny_gdino, tmp_path, seed):
+    bad = tmp_path / "random.pth"
+    bad.write_bytes(np.random.default_rng(seed).bytes(2000))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(InputError) as err:
+        warnings.simplefilter("always")
+        load_model(tiny_gdino.model_config, bad, tiny_gdino.text_encoder)
+    message = str(err.value)
+    assert message.startswith(f"{bad}: not a loadable PyTorch checkpoint (")
+    assert "\n" not in message and len(message) < len(str(bad)) + 150, message
+    assert not caught, [str(w.message) for w in caught]

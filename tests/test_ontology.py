@@ -45,3 +45,27 @@ def test_bad_json_reports_line_and_column(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="missing ontology.json"):
         Ontology.load(tmp_path / "ontology.json")
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "ontology.json"
+    path.write_bytes('\ufeff{"red mug": "mug"}'.encode())  # as Notepad saves it
+    assert Ontology.load(path).classes == ("mug",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a\\u0007box": "box"}', 'caption "a\\u0007box" contains a control character (U+0007)'),
+        ('{"a box": "bo\\nx"}', 'class "bo\\nx" (caption "a box") contains a control character (U+000A)'),
+        ('{"a\\tbox": "box"}', 'caption "a\\tbox" contains a control character (U+0009)'),
+        ('{"a box": "bo\\u0085x"}', 'class "bo\\u0085x" (caption "a box") contains a control character (U+0085)'),
+        ('{"a\\ud800box": "box"}', 'caption "a\\ud800box" contains a lone surrogate (U+D800)'),
+    ],
+)
+def test_control_characters_are_refused(tmp_path, text, message):
+    path = tmp_path / "ontology.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        Ontology.load(path)
+    assert str(err.value) == f"{path}: {message}; captions and classes must be plain text"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from autolabel.cli import app
 from autolabel.datasets.layout import read_journal
-from tests.conftest import YOLO11N, make_product
+from tests.conftest import YOLO11N, make_image, make_product
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_weights = pytest.mark.skipif(not YOLO11N.is_file(), reason="../shared/data/weights/yolo11n.pt not present")
@@ -100,7 +100,11 @@ def test_missing_and_bad_weights(tmp_path):
     junk.write_bytes(b"\x80\x04not a checkpoint")
     bad = runner.invoke(app, [*base, "--base-weights", str(junk)])
     assert bad.exit_code == 1 and "junk.pt: not an Ultralytics checkpoint" in bad.stderr
-    for r in (missing, offline, bad):
+    image = make_image(tmp_path / "frame.jpg")
+    jpg = runner.invoke(app, [*base, "--base-weights", str(image)])
+    assert jpg.exit_code == 1, jpg.stderr
+    assert f"{image}: not an Ultralytics checkpoint (a PyTorch .pt file; given by --base-weights)" in jpg.stderr
+    for r in (missing, offline, bad, jpg):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

@@ -59,7 +59,7 @@ def label_by_size(
 
 
 def pick_device(requested: str) -> str:
-    """``auto`` picks CUDA when available; an explicit CUDA request must be satisfiable."""
+    """``auto`` picks CUDA when available; an explicit CUDA or MPS request must be satisfiable."""
     import torch
 
     if requested == "auto":
@@ -69,6 +69,8 @@ def pick_device(requested: str) -> str:
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device is {requested!r} but no CUDA device is available")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device is 'mps' but no Apple MPS device is available")
     if requested == "cpu":
         log.warning("labeling on the CPU, which is slow (several seconds per frame)")
     return requested

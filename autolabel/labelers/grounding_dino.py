@@ -177,10 +177,22 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
         except (OSError, ValueError) as exc:
             raise MissingWeightsError(f"text encoder {text_encoder}: cannot load: {exc}") from exc
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # Not a checkpoint: torch warns about odd pickle protocols before it fails, so the warning goes.
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{weights}: not a loadable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    # What torch.load raises on files that are not checkpoints (random bytes give all of these).
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        IndexError,
+        KeyError,
+        OSError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise InputError(f"{weights}: not a loadable PyTorch checkpoint ({_load_error(exc)})") from exc
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{weights}: not a Grounding DINO checkpoint (no 'model' state dict)")
@@ -200,6 +212,15 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
     if missing:
         log.warning("%s: %d weights not in the checkpoint (left at their initial values)", weights, len(missing))
     return model.eval()
+
+
+def _load_error(exc: BaseException) -> str:
+    """One short line from torch.load's error (the weights-only one is a page that names its cause late)."""
+    text = str(exc)
+    _, marker, cause = text.partition("WeightsUnpickler error:")
+    detail = next((line.strip() for line in (cause if marker else text).splitlines() if line.strip()), "")
+    detail = detail if len(detail) <= 100 else detail[:97] + "..."
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 class GroundingDinoLabeler:
