@@ -51,14 +51,6 @@ def cli(cwd: Path, args: list[str], kill_after: float | None = None) -> tuple[in
     return proc.returncode, time.perf_counter() - start
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "autolabel-lock" not in p.name
-    }
-
-
 def make_input(root: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.conftest import make_image, make_product, make_video
@@ -72,7 +64,7 @@ def make_input(root: Path) -> None:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from tests.crashpoint import review_export
+    from tests.crashpoint import dataset_files, review_export
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
@@ -87,7 +79,7 @@ def main() -> None:
         _, t_run = cli(clean, RUN)
         review_export(clean / "dataset" / "mug", root / "review.json")
         _, t_import = cli(clean, IMPORT)
-        expected = tree(clean / "dataset")
+        expected = dataset_files(clean / "dataset")
         print(f"uninterrupted: run --merge {t_run:.1f} s, import {t_import:.1f} s, {len(expected)} files")
         identical = 0
         for trial in range(args.trials):
@@ -106,7 +98,7 @@ def main() -> None:
             if not in_import:
                 cli(work, RUN)
             cli(work, IMPORT)
-            got = tree(work / "dataset")
+            got = dataset_files(work / "dataset")
             same = got == expected
             identical += same
             where = "import" if in_import else "run --merge"

@@ -101,6 +101,20 @@ def make_product(root: Path, name: str, ontology: dict | str | None = None, vide
     return folder
 
 
+def run_config(tmp_path: Path, **overrides):
+    """A run config over ``tmp_path/videos`` into ``tmp_path/dataset``: stride 2, no report; dotted overrides."""
+    from autolabel.config import load_config
+
+    base = {
+        "input": str(tmp_path / "videos"),
+        "output": str(tmp_path / "dataset"),
+        "sampling.frame_rate": 2,
+        "report": False,
+    }
+    base.update(overrides)
+    return load_config(None, base)
+
+
 class FakeLabeler:
     """Planted boxes: two per frame, one per class 0 and 1 (when present), fixed confidences."""
 

@@ -16,6 +16,15 @@ import sys
 from pathlib import Path
 
 
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every file a later command or a user reads under ``root`` (lock files aside), by relative path."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "autolabel-lock" not in p.name
+    }
+
+
 def _install(crash_at: int, count_file: str | None) -> None:
     seen = [0]
 

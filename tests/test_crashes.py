@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_image, make_product, make_video
+from tests.crashpoint import dataset_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,15 +22,6 @@ def cli(cwd: Path, *args: str, crash_at: int = 0, count: Path | None = None) -> 
     return subprocess.run(
         [sys.executable, "-m", "tests.crashpoint", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file a later run or a user reads (locks and backups aside)."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "autolabel-lock" not in p.name
-    }
 
 
 def make_input(root: Path) -> None:
@@ -52,7 +44,7 @@ def clean(tmp_path_factory) -> tuple[Path, dict[str, bytes], int]:
     work.mkdir()
     done = cli(work, *RUN, count=root / "points")
     assert done.returncode == 0, done.stderr
-    return root, tree(work / "dataset"), int((root / "points").read_text())
+    return root, dataset_files(work / "dataset"), int((root / "points").read_text())
 
 
 @pytest.mark.parametrize("fraction", [0.02, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 0.97])
@@ -66,7 +58,7 @@ def test_killed_run_and_merge_resume_byte_identical(clean, fraction):
     assert died.returncode == 137 or (fraction > 0.95 and died.returncode == 0), died.stderr
     again = cli(work, *RUN)
     assert again.returncode == 0, again.stderr
-    assert tree(work / "dataset") == expected
+    assert dataset_files(work / "dataset") == expected
 
 
 OVERWRITE = (*RUN, "--box-threshold", "0.5", "--overwrite")
@@ -84,14 +76,14 @@ def reviewed(clean) -> tuple[Path, dict[str, bytes], dict[str, bytes], int, int]
     assert cli(work, *RUN).returncode == 0
     done = cli(work, *OVERWRITE, count=root / "overwrite-points")
     assert done.returncode == 0, done.stderr
-    overwritten = tree(work / "dataset")
+    overwritten = dataset_files(work / "dataset")
     work = root / "import-clean"
     work.mkdir()
     assert cli(work, *RUN).returncode == 0
     review_export(work / "dataset" / "mug", root / "review.json")
     done = cli(work, *IMPORT, count=root / "import-points")
     assert done.returncode == 0, done.stderr
-    imported = tree(work / "dataset")
+    imported = dataset_files(work / "dataset")
     points = int((root / "overwrite-points").read_text()), int((root / "import-points").read_text())
     return root, overwritten, imported, *points
 
@@ -116,4 +108,4 @@ def test_killed_overwrite_and_import_finish_byte_identical(reviewed, command, fr
     assert died.returncode == 137, died.stderr
     again = cli(work, *args)
     assert again.returncode == 0, again.stderr
-    assert tree(work / "dataset") == expected
+    assert dataset_files(work / "dataset") == expected

@@ -14,25 +14,13 @@ import supervision as sv
 from typer.testing import CliRunner
 
 from autolabel.cli import app
-from autolabel.config import load_config
 from autolabel.datasets.layout import JOURNAL, STATE, FrameRecord, read_journal, read_state
 from autolabel.errors import InputError, OutputError
 from autolabel.fileio import FolderLock
 from autolabel.merge import merge_datasets
 from autolabel.naming import safe_name
 from autolabel.pipeline import run
-from tests.conftest import FakeLabeler, make_image, make_product, make_video
-
-
-def config(tmp_path: Path, **overrides):
-    base = {
-        "input": str(tmp_path / "videos"),
-        "output": str(tmp_path / "dataset"),
-        "sampling.frame_rate": 2,
-        "report": False,
-    }
-    base.update(overrides)
-    return load_config(None, base)
+from tests.conftest import FakeLabeler, make_image, make_product, make_video, run_config
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -65,7 +53,7 @@ def test_source_names_that_clean_alike_never_share_files(tmp_path):
         "box.mov": 4,
     }
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, videos)
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     records = assert_consistent(r.output)
     assert r.frames == len(records) == 3 + 2 + 3 + 2 + 1 + 2 + 1 + 2
     stems = {info["stem"] for info in read_state(r.output)["sources"].values()}
@@ -80,11 +68,11 @@ def test_source_names_that_clean_alike_never_share_files(tmp_path):
 
 def test_stems_are_allocated_once_and_kept_when_files_are_added(tmp_path):
     folder = make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"box.mp4": 4})
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     before = {p.name for p in (r.output / "images").iterdir()}
     assert before == {"box_000000.jpg", "box_000002.jpg"}
     make_video(folder / "box.mov", frames=2)  # would clash with box.mp4's stem on a fresh run
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert r.ok and before <= {p.name for p in (r.output / "images").iterdir()}
     assert_consistent(r.output)
 
@@ -92,7 +80,7 @@ def test_stems_are_allocated_once_and_kept_when_files_are_added(tmp_path):
 def test_all_cjk_product_folders_each_get_a_dataset(tmp_path):
     make_product(tmp_path / "videos", "杯子", {"cup": "cup"}, {"1.mp4": 2})
     make_product(tmp_path / "videos", "盒子", {"box": "box"}, {"1.mp4": 2})
-    results = run(config(tmp_path), FakeLabeler)
+    results = run(run_config(tmp_path), FakeLabeler)
     assert [r.output.name for r in results] == ["杯子", "盒子"] and all(r.ok for r in results)
 
 
@@ -100,7 +88,7 @@ def test_all_cjk_product_folders_each_get_a_dataset(tmp_path):
 def test_merge_names_cannot_collide(tmp_path):
     make_product(tmp_path / "videos", "red", {"cup": "cup"}, {"cup_front.mp4": 6})
     make_product(tmp_path / "videos", "red_cup", {"cup": "cup"}, {"front.mp4": 4})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     result = merge_datasets([tmp_path / "dataset" / "red", tmp_path / "dataset" / "red_cup"], tmp_path / "merged")
     assert result.frames == 5
     assert_consistent(result.output)
@@ -109,10 +97,10 @@ def test_merge_names_cannot_collide(tmp_path):
 # 3. One writer per dataset.
 def test_a_second_process_on_a_product_is_refused_naming_the_holder(tmp_path):
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 4})
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     journal = (r.output / JOURNAL).read_bytes()
     with FolderLock(r.output, "run"):
-        (again,) = run(config(tmp_path), FakeLabeler)
+        (again,) = run(run_config(tmp_path), FakeLabeler)
         assert f"in use by autolabel run (PID {os.getpid()})" in again.errors[0]
         with pytest.raises(OutputError, match="in use by autolabel run"):
             merge_datasets([r.output], tmp_path / "merged")
@@ -120,7 +108,7 @@ def test_a_second_process_on_a_product_is_refused_naming_the_holder(tmp_path):
     with FolderLock(tmp_path / "merged", "merge"), pytest.raises(OutputError, match=r"in use by autolabel merge"):
         merge_datasets([r.output], tmp_path / "merged")
     # Released when the holder is gone: a later run goes through.
-    (again,) = run(config(tmp_path), FakeLabeler)
+    (again,) = run(run_config(tmp_path), FakeLabeler)
     assert again.ok
 
 
@@ -139,13 +127,13 @@ def test_lock_held_by_another_process_is_reported_at_once(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         start = time.perf_counter()
-        (r,) = run(config(tmp_path), FakeLabeler)
+        (r,) = run(run_config(tmp_path), FakeLabeler)
         assert time.perf_counter() - start < 5
         assert f"PID {holder.pid}" in r.errors[0]
     finally:
         holder.kill()
         holder.wait()
-    (r,) = run(config(tmp_path), FakeLabeler)  # the OS released the killed holder's lock
+    (r,) = run(run_config(tmp_path), FakeLabeler)  # the OS released the killed holder's lock
     assert r.ok
 
 
@@ -161,19 +149,19 @@ def test_overwrite_relabels_only_changed_products_and_protects_reviews(tmp_path)
     videos = tmp_path / "videos"
     make_product(videos, "mug", {"mug": "mug"}, {"a.mp4": 4})
     make_product(videos, "cup", {"cup": "cup"}, {"a.mp4": 4})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     _mark_reviewed(tmp_path / "dataset" / "mug")
     _mark_reviewed(tmp_path / "dataset" / "cup")
     mug_before = files(tmp_path / "dataset" / "mug")
     (videos / "cup" / "ontology.json").write_text(json.dumps({"a cup": "cup"}))
     labeler = FakeLabeler()
-    results = {r.product: r for r in run(config(tmp_path), lambda: labeler, overwrite=True)}
+    results = {r.product: r for r in run(run_config(tmp_path), lambda: labeler, overwrite=True)}
     assert results["mug"].ok and results["mug"].new_frames == 0
     assert files(tmp_path / "dataset" / "mug") == mug_before  # unchanged product untouched, review kept
     assert "holds 1 reviewed frames" in results["cup"].errors[0] and "--product 'cup'" in results["cup"].errors[0]
     assert labeler.frames == 0
     # Named, it is relabeled, and the reviewed journal is backed up first.
-    (r,) = run(config(tmp_path, products=["cup"]), FakeLabeler, overwrite=True)
+    (r,) = run(run_config(tmp_path, products=["cup"]), FakeLabeler, overwrite=True)
     assert r.ok and r.new_frames == 2 and not any(x.reviewed for x in read_journal(r.output))
     (backup,) = (tmp_path / "dataset" / ".autolabel-backups").iterdir()
     assert any(json.loads(line).get("reviewed") for line in (backup / JOURNAL).read_text().splitlines())
@@ -184,7 +172,7 @@ def test_crash_while_overwrite_deletes_leaves_no_trusted_dataset(tmp_path, monke
     import shutil
 
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 6})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     real_rmtree = shutil.rmtree
 
     def dying_rmtree(path, *args, **kwargs):
@@ -195,10 +183,10 @@ def test_crash_while_overwrite_deletes_leaves_no_trusted_dataset(tmp_path, monke
 
     monkeypatch.setattr(shutil, "rmtree", dying_rmtree)
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler, overwrite=True)
+        run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler, overwrite=True)
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     assert read_state(tmp_path / "dataset" / "mug") is None  # nothing a later run would trust
-    (r,) = run(config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
     assert r.ok and r.frames == 3
     assert_consistent(r.output)
     assert not [p for p in (tmp_path / "dataset").iterdir() if "autolabel-tmp" in p.name]
@@ -208,15 +196,15 @@ def test_crash_while_overwrite_deletes_leaves_no_trusted_dataset(tmp_path, monke
 def test_replaced_video_after_unfinished_run_is_refused_and_touch_is_not_a_change(tmp_path):
     folder = make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 20})
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
+        run(run_config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
     out = tmp_path / "dataset" / "mug"
     assert len(list(read_journal(out))) == 4 and not read_state(out)["complete"]
     os.utime(folder / "a.mp4", (1, 1))  # touched: same bytes
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
+        run(run_config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
     assert len(list(read_journal(out))) == 8
     make_video(folder / "a.mp4", frames=30, size=(96, 64))  # other content, same name
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert "a.mp4 was replaced since its frames were labeled" in r.errors[0]
     assert len(list(read_journal(out))) == 8
 
@@ -228,7 +216,7 @@ def test_model_files_are_identified_by_content(tmp_path):
     for path, content in ((a, b"model A"), (b, b"model B")):
         path.parent.mkdir(parents=True)
         path.write_bytes(content)
-    (r,) = run(config(tmp_path, **{"model.weights": str(a)}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.weights": str(a)}), FakeLabeler)
     assert r.ok
     import hashlib
 
@@ -236,12 +224,12 @@ def test_model_files_are_identified_by_content(tmp_path):
 
     files_digest = yaml.safe_load((r.output / "run.yaml").read_text())["model"]["files"]
     assert files_digest["weights"] == hashlib.sha256(b"model A").hexdigest()
-    (r,) = run(config(tmp_path, **{"model.weights": str(b)}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.weights": str(b)}), FakeLabeler)
     assert "model file weights has other content" in r.errors[0]
     # The same bytes under another path are the same model.
     c = tmp_path / "copy.pt"
     c.write_bytes(b"model A")
-    (r,) = run(config(tmp_path, **{"model.weights": str(c)}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.weights": str(c)}), FakeLabeler)
     assert r.ok
 
 
@@ -262,15 +250,15 @@ def test_source_is_complete_only_when_read_to_its_end(tmp_path):
         for packet in stream.encode():
             container.mux(packet)
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
-    (r,) = run(config(tmp_path), FakeLabeler)
+        run(run_config(tmp_path), lambda: FakeLabeler(fail_after_batches=1))
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert r.ok and r.frames == 20 and r.new_frames == 16
 
 
 # 9. Edited or deleted files: the journal is the source of truth.
 def test_edited_and_deleted_files_are_restored_from_the_journal(tmp_path):
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 6})
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     clean = files(r.output)
     out = r.output
     (out / "labels" / "a_000000.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # a hand edit
@@ -279,7 +267,7 @@ def test_edited_and_deleted_files_are_restored_from_the_journal(tmp_path):
         merge_datasets([out], tmp_path / "merged")
     (out / "images" / "a_000004.jpg").unlink()
     labeler = FakeLabeler()
-    (r,) = run(config(tmp_path), lambda: labeler)
+    (r,) = run(run_config(tmp_path), lambda: labeler)
     assert r.ok and labeler.frames == 1  # the deleted image's frame was labeled again
     assert sorted(r.repaired) == ["labels/a_000000.txt", "labels/a_000002.txt"]
     assert (out / ".autolabel" / "edited" / "labels" / "a_000000.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
@@ -309,12 +297,12 @@ def test_mixed_frame_sizes_resume_identically(tmp_path):
     folder = make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 8})
     make_image(folder / "b.jpg", size=(160, 120))
     make_video(folder / "c.mp4", frames=8, size=(64, 48))
-    (clean,) = run(config(tmp_path, output=str(tmp_path / "clean")), PaddingLabeler)
+    (clean,) = run(run_config(tmp_path, output=str(tmp_path / "clean")), PaddingLabeler)
     for r in read_journal(clean.output):
         assert r.boxes[0].x2 == pytest.approx(r.width * 0.4, abs=0.01)
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path, output=str(tmp_path / "partial")), lambda: PaddingLabeler(fail_after_batches=2))
-    (resumed,) = run(config(tmp_path, output=str(tmp_path / "partial")), PaddingLabeler)
+        run(run_config(tmp_path, output=str(tmp_path / "partial")), lambda: PaddingLabeler(fail_after_batches=2))
+    (resumed,) = run(run_config(tmp_path, output=str(tmp_path / "partial")), PaddingLabeler)
     assert {r.name: r.boxes for r in read_journal(resumed.output)} == {
         r.name: r.boxes for r in read_journal(clean.output)
     }
@@ -342,8 +330,8 @@ def test_run_merge_includes_a_finished_product_with_a_bad_file_and_names_what_it
 # 13. Derived files follow what they derive from.
 def test_coco_follows_a_changed_split_without_asking_for_coco_again(tmp_path):
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 20})
-    run(config(tmp_path, **{"dataset.formats": "yolo,coco"}), FakeLabeler)
-    (r,) = run(config(tmp_path, **{"dataset.seed": 7}), FakeLabeler)
+    run(run_config(tmp_path, **{"dataset.formats": "yolo,coco"}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"dataset.seed": 7}), FakeLabeler)
     for split in ("train", "val"):
         coco = json.loads((r.output / f"coco_{split}.json").read_text())
         listed = {Path(x).name for x in (r.output / f"{split}.txt").read_text().split()}
@@ -354,7 +342,7 @@ def test_coco_follows_a_changed_split_without_asking_for_coco_again(tmp_path):
 def test_classes_differing_in_case_warn_and_can_be_united(tmp_path, caplog):
     make_product(tmp_path / "videos", "mug", {"hand": "hand"}, {"a.mp4": 2})
     make_product(tmp_path / "videos", "cup", {"Hand": "Hand"}, {"a.mp4": 2})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     inputs = [tmp_path / "dataset" / "mug", tmp_path / "dataset" / "cup"]
     r = merge_datasets(inputs, tmp_path / "m1")
     assert r.classes == ["hand", "Hand"] and "differ only in case" in caplog.text
@@ -368,7 +356,7 @@ def test_outputs_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
-        (r,) = run(config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+        (r,) = run(run_config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
         merged = merge_datasets([r.output], tmp_path / "merged")
     finally:
         os.umask(old)
@@ -393,10 +381,10 @@ def test_disk_full_is_one_line_and_recovers(tmp_path, monkeypatch):
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full)
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert "cannot write: No space left on device; free some space" in r.errors[0]
     monkeypatch.setattr(os, "fsync", real_fsync)
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert r.ok and r.frames == 4
     assert_consistent(r.output)
 
@@ -408,15 +396,15 @@ def test_unusable_outputs_and_states_are_one_line(tmp_path):
     assert result.exit_code != 0 and "autolabel: error:" in result.stderr and "Traceback" not in result.stderr
     result = runner.invoke(app, ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "videos" / "out")])
     assert result.exit_code != 0 and "inside the input folder" in result.stderr
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     (r.output / STATE).write_text("[1, 2]")
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert "not an autolabel dataset state" in r.errors[0]
 
 
 def test_out_of_range_class_id_in_a_journal_is_one_line(tmp_path):
     make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     lines = (r.output / JOURNAL).read_text().splitlines()
     data = json.loads(lines[0])
     data["boxes"][0][0] = 7
@@ -453,11 +441,11 @@ def test_nothing_left_is_an_error_and_unsupported_files_are_named(tmp_path):
 
 def test_deleted_source_is_named_in_the_summary(tmp_path):
     folder = make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2, "b.mp4": 2})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     (folder / "b.mp4").unlink()
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert r.ok and r.frames == 2 and "b.mp4 is gone; its 1 frames are kept" in r.notes[0]
-    (r,) = run(config(tmp_path), FakeLabeler, overwrite=True)
+    (r,) = run(run_config(tmp_path), FakeLabeler, overwrite=True)
     assert r.ok and r.frames == 1
 
 

@@ -7,23 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autolabel.config import load_config
 from autolabel.datasets.layout import JOURNAL, read_journal
 from autolabel.errors import OutputError
 from autolabel.naming import safe_name
 from autolabel.pipeline import run
-from tests.conftest import FakeLabeler, make_product, make_video
-
-
-def config(tmp_path: Path, **overrides):
-    base = {
-        "input": str(tmp_path / "videos"),
-        "output": str(tmp_path / "dataset"),
-        "sampling.frame_rate": 2,
-        "report": False,
-    }
-    base.update(overrides)
-    return load_config(None, base)
+from tests.conftest import FakeLabeler, make_product, make_video, run_config
 
 
 def tree(root: Path) -> dict[str, object]:
@@ -40,7 +28,7 @@ def tree(root: Path) -> dict[str, object]:
 
 def test_writers_produce_exact_files(tmp_path):
     make_product(tmp_path / "videos", "mug", {"red mug": "mug", "a hand": "hand"}, {"clip.mp4": 5})
-    results = run(config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+    results = run(run_config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
     (r,) = results
     assert r.ok and r.frames == 3 and r.new_frames == 3 and r.boxes_per_class == {"mug": 3, "hand": 3}
     out = tmp_path / "dataset" / "mug"
@@ -70,7 +58,7 @@ def test_writers_produce_exact_files(tmp_path):
 def test_names_are_escaped_in_xml_and_yaml_and_sanitized_in_paths(tmp_path):
     weird = '<script>alert("x")</script> & co: {a}'
     make_product(tmp_path / "videos", "evil <name>?*", {"thing": weird, "other": "b: c"}, {"v 1.mp4": 2})
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     out = tmp_path / "dataset" / safe_name("evil <name>?*")
     assert r.output == out and out.is_dir()
     xml = ET.parse(out / "annotations" / f"{safe_name('v 1')}_000000.xml").getroot()
@@ -80,11 +68,11 @@ def test_names_are_escaped_in_xml_and_yaml_and_sanitized_in_paths(tmp_path):
 
 def test_resume_after_interrupt_gives_the_same_files(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 30, "b.mp4": 11})
-    full = run(config(tmp_path, output=str(tmp_path / "full")), FakeLabeler)
+    full = run(run_config(tmp_path, output=str(tmp_path / "full")), FakeLabeler)
     assert full[0].frames == 21
 
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path), lambda: FakeLabeler(fail_after_batches=2))
+        run(run_config(tmp_path), lambda: FakeLabeler(fail_after_batches=2))
     partial = tmp_path / "dataset" / "box"
     assert len(list(read_journal(partial))) == 8
     assert not (partial / "data.yaml").exists()
@@ -94,37 +82,37 @@ def test_resume_after_interrupt_gives_the_same_files(tmp_path):
     (partial / "images" / ".x.jpg.autolabel-tmp-123").write_bytes(b"junk")
 
     second = FakeLabeler()
-    (r,) = run(config(tmp_path), lambda: second)
+    (r,) = run(run_config(tmp_path), lambda: second)
     assert second.frames == 21 - 8
     assert r.frames == 21 and r.new_frames == 13
     assert tree(partial) == tree(tmp_path / "full" / "box")
 
     third = FakeLabeler()
-    (r,) = run(config(tmp_path), lambda: third)
+    (r,) = run(run_config(tmp_path), lambda: third)
     assert third.frames == 0 and r.new_frames == 0
     assert tree(partial) == tree(tmp_path / "full" / "box")
 
 
 def test_changed_settings_are_refused_then_overwritten(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
-    run(config(tmp_path), FakeLabeler)
-    (r,) = run(config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
     assert r.output is None
     assert "model.box_threshold: 0.35 -> 0.5" in r.errors[0] and "--overwrite" in r.errors[0]
-    (r,) = run(config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler)
     assert "sampling.frame_rate: 2 -> 3" in r.errors[0]
-    (r,) = run(config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler, overwrite=True)
+    (r,) = run(run_config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler, overwrite=True)
     assert r.ok and r.frames == 2
 
 
 def test_formats_and_default_weight_paths_can_change_without_relabeling(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
-    run(config(tmp_path, **{"dataset.formats": "yolo"}), FakeLabeler)
+    run(run_config(tmp_path, **{"dataset.formats": "yolo"}), FakeLabeler)
     out = tmp_path / "dataset" / "box"
     assert not (out / "annotations").exists()
     labeler = FakeLabeler()
     weights = str(tmp_path / "elsewhere" / "groundingdino_swint_ogc.pth")
-    (r,) = run(config(tmp_path, **{"dataset.formats": "yolo,voc,coco", "model.weights": weights}), lambda: labeler)
+    (r,) = run(run_config(tmp_path, **{"dataset.formats": "yolo,voc,coco", "model.weights": weights}), lambda: labeler)
     assert r.ok and labeler.frames == 0
     assert sorted(p.stem for p in (out / "annotations").iterdir()) == sorted(p.stem for p in (out / "images").iterdir())
     assert (out / "coco_train.json").is_file()
@@ -132,11 +120,11 @@ def test_formats_and_default_weight_paths_can_change_without_relabeling(tmp_path
 
 def test_a_replaced_video_is_not_mixed_with_old_labels(tmp_path):
     folder = make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
-    run(config(tmp_path), FakeLabeler)
+    run(run_config(tmp_path), FakeLabeler)
     make_video(folder / "a.mp4", frames=9)
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert "a.mp4 was replaced since its frames were labeled" in r.errors[0] and "--overwrite" in r.errors[0]
-    (r,) = run(config(tmp_path), FakeLabeler, overwrite=True)
+    (r,) = run(run_config(tmp_path), FakeLabeler, overwrite=True)
     assert r.ok and r.frames == 5
 
 
@@ -150,7 +138,7 @@ def test_bad_products_are_reported_and_the_others_still_run(tmp_path):
     (videos / "badvideo" / "z.mp4").write_bytes(b"\x00" * 1000)
     make_product(videos, "truncated", {"box": "box"}, {})
     _truncated_avi(videos / "truncated" / "t.avi")
-    results = {r.product: r for r in run(config(tmp_path), FakeLabeler)}
+    results = {r.product: r for r in run(run_config(tmp_path), FakeLabeler)}
     assert results["truncated"].frames >= 2 and "t.avi: video ends at frame" in results["truncated"].errors[0]
     assert results["good"].ok and results["good"].frames == 2
     assert "badjson/ontology.json:1:15: invalid JSON" in results["badjson"].errors[0]
@@ -174,11 +162,11 @@ def test_output_that_is_a_file_or_foreign_folder_is_refused(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 2})
     (tmp_path / "dataset").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
-        run(config(tmp_path), FakeLabeler)
+        run(run_config(tmp_path), FakeLabeler)
     (tmp_path / "dataset").unlink()
     (tmp_path / "dataset" / "box").mkdir(parents=True)
     (tmp_path / "dataset" / "box" / "precious.txt").write_text("mine")
-    (r,) = run(config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
     assert "not an autolabel dataset" in r.errors[0]
     assert (tmp_path / "dataset" / "box" / "precious.txt").read_text() == "mine"
 
@@ -186,6 +174,6 @@ def test_output_that_is_a_file_or_foreign_folder_is_refused(tmp_path):
 def test_filters_at_run_time_are_counted(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box", "hand": "hand"}, {"a.mp4": 4})
     # Planted boxes cover 0.4*0.4=0.16 and 0.3*0.8=0.24 of the image.
-    (r,) = run(config(tmp_path, **{"filters.max_box_size": 0.2}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"filters.max_box_size": 0.2}), FakeLabeler)
     assert r.filtered == {"boxes_too_large": 2}
     assert r.boxes_per_class == {"box": 2, "hand": 0}
