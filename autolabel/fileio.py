@@ -64,14 +64,11 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> None:
-    """Writes ``data`` beside ``path``, fsyncs it, renames it into place.
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Writes ``data`` to a temporary file beside ``path`` and flushes it to disk; returns it (unpublished).
 
-    Args:
-        path: The target.
-        data: Its new content.
-        sync_parent: Also flush the folder after the rename. Writers of many files pass
-            False and call :func:`sync_dir` once for the lot, before journaling them.
+    Safe from any thread. :func:`publish` renames it into place; a process killed before
+    that leaves only a temporary file, which the next run removes.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
@@ -81,10 +78,31 @@ def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> Non
             fh.flush()
             os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def publish(staged: Path, path: Path) -> None:
+    """Renames a staged file into place (atomic)."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> None:
+    """Writes ``data`` beside ``path``, fsyncs it, renames it into place.
+
+    Args:
+        path: The target.
+        data: Its new content.
+        sync_parent: Also flush the folder after the rename. Writers of many files pass
+            False and call :func:`sync_dir` once for the lot, before journaling them.
+    """
+    publish(stage_bytes(path, data), path)
     if sync_parent:
         sync_dir(path.parent)
 

@@ -416,17 +416,21 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     complete = {name for name, info in state["sources"].items() if info.get("complete")}
 
     quality = config.dataset.jpeg_quality
-    # JPEG encoding runs on a small pool (OpenCV releases the GIL); files and journal lines
-    # are written by one thread, in frame order, and committed in groups.
+    # JPEG encoding and the files' writes and fsyncs run on a small pool (OpenCV and the OS
+    # release the GIL); one thread puts the files in place and journals them, in frame
+    # order, committing in groups.
     encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
     finished: list[str] = []  # sources read to their end, marked complete at the next commit
+
+    def stage(record: FrameRecord, image) -> list:
+        return writer.stage(record, encode_jpeg(image, quality))
 
     def write(item) -> None:
         if isinstance(item, _SourceEnd):
             finished.append(item.source.path.name)
             return
-        record, encoded = item
-        writer.add(record, image_bytes=encoded.result() if encoded is not None else None)
+        record, staged = item
+        writer.add(record, staged=staged.result() if staged is not None else [])
 
     def commit() -> None:
         writer.commit()
@@ -455,8 +459,8 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
                 record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
                 if filters is not None:
                     record.dropped = apply_filters(record, filters, stats)
-                encoded = encoders.submit(encode_jpeg, frame.image, quality) if record.dropped is None else None
-                worker.put((record, encoded))
+                staged = encoders.submit(stage, record, frame.image) if record.dropped is None else None
+                worker.put((record, staged))
                 result.new_frames += 1
             bar.update(len(batch))
     finally:

@@ -51,7 +51,7 @@ def build(root: Path, n: int) -> None:
                     )
                 )
             record = FrameRecord(f"clip_{i:06d}", "clip", i, i / 30, 640, 480, boxes)
-            writer.add(record, image_bytes=jpegs[i % len(jpegs)])
+            writer.add(record, staged=writer.stage(record, jpegs[i % len(jpegs)]))
             records.append(record)
     split = assign_splits(records, 0.2, 0)
     for r in records:

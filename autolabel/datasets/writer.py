@@ -13,7 +13,7 @@ import numpy as np
 
 from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
 from autolabel.errors import OutputError
-from autolabel.fileio import atomic_write_bytes, atomic_write_text, link_or_copy, sync_dir
+from autolabel.fileio import atomic_write_text, link_or_copy, publish, stage_bytes, sync_dir
 from autolabel.postprocess import to_detections
 
 
@@ -65,31 +65,52 @@ class DatasetWriter:
         self._journal = (root / JOURNAL).open("a", encoding="utf-8")
         self._pending: list[str] = []
 
+    def stage(self, record: FrameRecord, image_bytes: bytes) -> list[tuple[Path, Path]]:
+        """Writes a frame's files beside their targets, flushed to disk but not yet in place.
+
+        Safe from any thread (the slow part, fsync, then runs in parallel); :meth:`add`
+        with ``staged=`` puts them in place, in frame order.
+        """
+        if record.dropped is not None:
+            return []
+        files = [
+            (self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", image_bytes),
+            # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
+            (self.root / LABELS / f"{record.name}.txt", yolo_lines(record).encode("utf-8")),
+        ]
+        if "voc" in self.formats:
+            files.append(
+                (self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes).encode("utf-8"))
+            )
+        return [(stage_bytes(target, data), target) for target, data in files]
+
     def add(
         self,
         record: FrameRecord,
         image: np.ndarray | None = None,
-        image_bytes: bytes | None = None,
         image_file: Path | None = None,
+        staged: list[tuple[Path, Path]] | None = None,
     ) -> None:
-        """Writes one frame's files (unless dropped by a filter) and queues its journal line.
+        """Puts one frame's files in place (unless dropped by a filter) and queues its journal line.
 
-        The image comes as an array, as encoded bytes, or as an existing file to link
-        (or copy, across file systems).
+        The files come staged by :meth:`stage`, or the image as an array or as an
+        existing file to link (or copy, across file systems).
         """
-        if record.dropped is None:
+        if staged is not None:
+            for tmp, target in staged:
+                publish(tmp, target)
+        elif record.dropped is None:
             target = self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}"
             if image_file is not None:
                 link_or_copy(image_file, target, sync_parent=False)
+                atomic_write_text(self.root / LABELS / f"{record.name}.txt", yolo_lines(record), sync_parent=False)
+                if "voc" in self.formats:
+                    atomic_write_text(
+                        self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes), sync_parent=False
+                    )
             else:
-                data = image_bytes if image_bytes is not None else encode_jpeg(image, self.jpeg_quality)
-                atomic_write_bytes(target, data, sync_parent=False)
-            # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
-            atomic_write_text(self.root / LABELS / f"{record.name}.txt", yolo_lines(record), sync_parent=False)
-            if "voc" in self.formats:
-                atomic_write_text(
-                    self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes), sync_parent=False
-                )
+                for tmp, path in self.stage(record, encode_jpeg(image, self.jpeg_quality)):
+                    publish(tmp, path)
         self._pending.append(record.to_json() + "\n")
 
     def commit(self) -> None:
