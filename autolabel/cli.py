@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from autolabel import progress
-from autolabel.errors import AutolabelError, ConfigError, OutputError
+from autolabel.errors import AutolabelError, ConfigError
 
 app = typer.Typer(
     name="autolabel",
@@ -133,10 +133,14 @@ def print_run_summary(results) -> None:
             _echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
         if r.reviewed_frames:
             _echo(f"    reviewed frames (autolabel import): {r.reviewed_frames}")
-        if r.repaired:
+        missing = [p for p, differed in r.repaired if not differed]
+        edited = [p for p, differed in r.repaired if differed]
+        if missing:
+            _echo(f"    wrote {len(missing)} missing derived files from the journal (e.g. {missing[0]})")
+        if edited:
             _echo(
-                f"    rewrote {len(r.repaired)} label files that differed from the journal (e.g. {r.repaired[0]}); "
-                "edited copies are in .autolabel/edited/: bring corrections in with autolabel import"
+                f"    rewrote {len(edited)} files that differed from the journal (e.g. {edited[0]}); the edited "
+                "copies are in .autolabel/edited/: bring corrections in with autolabel import"
             )
         _echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
         for note in r.notes:
@@ -253,8 +257,6 @@ def run(
             inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out)
             merged = merge_datasets(inputs, out, cfg.filters, format and cfg.dataset.formats, unite_case)
             print_merge_summary(merged, skipped)
-            if not merged.frames:
-                raise OutputError(f"{merged.output}: the merged dataset has no frames; nothing to train on")
             if cfg.report:
                 print_report(write_report_for(merged.output))
             if train:
@@ -306,8 +308,6 @@ def merge(
             inputs, skipped = find_product_datasets(root, exclude=out)
         result = merge_datasets(inputs, out, cfg.filters, format and cfg.dataset.formats, unite_case)
         print_merge_summary(result, skipped)
-        if not result.frames:
-            raise OutputError(f"{result.output}: the merged dataset has no frames (filters?)")
 
     _guard(debug, go)
 

@@ -174,7 +174,12 @@ def replace_dir(staging: Path, target: Path) -> None:
 
 
 def lock_path(folder: Path) -> Path:
-    """The lock file of a dataset folder: beside it, so it survives the folder being swapped."""
+    """The lock file of a dataset folder: beside it, so it survives the folder being swapped.
+
+    The folder's path is resolved first: ``.``, a symlink or another spelling of the
+    same folder take the same lock.
+    """
+    folder = folder.resolve()
     return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
 
 

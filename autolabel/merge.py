@@ -218,6 +218,8 @@ def _merge(
                         continue
                     writer.add(record, image_file=source_image)
                     records.append(record)
+        if not records:
+            raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
         result.split = finalize.write_split_lists(staging, records)
         finalize.write_data_yaml(staging, classes, has_val=result.split.get("val", 0) > 0)
         if "coco" in formats:

@@ -16,8 +16,9 @@ import unicodedata
 from collections.abc import Iterable
 
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-# Longest cleaned name in UTF-8 bytes: room for a suffix, a frame index and ".jpg" under the usual 255.
-MAX_BYTES = 120
+# Longest cleaned name in UTF-8 bytes: "<product>__<stem>_<index>.jpg" (two of these, hash suffixes, a
+# frame index) plus a temporary file's prefix and mark stays under the usual 255-byte limit.
+MAX_BYTES = 80
 SUFFIX_LEN = 6
 SEPARATOR = "__"
 
@@ -30,6 +31,7 @@ def _clean(name: str, max_bytes: int) -> str:
     text = unicodedata.normalize("NFC", name)
     text = "".join(ch if _keep(ch) else "_" for ch in text)
     text = re.sub(r"_+", "_", text).strip("._-")
+    text = text.replace("autolabel-tmp", "autolabel_tmp").replace("autolabel-lock", "autolabel_lock")  # our marks
     while len(text.encode("utf-8")) > max_bytes:
         text = text[:-1]
     text = text.rstrip("._-")

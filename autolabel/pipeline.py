@@ -27,9 +27,12 @@ from autolabel.config import FORMATS, RunConfig, to_dict
 from autolabel.datasets import finalize
 from autolabel.datasets.finalize import repair_derived
 from autolabel.datasets.layout import (
+    IMAGE_SUFFIX,
+    IMAGES,
     JOURNAL,
     RUN_YAML,
     STATE,
+    STATE_DIR,
     STATE_VERSION,
     FrameRecord,
     boxes_per_class,
@@ -84,7 +87,7 @@ class ProductResult:
     filtered: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
+    repaired: list[tuple[str, bool]] = field(default_factory=list)  # (path, it differed: else it was missing)
     reviewed_frames: int = 0
 
     @property
@@ -199,7 +202,13 @@ def _check_target(out: Path, product: str) -> dict | None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file; remove it or choose another --output")
     state = read_state(out) if out.is_dir() else None
-    if out.is_dir() and state is None and any(out.iterdir()):
+    # A run killed before its first state write leaves only an empty .autolabel/: that is an empty folder.
+    leftovers = (
+        [e for e in out.iterdir() if not (e.name == STATE_DIR and e.is_dir() and not any(e.iterdir()))]
+        if (out.is_dir())
+        else []
+    )
+    if state is None and leftovers:
         raise OutputError(f"{out}: exists and is not an autolabel dataset; remove it or choose another --output")
     if state is not None and state.get("kind") != "product":
         raise OutputError(
@@ -225,6 +234,29 @@ def _source_changes(state: dict, sources: list[Source], done: dict[str, set[int]
     return replaced, gone
 
 
+def _carry_renames(state: dict, sources: list[Source]) -> list[Source]:
+    """A source renamed since it was labeled (same content, new name) keeps its stem and frames.
+
+    Without this, the renamed file would be labeled again under a new stem while the old
+    frames stay: every frame twice, and twins across train and val.
+    """
+    recorded = state.get("sources", {})
+    present = {s.path.name for s in sources}
+    gone = {info.get("id"): name for name, info in recorded.items() if name not in present}
+    if not gone:
+        return sources
+    carried = []
+    for source in sources:
+        old = gone.pop(source_identity(source.path), None) if source.path.name not in recorded else None
+        if old is not None:
+            entry = recorded.pop(old)
+            recorded[source.path.name] = entry
+            source = dataclasses.replace(source, stem=entry["stem"])
+            log.info("%s: %s was renamed to %s; its frames are kept", source.path.parent, old, source.path.name)
+        carried.append(source)
+    return carried
+
+
 def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> _Job:
     """Decides, without writing, what a product's run does: start, resume, relabel, or refuse."""
     if product.slug.lower() in RESERVED_OUTPUTS:
@@ -236,6 +268,8 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     state = _check_target(out, product.name)
     recorded = {name: info["stem"] for name, info in (state or {}).get("sources", {}).items()}
     sources = list_sources(product, recorded)
+    if state is not None:
+        sources = _carry_renames(state, sources)
     records = list(read_journal(out, len(state["classes"]))) if state is not None else []
     done: dict[str, set[int]] = {}
     for record in records:
@@ -506,6 +540,13 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     earlier = [r for r in all_records[: len(all_records) - result.new_frames] if r.dropped is None]
     result.repaired = repair_derived(job.out, earlier, classes, formats)
+    listed = {r.name for r in records}
+    stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
+    if stray:
+        result.notes.append(
+            f"{len(stray)} images in {job.out / IMAGES} are not in the journal (e.g. {stray[0]}), so not in the "
+            "dataset: lines removed from detections.jsonl by hand? --overwrite relabels the product"
+        )
     result.split = finalize.write_split_lists(job.out, records)
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
     if "coco" in formats:
@@ -578,6 +619,7 @@ def run(
                 with output_errors(output):
                     locks.enter_context(FolderLock(output / product.slug, "run"))
                     remove_stale_temporaries(output, prefix=product.slug)
+                    remove_stale_temporaries(output / product.slug)  # ours now: what a killed run left
                 job = _plan(product, config, output, overwrite, model_id)
                 result.output = job.out
                 result.notes += job.notes

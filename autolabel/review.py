@@ -382,7 +382,13 @@ def import_label_studio(root: Path, export: Path) -> ImportResult:
     journal once (reviewed frames get their new boxes and ``reviewed``), and only then
     the labels, VOC and COCO of the frames that changed.
     """
-    classes = _classes(root)
+    state = require_state(root)
+    if state.get("kind") != "product":
+        raise InputError(
+            f"{root}: is a {state.get('kind')} dataset, rebuilt whole by every merge, so a review imported here would "
+            "be lost; import into the product datasets (their frame names are the part after '__'), then merge again"
+        )
+    classes = list(state["classes"])
     tasks = _load_export(export)
     with output_errors(root), FolderLock(root, "import"):
         remove_stale_temporaries(root)  # what a killed command left

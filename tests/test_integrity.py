@@ -269,7 +269,7 @@ def test_edited_and_deleted_files_are_restored_from_the_journal(tmp_path):
     labeler = FakeLabeler()
     (r,) = run(run_config(tmp_path), lambda: labeler)
     assert r.ok and labeler.frames == 1  # the deleted image's frame was labeled again
-    assert sorted(r.repaired) == ["labels/a_000000.txt", "labels/a_000002.txt"]
+    assert sorted(r.repaired) == [("labels/a_000000.txt", True), ("labels/a_000002.txt", False)]
     assert (out / ".autolabel" / "edited" / "labels" / "a_000000.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
     restored = {k: v for k, v in files(out).items() if not k.startswith(".autolabel/edited")}
     assert {k for k in restored if k != JOURNAL} == {k for k in clean if k != JOURNAL}
@@ -456,3 +456,86 @@ def test_safe_names_keep_scripts_and_never_collide():
     assert safe_name("正面") == "正面" and safe_name("a_b") == "a_b"
     assert all("__" not in c and "/" not in c and not c.startswith(".") for c in cleaned)
     assert all(len(c.encode()) <= 200 for c in cleaned)
+
+
+# Found by trying the tool as a hostile user.
+def test_the_lock_holds_through_a_symlink_and_dot(tmp_path, monkeypatch):
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    (tmp_path / "link").symlink_to(r.output)
+    with FolderLock(tmp_path / "link", "import"):
+        (again,) = run(run_config(tmp_path), FakeLabeler)
+        assert "in use by autolabel import" in again.errors[0]
+        monkeypatch.chdir(r.output)
+        with pytest.raises(OutputError, match="in use"):
+            FolderLock(Path("."), "report").acquire()
+
+
+def test_a_source_named_like_a_temporary_file_survives_cleanup(tmp_path):
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"x.autolabel-tmp-y.mp4": 4, "z.autolabel-lock.mp4": 2})
+    run(run_config(tmp_path), FakeLabeler)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    assert r.ok and r.frames == 3 and not r.repaired
+    assert_consistent(r.output)
+
+
+def test_a_run_killed_before_its_first_state_write_does_not_block_the_folder(tmp_path):
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
+    leftover = tmp_path / "dataset" / "mug" / ".autolabel" / ".state.json.autolabel-tmp-abc"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("{")
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    assert r.ok and r.frames == 1 and not leftover.exists()
+
+
+def test_long_names_merge_within_file_name_limits(tmp_path):
+    make_product(tmp_path / "videos", "产品" * 25, {"mug": "mug"}, {"视频" * 25 + ".mp4": 2})
+    make_product(tmp_path / "videos", "p" * 150, {"mug": "mug"}, {"v" * 150 + ".mp4": 2})
+    results = run(run_config(tmp_path), FakeLabeler)
+    merged = merge_datasets([r.output for r in results], tmp_path / "merged")
+    assert merged.frames == 2
+    assert all(len(p.name.encode()) < 200 for p in (merged.output / "images").iterdir())
+
+
+def test_a_failed_merge_keeps_the_previous_output(tmp_path):
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 4})
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    merge_datasets([r.output], tmp_path / "merged")
+    before = files(tmp_path / "merged")
+    from autolabel.config import FilterConfig
+
+    with pytest.raises(OutputError, match="would have no frames"):
+        merge_datasets([r.output], tmp_path / "merged", FilterConfig(drop_multi=True))
+    assert files(tmp_path / "merged") == before
+
+
+def test_import_into_a_merge_output_is_refused(tmp_path):
+    from autolabel.review import import_label_studio
+
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    merged = merge_datasets([r.output], tmp_path / "merged")
+    (tmp_path / "export.json").write_text("[]")
+    with pytest.raises(InputError, match="rebuilt whole by every merge"):
+        import_label_studio(merged.output, tmp_path / "export.json")
+
+
+def test_a_renamed_source_keeps_its_frames(tmp_path):
+    folder = make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"front.mp4": 6})
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    before = files(r.output)
+    (folder / "front.mp4").rename(folder / "Front view.mp4")
+    labeler = FakeLabeler()
+    (r,) = run(run_config(tmp_path), lambda: labeler)
+    assert r.ok and r.frames == 3 and labeler.frames == 0 and not r.notes
+    assert {k for k in files(r.output) if k.startswith("images/")} == {k for k in before if k.startswith("images/")}
+    assert "Front view.mp4" in read_state(r.output)["sources"]
+
+
+def test_a_frame_listed_twice_in_the_journal_is_one_error(tmp_path):
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    line = (r.output / JOURNAL).read_text()
+    (r.output / JOURNAL).write_text(line + line)
+    (r,) = run(run_config(tmp_path), FakeLabeler)
+    assert "detections.jsonl:2: corrupt journal line: frame 'a_000000' listed twice" in r.errors[0]

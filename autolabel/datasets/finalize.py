@@ -105,7 +105,9 @@ def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> No
     sync_dir(root)
 
 
-def sync_frame_files(root: Path, record: FrameRecord, classes: list[str], voc: bool, keep_edits: bool) -> list[str]:
+def sync_frame_files(
+    root: Path, record: FrameRecord, classes: list[str], voc: bool, keep_edits: bool
+) -> list[tuple[str, bool]]:
     """Writes a frame's YOLO label (and VOC) file again where it differs from its journal record.
 
     Args:
@@ -115,8 +117,9 @@ def sync_frame_files(root: Path, record: FrameRecord, classes: list[str], voc: b
         voc: Whether the dataset has VOC files.
         keep_edits: Move a differing file (a hand edit) to ``.autolabel/edited/`` first.
 
-    Returns the paths written, relative to ``root``. The folders are not flushed here:
-    callers flush them once for the lot.
+    Returns the paths written, relative to ``root``, each with whether a differing file
+    was there (False: it was missing). The folders are not flushed here: callers flush
+    them once for the lot.
     """
     from autolabel.datasets.writer import voc_xml, yolo_lines
 
@@ -129,22 +132,26 @@ def sync_frame_files(root: Path, record: FrameRecord, classes: list[str], voc: b
         try:
             if path.read_bytes() == data:
                 continue
+            existed = True
             if keep_edits:
                 edited = root / STATE_DIR / "edited" / path.relative_to(root)
                 edited.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, edited)
         except FileNotFoundError:
-            pass
+            existed = False
         atomic_write_bytes(path, data, sync_parent=False)
-        written.append(path.relative_to(root).as_posix())
+        written.append((path.relative_to(root).as_posix(), existed))
     return written
 
 
-def repair_derived(root: Path, records: list[FrameRecord], classes: list[str], formats: list[str]) -> list[str]:
-    """Writes again every label (and VOC) file that differs from the journal, the dataset's source of truth.
+def repair_derived(
+    root: Path, records: list[FrameRecord], classes: list[str], formats: list[str]
+) -> list[tuple[str, bool]]:
+    """Writes again every label (and VOC) file that is missing or differs from the journal, the source of truth.
 
     A file that was there but differed (a hand edit) is kept under ``.autolabel/edited/``
-    first. Returns the paths rewritten, relative to ``root``.
+    first. Returns the paths written, relative to ``root``, each with whether it differed
+    (True) or was missing (False).
     """
     repaired = []
     for r in records:

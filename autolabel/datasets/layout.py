@@ -138,6 +138,7 @@ def read_journal(root: Path, n_classes: int | None = None) -> Iterator[FrameReco
     path = root / JOURNAL
     if not path.exists():
         return
+    seen: set[str] = set()
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.endswith(b"\n"):
@@ -145,6 +146,9 @@ def read_journal(root: Path, n_classes: int | None = None) -> Iterator[FrameReco
             try:
                 record = FrameRecord.from_json(raw.decode("utf-8"))
                 _check_record(record, n_classes)
+                if record.name in seen:
+                    raise ValueError(f"frame {record.name!r} listed twice")
+                seen.add(record.name)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise InputError(f"{path}:{lineno}: corrupt journal line: {exc}") from exc
             yield record
@@ -189,7 +193,10 @@ def read_state(root: Path) -> dict | None:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable dataset state ({exc}); delete the folder to start over") from exc
+        raise InputError(
+            f"{path}: unreadable dataset state ({exc}); restore it from a backup (the journal {JOURNAL} "
+            "holds every box, reviews included), or label into a new --output"
+        ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("kind"), str):
         raise InputError(f"{path}: not an autolabel dataset state (expected a JSON object with 'kind')")
     if state.get("version") != STATE_VERSION:
