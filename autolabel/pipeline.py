@@ -366,7 +366,6 @@ def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -
         sync_dir(out.parent)
         shutil.rmtree(aside)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     repair_journal(out)
     state = dict(job.state) if job.state is not None else _new_state(job, config, model_id)
     state["complete"] = False  # unfinished again until finalized
