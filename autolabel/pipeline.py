@@ -115,6 +115,7 @@ class _Job:
     reviewed: int = 0  # frames holding an imported review
     notes: list[str] = field(default_factory=list)
     missing_images: int = 0  # journaled frames whose image was deleted: labeled again
+    source_ids: dict[str, str] = field(default_factory=dict)  # file name -> content identity, read once
 
 
 @dataclass(frozen=True)
@@ -217,14 +218,16 @@ def _check_target(out: Path, product: str) -> dict | None:
     return state
 
 
-def _source_changes(state: dict, sources: list[Source], done: dict[str, set[int]]) -> tuple[list[str], list[str]]:
+def _source_changes(
+    state: dict, sources: list[Source], done: dict[str, set[int]], ids: dict[str, str]
+) -> tuple[list[str], list[str]]:
     """Sources replaced since their frames were labeled (hard changes), and sources gone (soft)."""
     recorded = state.get("sources", {})
     replaced = []
     present = {s.path.name for s in sources}
     for source in sources:
         info = recorded.get(source.path.name)
-        if info and done.get(info["stem"]) and info.get("id") != source_identity(source.path):
+        if info and done.get(info["stem"]) and info.get("id") != ids[source.path.name]:
             replaced.append(f"{source.path.name} was replaced since its frames were labeled")
     gone = [
         f"{name} is gone; its {len(done.get(info['stem'], ()))} frames are kept (--overwrite relabels without them)"
@@ -234,7 +237,7 @@ def _source_changes(state: dict, sources: list[Source], done: dict[str, set[int]
     return replaced, gone
 
 
-def _carry_renames(state: dict, sources: list[Source]) -> list[Source]:
+def _carry_renames(state: dict, sources: list[Source], ids: dict[str, str]) -> list[Source]:
     """A source renamed since it was labeled (same content, new name) keeps its stem and frames.
 
     Without this, the renamed file would be labeled again under a new stem while the old
@@ -247,7 +250,7 @@ def _carry_renames(state: dict, sources: list[Source]) -> list[Source]:
         return sources
     carried = []
     for source in sources:
-        old = gone.pop(source_identity(source.path), None) if source.path.name not in recorded else None
+        old = gone.pop(ids[source.path.name], None) if source.path.name not in recorded else None
         if old is not None:
             entry = recorded.pop(old)
             recorded[source.path.name] = entry
@@ -268,8 +271,9 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     state = _check_target(out, product.name)
     recorded = {name: info["stem"] for name, info in (state or {}).get("sources", {}).items()}
     sources = list_sources(product, recorded)
+    ids = {s.path.name: source_identity(s.path) for s in sources}
     if state is not None:
-        sources = _carry_renames(state, sources)
+        sources = _carry_renames(state, sources, ids)
     records = list(read_journal(out, len(state["classes"]))) if state is not None else []
     done: dict[str, set[int]] = {}
     for record in records:
@@ -278,7 +282,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     reviewed = sum(1 for r in records if r.reviewed)
     if state is not None:
         changes = _differences(state.get("fingerprint") or {}, fingerprint(config, ontology, model_id))
-        replaced, gone = _source_changes(state, sources, done)
+        replaced, gone = _source_changes(state, sources, done, ids)
         changes += replaced
         if changes or (overwrite and gone):
             if not overwrite:
@@ -310,6 +314,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     job = _Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
     job.reviewed = reviewed
     job.missing_images = len(missing)
+    job.source_ids = ids
     return job
 
 
@@ -373,7 +378,7 @@ def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -
     sources = dict(state.get("sources", {}))
     for source in job.sources:
         info = dict(sources.get(source.path.name) or {"stem": source.stem, "complete": False})
-        identity = source_identity(source.path)
+        identity = job.source_ids[source.path.name]
         if info.get("id") != identity:  # new, or changed before any of its frames was labeled
             info["id"], info["complete"] = identity, False
         sources[source.path.name] = info

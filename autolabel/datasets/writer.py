@@ -13,7 +13,7 @@ import numpy as np
 
 from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
 from autolabel.errors import OutputError
-from autolabel.fileio import atomic_write_text, link_or_copy, publish, stage_bytes, sync_dir
+from autolabel.fileio import link_or_copy, publish, stage_bytes, sync_dir
 from autolabel.postprocess import to_detections
 
 
@@ -73,16 +73,17 @@ class DatasetWriter:
         """
         if record.dropped is not None:
             return []
-        files = [
-            (self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", image_bytes),
-            # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
-            (self.root / LABELS / f"{record.name}.txt", yolo_lines(record).encode("utf-8")),
-        ]
+        files = [(self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", image_bytes), *self._label_files(record)]
+        return [(stage_bytes(target, data), target) for target, data in files]
+
+    def _label_files(self, record: FrameRecord) -> list[tuple[Path, bytes]]:
+        # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
+        files = [(self.root / LABELS / f"{record.name}.txt", yolo_lines(record).encode("utf-8"))]
         if "voc" in self.formats:
             files.append(
                 (self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes).encode("utf-8"))
             )
-        return [(stage_bytes(target, data), target) for target, data in files]
+        return files
 
     def add(
         self,
@@ -100,14 +101,10 @@ class DatasetWriter:
             for tmp, target in staged:
                 publish(tmp, target)
         elif record.dropped is None:
-            target = self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}"
             if image_file is not None:
-                link_or_copy(image_file, target, sync_parent=False)
-                atomic_write_text(self.root / LABELS / f"{record.name}.txt", yolo_lines(record), sync_parent=False)
-                if "voc" in self.formats:
-                    atomic_write_text(
-                        self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes), sync_parent=False
-                    )
+                link_or_copy(image_file, self.root / IMAGES / f"{record.name}{IMAGE_SUFFIX}", sync_parent=False)
+                for path, data in self._label_files(record):
+                    publish(stage_bytes(path, data), path)
             else:
                 for tmp, path in self.stage(record, encode_jpeg(image, self.jpeg_quality)):
                     publish(tmp, path)
