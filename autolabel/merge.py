@@ -18,6 +18,7 @@ from pathlib import Path
 
 from autolabel.config import FORMATS, FilterConfig
 from autolabel.datasets import finalize
+from autolabel.datasets.formats import yolo_lines
 from autolabel.datasets.layout import (
     JOURNAL,
     LABELS,
@@ -82,6 +83,11 @@ def _check_input(folder: Path) -> dict:
         )
     if not state.get("complete"):
         raise InputError(f"{folder}: unfinished run; re-run `autolabel run` to complete it before merging")
+    if state["version"] < STATE_VERSION:
+        raise InputError(
+            f"{folder}: written by an older autolabel (dataset state version {state['version']}); re-run "
+            "`autolabel run` on it once (nothing is relabeled) to bring its label files to this version's format"
+        )
     return state
 
 
@@ -110,8 +116,6 @@ def _classes(states: list[tuple[Path, dict]], unite_case: bool) -> tuple[list[st
 
 
 def _check_labels(folder: Path, record: FrameRecord) -> None:
-    from autolabel.datasets.writer import yolo_lines
-
     path = folder / LABELS / f"{record.name}.txt"
     try:
         same = path.read_text(encoding="utf-8") == yolo_lines(record)
@@ -224,6 +228,8 @@ def _merge(
         finalize.write_data_yaml(staging, classes, has_val=result.split.get("val", 0) > 0)
         if "coco" in formats:
             finalize.write_coco(staging, records, classes)
+        if "voc" in formats:
+            finalize.write_labelmap(staging, classes)
         write_state(
             staging,
             {

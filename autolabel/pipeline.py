@@ -543,7 +543,16 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     formats = state["formats"]
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     earlier = [r for r in all_records[: len(all_records) - result.new_frames] if r.dropped is None]
-    result.repaired = repair_derived(job.out, earlier, classes, formats)
+    if state["version"] < STATE_VERSION:  # an older autolabel's label files: rewritten in today's format
+        upgraded = repair_derived(job.out, earlier, classes, formats, keep_edits=False)
+        if upgraded:
+            result.notes.append(
+                f"rewrote {len(upgraded)} label files from the journal in this version's format "
+                f"(dataset state version {state['version']} -> {STATE_VERSION})"
+            )
+        state["version"] = STATE_VERSION
+    else:
+        result.repaired = repair_derived(job.out, earlier, classes, formats)
     listed = {r.name for r in records}
     stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
     if stray:
@@ -555,6 +564,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
     if "coco" in formats:
         finalize.write_coco(job.out, records, classes)
+    if "voc" in formats:
+        finalize.write_labelmap(job.out, classes)
     result.frames = len(records)
     result.reviewed_frames = sum(1 for r in records if r.reviewed)
     result.boxes_per_class = boxes_per_class(records, classes)

@@ -21,16 +21,20 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from autolabel.datasets import finalize
+from autolabel.datasets.formats import labelmap_text
 from autolabel.datasets.layout import (
     ANNOTATIONS,
     JOURNAL,
+    LABELMAP,
     LABELS,
     SPLITS,
+    STATE_VERSION,
     Box,
     FrameRecord,
     read_journal,
     read_splits,
     require_state,
+    write_state,
 )
 from autolabel.errors import InputError
 from autolabel.fileio import (
@@ -178,6 +182,9 @@ def _sync_derived(root: Path, records: list[FrameRecord], classes: list[str], na
         sync_dir(root / LABELS)
         if voc:
             sync_dir(root / ANNOTATIONS)
+    if voc and _read_bytes(root / LABELMAP) != labelmap_text(classes).encode("utf-8"):
+        atomic_write_text(root / LABELMAP, labelmap_text(classes))
+        written += 1
     if any(path.exists() for path in _coco_paths(root)):
         coco = _sync_coco(root, records, classes)
         if coco:
@@ -395,6 +402,8 @@ def import_label_studio(root: Path, export: Path) -> ImportResult:
         records = list(read_journal(root, len(classes)))
         kept = [r for r in records if r.dropped is None]
         _sync_derived(root, kept, classes)
+        if state["version"] < STATE_VERSION:  # its derived files are now in this version's format
+            write_state(root, state | {"version": STATE_VERSION})
         by_name = {r.name: r for r in kept}
         reviews = _reviews(export, tasks, by_name, classes)
         before = sum(len(by_name[name].boxes) for name in reviews)

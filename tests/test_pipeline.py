@@ -39,7 +39,7 @@ def test_writers_produce_exact_files(tmp_path):
     ]
     # 96x64 frames, planted boxes at (0.1, 0.2, 0.5, 0.6) and (0.6, 0.1, 0.9, 0.9) of the image.
     assert (out / "labels" / "clip_000002.txt").read_text() == (
-        "0 0.30000 0.40000 0.40000 0.40000\n1 0.75000 0.50000 0.30000 0.80000\n"
+        "0 0.300000 0.400000 0.400000 0.400000\n1 0.750000 0.500000 0.300000 0.800000\n"
     )
     xml = ET.parse(out / "annotations" / "clip_000002.xml").getroot()
     assert [o.find("name").text for o in xml.iter("object")] == ["mug", "hand"]

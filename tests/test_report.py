@@ -49,6 +49,7 @@ def make_dataset(root: Path, coco: bool = False) -> Path:
         rec.split = "val" if rec.index in (13, 14) else "train"
     finalize.write_split_lists(root, records)
     finalize.write_data_yaml(root, CLASSES, True)
+    finalize.write_labelmap(root, CLASSES)
     if coco:
         finalize.write_coco(root, records, CLASSES)
     write_state(
@@ -158,7 +159,7 @@ def test_label_studio_round_trip(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "imported 3 reviewed frames" in result.stdout and "2 changed, boxes 4 -> 3" in result.stdout
     assert (root / "labels" / "clip_000001.txt").read_text() == ""
-    assert (root / "labels" / "clip_000003.txt").read_text().startswith("1 0.07500 0.45000 0.15000 0.30000")
+    assert (root / "labels" / "clip_000003.txt").read_text().startswith("1 0.075000 0.450000 0.150000 0.300000")
     journal = {r.name: r for r in read_journal(root)}
     assert journal["clip_000003"].boxes[0].class_id == 1 and journal["clip_000003"].boxes[0].confidence is None
     assert journal["clip_000010"].boxes[0].confidence == 0.9  # unchanged frames keep their confidences

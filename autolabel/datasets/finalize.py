@@ -9,20 +9,18 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.datasets.layout import ANNOTATIONS, DATA_YAML, IMAGE_SUFFIX, LABELS, SPLITS, STATE_DIR, FrameRecord
+from autolabel.datasets.formats import coco_files, labelmap_text, voc_xml, yolo_lines
+from autolabel.datasets.layout import (
+    ANNOTATIONS,
+    DATA_YAML,
+    IMAGE_SUFFIX,
+    LABELMAP,
+    LABELS,
+    SPLITS,
+    STATE_DIR,
+    FrameRecord,
+)
 from autolabel.fileio import TMP_MARK, atomic_write_bytes, atomic_write_text, file_mode, sync_dir
-from autolabel.postprocess import to_detections
-
-
-def _plain(value):
-    """numpy scalars and arrays (from supervision) as JSON numbers and lists."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
@@ -33,19 +31,6 @@ def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
         atomic_write_text(root / f"{split}.txt", "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in names))
         counts[split] = len(names)
     return counts
-
-
-def write_missing_voc(root: Path, records: list[FrameRecord], classes: list[str]) -> int:
-    """Writes the VOC XML of records that have none yet; returns how many."""
-    from autolabel.datasets.writer import voc_xml
-
-    written = 0
-    for r in records:
-        path = root / ANNOTATIONS / f"{r.name}.xml"
-        if not path.exists():
-            atomic_write_text(path, voc_xml(r, classes))
-            written += 1
-    return written
 
 
 def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
@@ -66,43 +51,34 @@ def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
 
 
 def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> None:
-    """Writes ``coco_train.json`` and ``coco_val.json`` (supervision's per-frame serialiser)."""
-    from supervision.dataset.formats.coco import classes_to_coco_categories, detections_to_coco_annotations
+    """Writes ``coco_train.json`` and ``coco_val.json`` (``file_name`` relative to the dataset).
 
-    image_id, annotation_id = 1, 1
-    categories = classes_to_coco_categories(list(classes))
-    for split in SPLITS:
-        path = root / f"coco_{split}.json"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=root)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                images, annotations = [], []
-                for r in sorted((r for r in records if r.split == split), key=lambda r: r.name):
-                    images.append(
-                        {
-                            "id": image_id,
-                            "file_name": f"images/{r.name}{IMAGE_SUFFIX}",
-                            "width": r.width,
-                            "height": r.height,
-                        }
-                    )
-                    anns, annotation_id = detections_to_coco_annotations(
-                        to_detections(r.boxes), image_id, annotation_id
-                    )
-                    for ann, box in zip(anns, r.boxes, strict=True):
-                        if box.confidence is not None:
-                            ann["score"] = box.confidence
-                    annotations.extend(anns)
-                    image_id += 1
-                json.dump({"images": images, "annotations": annotations, "categories": categories}, out, default=_plain)
-                out.flush()
-                os.fchmod(out.fileno(), file_mode())
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    ``records``: every kept frame in journal order, each with its split (see
+    :func:`autolabel.datasets.formats.coco_files` for the ids).
+    """
+    for split, body in coco_files(records, classes, lambda r: r.image).items():
+        write_json(root / f"coco_{split}.json", body)
     sync_dir(root)
+
+
+def write_json(path: Path, body: dict) -> None:
+    """Streams a JSON document into place atomically (durable, not yet the folder entry)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(body, out, ensure_ascii=False)
+            out.flush()
+            os.fchmod(out.fileno(), file_mode())
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_labelmap(root: Path, classes: list[str]) -> None:
+    """Writes the VOC ``labelmap.txt``: every class in id order, those without boxes too."""
+    atomic_write_text(root / LABELMAP, labelmap_text(classes))
 
 
 def sync_frame_files(
@@ -121,8 +97,6 @@ def sync_frame_files(
     was there (False: it was missing). The folders are not flushed here: callers flush
     them once for the lot.
     """
-    from autolabel.datasets.writer import voc_xml, yolo_lines
-
     wanted = [(root / LABELS / f"{record.name}.txt", yolo_lines(record))]
     if voc:
         wanted.append((root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, classes)))
@@ -145,17 +119,18 @@ def sync_frame_files(
 
 
 def repair_derived(
-    root: Path, records: list[FrameRecord], classes: list[str], formats: list[str]
+    root: Path, records: list[FrameRecord], classes: list[str], formats: list[str], keep_edits: bool = True
 ) -> list[tuple[str, bool]]:
     """Writes again every label (and VOC) file that is missing or differs from the journal, the source of truth.
 
     A file that was there but differed (a hand edit) is kept under ``.autolabel/edited/``
-    first. Returns the paths written, relative to ``root``, each with whether it differed
-    (True) or was missing (False).
+    first, unless ``keep_edits`` is False (files an older autolabel wrote in its own
+    format). Returns the paths written, relative to ``root``, each with whether it
+    differed (True) or was missing (False).
     """
     repaired = []
     for r in records:
-        repaired += sync_frame_files(root, r, classes, "voc" in formats, keep_edits=True)
+        repaired += sync_frame_files(root, r, classes, "voc" in formats, keep_edits=keep_edits)
     if repaired:
         for sub in (LABELS, ANNOTATIONS):
             if (root / sub).is_dir():

@@ -5,7 +5,8 @@
     <root>/
       images/<name>.jpg          the sampled frames
       labels/<name>.txt          YOLO labels (empty file: nothing found)
-      annotations/<name>.xml     Pascal VOC
+      annotations/<name>.xml     Pascal VOC (1-based pixel corners, as the VOC devkit)
+      labelmap.txt               VOC class list, every class in id order (with VOC)
       detections.jsonl           one line per frame: source, index, size and every box
                                  with its class id and confidence (the confidence
                                  sidecar, and the resume journal)
@@ -38,9 +39,13 @@ JOURNAL = "detections.jsonl"
 STATE_DIR = ".autolabel"
 STATE = f"{STATE_DIR}/state.json"
 DATA_YAML = "data.yaml"
+LABELMAP = "labelmap.txt"
 RUN_YAML = "run.yaml"
 SPLITS = ("train", "val")
-STATE_VERSION = 2
+STATE_VERSION = 3
+# Version 2 wrote YOLO with 5 decimals and VOC without <pose>/<truncated>/<difficult>; its
+# datasets are read, and their derived files rewritten from the journal, by the next run or import.
+OLDEST_STATE_VERSION = 2
 IMAGE_SUFFIX = ".jpg"
 
 
@@ -199,10 +204,11 @@ def read_state(root: Path) -> dict | None:
         ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("kind"), str):
         raise InputError(f"{path}: not an autolabel dataset state (expected a JSON object with 'kind')")
-    if state.get("version") != STATE_VERSION:
+    version = state.get("version")
+    if type(version) is not int or not OLDEST_STATE_VERSION <= version <= STATE_VERSION:
         raise InputError(
-            f"{path}: dataset written by another autolabel version (state version {state.get('version')!r}, "
-            f"this one reads {STATE_VERSION}); relabel into a new --output"
+            f"{path}: dataset written by another autolabel version (state version {version!r}, "
+            f"this one reads {OLDEST_STATE_VERSION} to {STATE_VERSION}); relabel into a new --output"
         )
     classes = state.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

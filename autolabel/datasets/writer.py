@@ -11,28 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel.datasets.formats import voc_xml, yolo_lines
 from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
 from autolabel.errors import OutputError
 from autolabel.fileio import link_or_copy, publish, stage_bytes, sync_dir
-from autolabel.postprocess import to_detections
-
-
-def yolo_lines(record: FrameRecord) -> str:
-    """The YOLO label file for a record (supervision's serialiser), empty when no boxes."""
-    from supervision.dataset.formats.yolo import object_to_yolo
-
-    shape = (record.height, record.width)
-    lines = [object_to_yolo(np.array([b.x1, b.y1, b.x2, b.y2]), b.class_id, shape) for b in record.boxes]
-    return "".join(f"{line}\n" for line in lines)
-
-
-def voc_xml(record: FrameRecord, classes: list[str]) -> str:
-    """The Pascal VOC XML for a record (supervision's serialiser; names are XML-escaped)."""
-    from supervision.dataset.formats.pascal_voc import detections_to_pascal_voc
-
-    return detections_to_pascal_voc(
-        to_detections(record.boxes), list(classes), f"{record.name}{IMAGE_SUFFIX}", (record.height, record.width, 3)
-    )
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
