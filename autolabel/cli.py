@@ -389,6 +389,32 @@ def report(
     _guard(debug, go)
 
 
+@app.command()
+def export(
+    dataset: Annotated[Path, typer.Argument(help="A product dataset or a merged one.")],
+    to: Annotated[str, typer.Option("--to", help="ultralytics, coco, voc, cvat or label-studio.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Export folder (new, empty, or an earlier export).")],
+    image_url_prefix: Annotated[
+        str | None, typer.Option("--image-url-prefix", help="label-studio: image URL prefix (default: local files).")
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Write a dataset in the layout another tool imports (images hard-linked, not copied)."""
+    _setup(quiet, debug)
+
+    def go() -> None:
+        from autolabel.export import export_dataset
+
+        r = export_dataset(dataset, to, output, image_url_prefix)
+        split = " / ".join(f"{k} {v}" for k, v in r.split.items())
+        images = f"images {r.linked} hard-linked, {r.copied} copied" if r.to != "label-studio" else "images not copied"
+        _echo(f"exported {r.frames} frames ({split}), {r.boxes} boxes -> {r.output} ({r.to}); {images}")
+        _echo(f"  load: {r.load}")
+
+    _guard(debug, go)
+
+
 def write_report_for(dataset: Path):
     """Writes a dataset's report (imports the report module lazily)."""
     from autolabel.report import write_report

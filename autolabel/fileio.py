@@ -112,14 +112,16 @@ def atomic_write_text(path: Path, text: str, sync_parent: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), sync_parent)
 
 
-def link_or_copy(src: Path, dst: Path, sync_parent: bool = True) -> None:
-    """Hard-links ``src`` to ``dst`` (a durable copy across file systems), atomically."""
+def link_or_copy(src: Path, dst: Path, sync_parent: bool = True) -> bool:
+    """Hard-links ``src`` to ``dst`` (a durable copy across file systems), atomically; True when linked."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}{TMP_MARK}{os.getpid()}")
     tmp.unlink(missing_ok=True)
+    linked = True
     try:
         os.link(src, tmp)
     except OSError:
+        linked = False
         shutil.copyfile(src, tmp)
         os.chmod(tmp, file_mode())
         with tmp.open("rb+") as fh:
@@ -127,6 +129,7 @@ def link_or_copy(src: Path, dst: Path, sync_parent: bool = True) -> None:
     os.replace(tmp, dst)
     if sync_parent:
         sync_dir(dst.parent)
+    return linked
 
 
 def make_staging_dir(target: Path) -> Path:

@@ -228,8 +228,8 @@ def _merge(
         finalize.write_data_yaml(staging, classes, has_val=result.split.get("val", 0) > 0)
         if "coco" in formats:
             finalize.write_coco(staging, records, classes)
-        if "voc" in formats:
-            finalize.write_labelmap(staging, classes)
+        if "voc" in formats and (problem := finalize.write_labelmap(staging, classes)):
+            log.warning("%s: no labelmap.txt: %s", output, problem)
         write_state(
             staging,
             {

@@ -564,8 +564,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     finalize.write_data_yaml(job.out, classes, has_val=result.split.get("val", 0) > 0)
     if "coco" in formats:
         finalize.write_coco(job.out, records, classes)
-    if "voc" in formats:
-        finalize.write_labelmap(job.out, classes)
+    if "voc" in formats and (problem := finalize.write_labelmap(job.out, classes)):
+        result.notes.append(f"no labelmap.txt: {problem}")
     result.frames = len(records)
     result.reviewed_frames = sum(1 for r in records if r.reviewed)
     result.boxes_per_class = boxes_per_class(records, classes)

@@ -18,10 +18,11 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 from autolabel.datasets import finalize
-from autolabel.datasets.formats import labelmap_text
+from autolabel.datasets.formats import labelmap_problem, labelmap_text
 from autolabel.datasets.layout import (
     ANNOTATIONS,
     JOURNAL,
@@ -74,6 +75,50 @@ def labeling_config(classes: list[str]) -> str:
     )
 
 
+def default_url_prefix(root: Path) -> str:
+    """Image URL prefix for Label Studio's Local Files storage, document root = the dataset's parent."""
+    return f"/data/local-files/?d={quote(root.resolve().name)}/"
+
+
+def label_studio_tasks(records: list[FrameRecord], classes: list[str], prefix: str) -> list[dict]:
+    """One Label Studio task per frame (by name): the image URL, the frame's name, its boxes as a prediction."""
+    tasks = []
+    for i, r in enumerate(sorted(records, key=lambda r: r.name), start=1):
+        result = []
+        for j, b in enumerate(r.boxes):
+            result.append(
+                {
+                    "id": f"{r.name}_{j}",
+                    "type": "rectanglelabels",
+                    "from_name": "label",
+                    "to_name": "image",
+                    "original_width": r.width,
+                    "original_height": r.height,
+                    "image_rotation": 0,
+                    "value": {
+                        "x": 100 * b.x1 / r.width,
+                        "y": 100 * b.y1 / r.height,
+                        "width": 100 * (b.x2 - b.x1) / r.width,
+                        "height": 100 * (b.y2 - b.y1) / r.height,
+                        "rotation": 0,
+                        "rectanglelabels": [classes[b.class_id]],
+                    },
+                    "score": b.confidence,
+                }
+            )
+        scores = [b.confidence for b in r.boxes if b.confidence is not None]
+        tasks.append(
+            {
+                "id": i,
+                "data": {"image": f"{prefix}{quote(r.image)}", "frame": r.name},
+                "predictions": [
+                    {"model_version": "autolabel", "score": min(scores) if scores else None, "result": result}
+                ],
+            }
+        )
+    return tasks
+
+
 def export_label_studio(root: Path, url_prefix: str | None = None) -> tuple[Path, Path]:
     """Writes ``label_studio_tasks.json`` and ``label_studio_config.xml`` into the dataset.
 
@@ -83,45 +128,11 @@ def export_label_studio(root: Path, url_prefix: str | None = None) -> tuple[Path
             ``LOCAL_FILES_DOCUMENT_ROOT`` set to the dataset's parent folder.
     """
     classes = _classes(root)
-    prefix = url_prefix if url_prefix is not None else f"/data/local-files/?d={root.name}/"
+    prefix = url_prefix if url_prefix is not None else default_url_prefix(root)
     with output_errors(root), FolderLock(root, "export"):
         records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
-        tasks = []
-        for i, r in enumerate(sorted(records, key=lambda r: r.name), start=1):
-            result = []
-            for j, b in enumerate(r.boxes):
-                result.append(
-                    {
-                        "id": f"{r.name}_{j}",
-                        "type": "rectanglelabels",
-                        "from_name": "label",
-                        "to_name": "image",
-                        "original_width": r.width,
-                        "original_height": r.height,
-                        "image_rotation": 0,
-                        "value": {
-                            "x": 100 * b.x1 / r.width,
-                            "y": 100 * b.y1 / r.height,
-                            "width": 100 * (b.x2 - b.x1) / r.width,
-                            "height": 100 * (b.y2 - b.y1) / r.height,
-                            "rotation": 0,
-                            "rectanglelabels": [classes[b.class_id]],
-                        },
-                        "score": b.confidence,
-                    }
-                )
-            scores = [b.confidence for b in r.boxes if b.confidence is not None]
-            tasks.append(
-                {
-                    "id": i,
-                    "data": {"image": f"{prefix}{r.image}", "frame": r.name},
-                    "predictions": [
-                        {"model_version": "autolabel", "score": min(scores) if scores else None, "result": result}
-                    ],
-                }
-            )
         tasks_path, config_path = root / TASKS_FILE, root / CONFIG_FILE
-        atomic_write_text(tasks_path, json.dumps(tasks, indent=1))
+        atomic_write_text(tasks_path, json.dumps(label_studio_tasks(records, classes, prefix), indent=1))
         atomic_write_text(config_path, labeling_config(classes))
     return tasks_path, config_path
 
@@ -182,7 +193,7 @@ def _sync_derived(root: Path, records: list[FrameRecord], classes: list[str], na
         sync_dir(root / LABELS)
         if voc:
             sync_dir(root / ANNOTATIONS)
-    if voc and _read_bytes(root / LABELMAP) != labelmap_text(classes).encode("utf-8"):
+    if voc and labelmap_problem(classes) is None and _read_bytes(root / LABELMAP) != labelmap_text(classes).encode():
         atomic_write_text(root / LABELMAP, labelmap_text(classes))
         written += 1
     if any(path.exists() for path in _coco_paths(root)):

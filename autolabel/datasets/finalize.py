@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.datasets.formats import coco_files, labelmap_text, voc_xml, yolo_lines
+from autolabel.datasets.formats import coco_files, labelmap_problem, labelmap_text, voc_xml, yolo_lines
 from autolabel.datasets.layout import (
     ANNOTATIONS,
     DATA_YAML,
@@ -33,11 +33,16 @@ def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
     return counts
 
 
-def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
-    """Writes an Ultralytics ``data.yaml`` without ``path:``, so the folder can move."""
+def write_data_yaml(
+    root: Path, classes: list[str], has_val: bool, train: str = "train.txt", val: str = "val.txt"
+) -> None:
+    """Writes an Ultralytics ``data.yaml`` without ``path:``, so the folder can move.
+
+    ``train`` and ``val``: the split lists or image folders, relative to ``root``.
+    """
     body = {
-        "train": "train.txt",
-        "val": "val.txt" if has_val else "train.txt",
+        "train": train,
+        "val": val if has_val else train,
         "nc": len(classes),
         "names": dict(enumerate(classes)),
     }
@@ -76,9 +81,15 @@ def write_json(path: Path, body: dict) -> None:
         raise
 
 
-def write_labelmap(root: Path, classes: list[str]) -> None:
-    """Writes the VOC ``labelmap.txt``: every class in id order, those without boxes too."""
-    atomic_write_text(root / LABELMAP, labelmap_text(classes))
+def write_labelmap(root: Path, classes: list[str]) -> str | None:
+    """Writes the VOC ``labelmap.txt`` (every class in id order, those without boxes too).
+
+    Returns why it could not be written (a class name its format cannot hold), or None.
+    """
+    problem = labelmap_problem(classes)
+    if problem is None:
+        atomic_write_text(root / LABELMAP, labelmap_text(classes))
+    return problem
 
 
 def sync_frame_files(

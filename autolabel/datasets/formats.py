@@ -198,3 +198,55 @@ def coco_files(
                 }
             )
     return files
+
+
+def labelmap_problem(classes: list[str]) -> str | None:
+    """Why ``labelmap.txt`` cannot list these classes (its fields are split on ``:``), or None."""
+    for name in classes:
+        if ":" in name or name.lstrip().startswith("#") or name != name.strip():
+            return f"class {name!r} cannot be written in labelmap.txt (no ':', no leading '#' or spaces)"
+    return None
+
+
+def cvat_xml(records: list[FrameRecord], classes: list[str], task: str) -> str:
+    """CVAT for images 1.1 ``annotations.xml`` for a task made of these frames (flat image names).
+
+    ``records`` in the task's frame order (CVAT sorts uploaded files by name): each
+    ``<image>``'s ``id`` is its frame number, which CVAT falls back on when a name does
+    not match. No ``subset`` attribute: CVAT writes it only for projects, and readers drop
+    such images from a task file.
+    """
+    root = Element("annotations")
+    SubElement(root, "version").text = "1.1"
+    meta = SubElement(SubElement(root, "meta"), "task")
+    SubElement(meta, "name").text = task
+    SubElement(meta, "size").text = str(len(records))
+    SubElement(meta, "mode").text = "annotation"
+    labels = SubElement(meta, "labels")
+    for name in classes:
+        label = SubElement(labels, "label")
+        SubElement(label, "name").text = name
+        SubElement(label, "type").text = "rectangle"
+        SubElement(label, "attributes")
+    for i, r in enumerate(records):
+        image = SubElement(
+            root,
+            "image",
+            {"id": str(i), "name": f"{r.name}{IMAGE_SUFFIX}", "width": str(r.width), "height": str(r.height)},
+        )
+        for b in r.boxes:
+            SubElement(
+                image,
+                "box",
+                {
+                    "label": classes[b.class_id],
+                    "source": "auto" if b.confidence is not None and not r.reviewed else "manual",
+                    "occluded": "0",
+                    "xtl": f"{b.x1:.2f}",
+                    "ytl": f"{b.y1:.2f}",
+                    "xbr": f"{b.x2:.2f}",
+                    "ybr": f"{b.y2:.2f}",
+                    "z_order": "0",
+                },
+            )
+    return parseString(tostring(root, encoding="unicode")).toprettyxml(indent="  ", encoding="utf-8").decode("utf-8")
