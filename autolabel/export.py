@@ -234,6 +234,8 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
     """
     if to not in TARGETS:
         raise ConfigError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
+    # Resolved: '.' or '..' has no name to stage and swap beside, and a symlink is kept (its target is written).
+    output = output.resolve()
     if image_url_prefix is not None and to != "label-studio":
         raise ConfigError("--image-url-prefix applies to --to label-studio only")
     state = require_state(dataset)
