@@ -84,6 +84,7 @@ class _Export:
     classes: list[str]
     records: list[FrameRecord]
     result: ExportResult
+    url_prefix: str | None = None
     dirs: set[Path] = field(default_factory=set)
 
     def image(self, record: FrameRecord, rel: str) -> None:
@@ -158,7 +159,7 @@ def _cvat(ex: _Export) -> str:
 def _label_studio(ex: _Export) -> str:
     from autolabel.review import CONFIG_FILE, TASKS_FILE, default_url_prefix, label_studio_tasks, labeling_config
 
-    prefix = ex.result.load or default_url_prefix(ex.dataset)
+    prefix = ex.url_prefix if ex.url_prefix is not None else default_url_prefix(ex.dataset)
     ex.text(TASKS_FILE, json.dumps(label_studio_tasks(ex.records, ex.classes, prefix), indent=1))
     ex.text(CONFIG_FILE, labeling_config(ex.classes))
     return (
@@ -233,6 +234,8 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
     """
     if to not in TARGETS:
         raise ConfigError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
+    # Resolved: '.' or '..' has no name to stage and swap beside, and a symlink is kept (its target is written).
+    output = output.resolve()
     if image_url_prefix is not None and to != "label-studio":
         raise ConfigError("--image-url-prefix applies to --to label-studio only")
     state = require_state(dataset)
@@ -240,7 +243,7 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
         raise InputError(f"{dataset}: unfinished run; re-run `autolabel run` to complete it before exporting")
     classes = list(state["classes"])
     _check_output(dataset, output)
-    result = ExportResult(output=output, to=to, load=image_url_prefix or "")
+    result = ExportResult(output=output, to=to)
     with contextlib.ExitStack() as stack, output_errors(output):
         stack.enter_context(FolderLock(output, "export"))
         stack.enter_context(FolderLock(dataset, "export (reading)"))
@@ -249,7 +252,7 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
         records = _records(dataset, classes)
         staging = make_staging_dir(output)
         try:
-            ex = _Export(staging, dataset, classes, records, result)
+            ex = _Export(staging, dataset, classes, records, result, image_url_prefix)
             result.load = TARGETS[to](ex)
             atomic_write_text(
                 staging / MARK,
