@@ -431,7 +431,7 @@ def import_label_studio(root: Path, export: Path) -> ImportResult:
             r.reviewed = True
         if changed or journal_changed:
             atomic_write_text(root / JOURNAL, "".join(r.to_json() + "\n" for r in records))
-        if changed:
+        if changed or journal_changed:  # COCO says which frames were reviewed, changed or not
             _sync_derived(root, kept, classes, changed)
     return ImportResult(
         frames_reviewed=len(reviews),

@@ -631,12 +631,6 @@ def test_native_coco_ids_survive_an_import(data, tmp_path):
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review.import_label_studio syncs labels/VOC/COCO only when a frame's boxes changed: an import that only "
-    "accepts frames marks them reviewed in the journal but leaves coco_*.json saying reviewed false, score = "
-    "confidence, until the next import or run repairs it",
-)
 def test_an_import_that_only_accepts_frames_marks_them_in_native_coco(data, tmp_path):
     dataset = Path(shutil.copytree(data.paths["shop_a"], tmp_path / "shop_a"))
     accepted = next(n for n, r in sorted(truth(dataset).items()) if r.boxes)

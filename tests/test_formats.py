@@ -169,3 +169,9 @@ def test_merge_keeps_every_format_all_inputs_have_without_being_asked(tmp_path):
     merged = tmp_path / "dataset" / "merged"
     assert (merged / "coco_train.json").is_file() and (merged / "labelmap.txt").is_file()
     assert len(list((merged / "annotations").iterdir())) == 4  # 2 frames from each product
+
+
+def test_a_sliver_at_the_far_edge_keeps_its_voc_corners_inside_the_image():
+    record = FrameRecord("f", "s", 0, 0.0, 96, 64, [Box(0, 95.6, 63.7, 96.0, 64.0)])
+    (obj,) = parse_rec(io.StringIO(voc_xml(record, ["mug"])))
+    assert obj["bbox"] == [96, 64, 96, 64]

@@ -97,8 +97,13 @@ def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> 
     SubElement(root, "segmented").text = "0"
     for b in record.boxes:
         obj = object_to_pascal_voc(np.array([b.x1, b.y1, b.x2, b.y2]), classes[b.class_id])
-        # The devkit's order: name, pose, truncated, difficult, bndbox.
+        # A sliver under half a pixel at the far edge would round past it: keep corners in 1..size.
+        for tag in ("xmin", "xmax", "ymin", "ymax"):
+            size = record.width if tag[0] == "x" else record.height
+            corner = obj.find(f"bndbox/{tag}")
+            corner.text = str(min(int(corner.text), size))
         truncated = str(int(_touches_edge(b, record.width, record.height)))
+        # The devkit's order: name, pose, truncated, difficult, bndbox.
         for i, (tag, value) in enumerate((("pose", "Unspecified"), ("truncated", truncated), ("difficult", "0")), 1):
             child = Element(tag)
             child.text = value
