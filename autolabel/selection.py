@@ -27,7 +27,8 @@ DUPLICATE = "duplicate"  # a journal record's ``dropped`` for a frame left out a
 THUMB = (64, 48)  # (width, height) of a landscape frame's thumbnail; portrait frames get (48, 64)
 TILE = 8  # pixels of the thumbnail per tile whose mean SSIM counts
 EMBED = (32, 24)
-_CHUNK = 8192  # rows converted to float32 at a time in farthest_point
+_CHUNK = 8192  # rows converted to float32 at a time in farthest_point, past:
+_FLOAT32_BYTES = 128 << 20  # embeddings converted to float32 at once up to this size (about 43,000 frames)
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # SSIM's constants for 8-bit images
 
 
@@ -100,20 +101,23 @@ def farthest_point(embeddings: np.ndarray, n: int) -> list[int]:
 
     Starts from row 0 (the first candidate frame), then repeatedly takes the row farthest
     from all taken ones (ties: the lowest index). Deterministic; ascending on return.
-    Memory: the embeddings and one float32 distance per row.
+    Memory: the embeddings, once more as float32 up to 128 MB (else a chunk at a time), and one
+    float32 distance per row.
     """
     m = len(embeddings)
     if n >= m:
         return list(range(m))
     nearest = np.full(m, np.inf, dtype=np.float32)
+    # float32 for the distances: all at once when that is small, else a chunk at a time.
+    whole = np.asarray(embeddings, dtype=np.float32) if embeddings.size * 4 <= _FLOAT32_BYTES else None
     chosen = [0]
     for _ in range(n - 1):
         last = np.asarray(embeddings[chosen[-1]], dtype=np.float32)
-        for start in range(0, m, _CHUNK):  # float32 a chunk at a time: memory stays at the float16 rows
-            diff = np.asarray(embeddings[start : start + _CHUNK], dtype=np.float32) - last
-            np.minimum(
-                nearest[start : start + _CHUNK], np.einsum("ij,ij->i", diff, diff), out=nearest[start : start + _CHUNK]
-            )
+        for start in range(0, m, m if whole is not None else _CHUNK):
+            rows = whole if whole is not None else np.asarray(embeddings[start : start + _CHUNK], dtype=np.float32)
+            diff = rows - last
+            part = nearest[start : start + len(rows)]
+            np.minimum(part, np.einsum("ij,ij->i", diff, diff), out=part)
         nearest[chosen[-1]] = -1.0  # taken: never again
         chosen.append(int(np.argmax(nearest)))
     return sorted(chosen)
