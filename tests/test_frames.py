@@ -322,3 +322,29 @@ def test_only_flagged_with_nothing_flagged_says_so(tmp_path):
         export_label_studio(root, flagged=True)
     with pytest.raises(Exception, match="no frame is flagged"):
         export_dataset(root, "label-studio", tmp_path / "q", only_flagged=True)
+
+
+# --- with the real base models ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("base_model", ["ultralytics", "grounding-dino"])
+def test_selection_is_the_same_with_every_base_model(tmp_path, base_model, request):
+    from tests.conftest import YOLO11N
+
+    if base_model == "ultralytics" and not YOLO11N.is_file():
+        pytest.skip("../shared/data/weights/yolo11n.pt not present")
+    make_turning_product(tmp_path, {"clip.mp4": FROZEN[:6] + TURNING[:6]})
+    (tmp_path / "videos" / "box" / "ontology.json").write_text(json.dumps({"cup": "cup"}))
+    settings = {"sampling.frame_rate": 1, "sampling.dedup": 0.98, "sampling.max_frames": 4}
+    (expected,) = run(run_config(tmp_path, output=str(tmp_path / "fake"), **settings), FakeLabeler)
+    if base_model == "ultralytics":
+        flags = ["--base-model", "ultralytics", "--base-weights", str(YOLO11N), "--no-report", "-q"]
+    else:
+        flags = request.getfixturevalue("tiny_flags")
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "real"), "--frame-rate", "1"]
+    result = CliRunner().invoke(app, [*args, "--dedup", "0.98", "--max-frames", "4", *flags])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "real" / "box" / "images").iterdir()) == sorted(
+        p.name for p in (tmp_path / "fake" / "box" / "images").iterdir()
+    )
+    assert len(kept_indices(tmp_path / "real" / "box")) == expected.frames == 4
