@@ -41,6 +41,10 @@ UniteCase = Annotated[
     bool, typer.Option("--unite-case", help="Merge: unite classes whose names differ only in case (hand/Hand).")
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors.")]
+OnlyFlagged = Annotated[
+    bool,
+    typer.Option("--only-flagged", help="label-studio: only the frames the report flags, to review those first."),
+]
 
 
 @app.callback()
@@ -128,6 +132,8 @@ def print_run_summary(results) -> None:
         _echo(f"  {r.product} -> {r.output}")
         _echo(f"    frames {r.frames} ({split}), new this run {r.new_frames}, empty {r.empty_frames}")
         _echo(f"    boxes per class: {classes}")
+        if r.duplicate_frames:
+            _echo(f"    near-duplicates dropped (--dedup, not labeled): {r.duplicate_frames}")
         if r.filtered or r.dropped_frames:
             removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
             _echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
@@ -162,6 +168,13 @@ def run(
         int | None, typer.Option("--frame-rate", "--frame_rate", help="Keep every Nth frame (0, N, 2N, ...).")
     ] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Keep F frames per second of video instead.")] = None,
+    dedup: Annotated[
+        float | None,
+        typer.Option("--dedup", help="Drop a frame this similar (0-1) to the last kept one, e.g. 0.98; 0: off."),
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", help="Keep N frames per video, chosen for diversity.")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
     ] = None,
@@ -218,6 +231,8 @@ def run(
             "products": product or None,
             "sampling.frame_rate": frame_rate,
             "sampling.fps": fps,
+            "sampling.dedup": dedup,
+            "sampling.max_frames": max_frames,
             "model.base_model": base_model,
             "model.weights": weights,
             "model.model_config": model_config,
@@ -370,6 +385,7 @@ def report(
     image_url_prefix: Annotated[
         str | None, typer.Option("--image-url-prefix", help="Image URL prefix for the export (default: local files).")
     ] = None,
+    only_flagged: OnlyFlagged = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -379,12 +395,15 @@ def report(
     def go() -> None:
         if export not in (None, "label-studio"):
             raise ConfigError(f"--export {export!r}: the supported review tool is label-studio")
+        if only_flagged and export is None:
+            raise ConfigError("--only-flagged applies to --export label-studio (a review queue)")
         print_report(write_report_for(dataset))
         if export == "label-studio":
             from autolabel.review import export_label_studio
 
-            tasks, config = export_label_studio(dataset, image_url_prefix)
-            _echo(f"Label Studio tasks: {tasks}\nLabel Studio labeling config: {config}")
+            tasks, config = export_label_studio(dataset, image_url_prefix, flagged=only_flagged)
+            what = " (flagged frames only)" if only_flagged else ""
+            _echo(f"Label Studio tasks{what}: {tasks}\nLabel Studio labeling config: {config}")
 
     _guard(debug, go)
 
@@ -397,6 +416,7 @@ def export(
     image_url_prefix: Annotated[
         str | None, typer.Option("--image-url-prefix", help="label-studio: image URL prefix (default: local files).")
     ] = None,
+    only_flagged: OnlyFlagged = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -406,7 +426,7 @@ def export(
     def go() -> None:
         from autolabel.export import export_dataset
 
-        r = export_dataset(dataset, to, output, image_url_prefix)
+        r = export_dataset(dataset, to, output, image_url_prefix, only_flagged)
         split = " / ".join(f"{k} {v}" for k, v in r.split.items())
         images = f"images {r.linked} hard-linked, {r.copied} copied" if r.to != "label-studio" else "images not copied"
         _echo(f"exported {r.frames} frames ({split}), {r.boxes} boxes -> {r.output} ({r.to}); {images}")
@@ -425,7 +445,10 @@ def write_report_for(dataset: Path):
 def print_report(result) -> None:
     """Where the report is and what it flagged."""
     flagged = ", ".join(f"{k} {v}" for k, v in result.flagged.items())
-    _echo(f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.seconds:.1f} s)")
+    _echo(
+        f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.flagged_frames} frames flagged "
+        f"in all; {result.seconds:.1f} s)"
+    )
 
 
 @app.command(name="import")

@@ -32,6 +32,8 @@ class SamplingConfig:
 
     frame_rate: int = 30
     fps: float | None = None
+    dedup: float | None = None
+    max_frames: int | None = None
 
 
 @dataclass
@@ -95,6 +97,14 @@ class RunConfig:
             raise ConfigError(f"sampling.frame_rate (--frame-rate) must be >= 1, got {show(s.frame_rate)}")
         if s.fps is not None and s.fps <= 0:
             raise ConfigError(f"sampling.fps (--fps) must be > 0, got {s.fps}")
+        if s.dedup is not None and not 0.0 <= s.dedup <= 1.0:
+            raise ConfigError(f"sampling.dedup (--dedup) must be between 0 (off) and 1, got {s.dedup}")
+        if s.dedup == 0:
+            s.dedup = None  # 0 means off, as null does: one spelling in the fingerprint and run.yaml
+        if s.max_frames is not None and s.max_frames < 1:
+            raise ConfigError(
+                f"sampling.max_frames (--max-frames) must be >= 1 (or null for all), got {show(s.max_frames)}"
+            )
         for name in ("box_threshold", "text_threshold", "nms_iou"):
             value = getattr(m, name)
             if not 0.0 <= value <= 1.0:

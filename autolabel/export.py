@@ -223,7 +223,9 @@ def _records(dataset: Path, classes: list[str]) -> list[FrameRecord]:
     return records
 
 
-def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str | None = None) -> ExportResult:
+def export_dataset(
+    dataset: Path, to: str, output: Path, image_url_prefix: str | None = None, only_flagged: bool = False
+) -> ExportResult:
     """Writes ``dataset`` (a product or merged dataset) into ``output`` in the layout ``to``.
 
     Args:
@@ -231,6 +233,7 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
         to: One of :data:`TARGETS`.
         output: The export folder: absent, empty, or an earlier export of this dataset.
         image_url_prefix: Label Studio only: the image URL prefix (default: Local Files).
+        only_flagged: Label Studio only: just the frames the report flags (a review queue).
     """
     if to not in TARGETS:
         raise ConfigError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
@@ -238,6 +241,8 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
     output = output.resolve()
     if image_url_prefix is not None and to != "label-studio":
         raise ConfigError("--image-url-prefix applies to --to label-studio only")
+    if only_flagged and to != "label-studio":
+        raise ConfigError("--only-flagged applies to --to label-studio only (a review queue)")
     state = require_state(dataset)
     if not state.get("complete"):
         raise InputError(f"{dataset}: unfinished run; re-run `autolabel run` to complete it before exporting")
@@ -250,6 +255,10 @@ def export_dataset(dataset: Path, to: str, output: Path, image_url_prefix: str |
         _check_output(dataset, output)  # again, now that no one else can be writing it
         remove_stale_temporaries(output.parent, prefix=output.name)
         records = _records(dataset, classes)
+        if only_flagged:
+            from autolabel.review import only_flagged as flagged
+
+            records = flagged(dataset, records, classes)
         staging = make_staging_dir(output)
         try:
             ex = _Export(staging, dataset, classes, records, result, image_url_prefix)

@@ -7,6 +7,7 @@ frames it lists, and refuses to mix labels made with other settings.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import logging
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from autolabel import __version__, progress
@@ -57,7 +59,8 @@ from autolabel.labelers.base import Labeler
 from autolabel.merge import MERGED
 from autolabel.ontology import Ontology
 from autolabel.postprocess import FilterStats, apply_filters, filters_active, nms, to_boxes
-from autolabel.sampling import Frame, estimated_count, iter_frames
+from autolabel.sampling import Frame, estimated_count, frame_name, iter_frames
+from autolabel.selection import DUPLICATE, SIGNAL, Deduper, embedding, farthest_point, thumbnail
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir
@@ -81,7 +84,9 @@ class ProductResult:
     new_frames: int = 0
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     empty_frames: int = 0
-    dropped_frames: int = 0
+    dropped_frames: int = 0  # by filters
+    duplicate_frames: int = 0  # left out as near-duplicates (--dedup), never labeled
+    new_duplicates: int = 0  # of those, found by this run
     seconds: float = 0.0
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
@@ -107,7 +112,7 @@ class _Job:
     ontology: Ontology
     sources: list[Source]
     out: Path
-    done: dict[str, set[int]]
+    done: dict[str, set[int]]  # source stem -> frame indices journaled (labeled or dropped)
     pending: int  # frames to label, estimated from headers (for the progress bar)
     needs_work: bool
     state: dict | None  # the dataset's state when resuming; None: start afresh
@@ -116,6 +121,7 @@ class _Job:
     notes: list[str] = field(default_factory=list)
     missing_images: int = 0  # journaled frames whose image was deleted: labeled again
     source_ids: dict[str, str] = field(default_factory=dict)  # file name -> content identity, read once
+    duplicates: dict[str, set[int]] = field(default_factory=dict)  # source stem -> indices journaled as duplicates
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,21 @@ class _SourceEnd:
     """Every kept frame of ``source`` was read: it is complete once the frames before this are journaled."""
 
     source: Source
+
+
+@dataclass(frozen=True)
+class _Duplicate:
+    """A sampled frame left out as a near-duplicate of the last kept one: journaled, never labeled."""
+
+    source: Source
+    index: int
+    t: float
+    width: int
+    height: int
+
+    def record(self) -> FrameRecord:
+        name = frame_name(self.source.stem, self.index)
+        return FrameRecord(name, self.source.stem, self.index, self.t, self.width, self.height, dropped=DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,14 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
     m, s = config.model, config.sampling
     return {
         "ontology": ontology.to_mapping(),
-        "sampling": {"frame_rate": s.frame_rate if s.fps is None else None, "fps": s.fps},
+        "sampling": {
+            "frame_rate": s.frame_rate if s.fps is None else None,
+            "fps": s.fps,
+            # Absent unless set, so datasets made before these settings existed resume as they are.
+            **({"dedup": s.dedup} if s.dedup else {}),
+            **({"max_frames": s.max_frames} if s.max_frames is not None else {}),
+            **({"selection_signal": SIGNAL} if s.dedup or s.max_frames is not None else {}),
+        },
         "model": {
             "base_model": m.base_model,
             "files": dict(model_id or {}),
@@ -299,6 +327,10 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
             relabel, state, done, records = True, None, {}, []
         else:
             notes = gone
+    duplicates: dict[str, set[int]] = {}
+    for record in records:
+        if record.dropped == DUPLICATE:
+            duplicates.setdefault(record.source, set()).add(record.index)
     complete = {name for name, info in (state or {}).get("sources", {}).items() if info.get("complete")}
     pending = 0  # for the progress bar only: a source is done when read to its end, whatever its header says
     s = config.sampling
@@ -306,6 +338,8 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
         if source.path.name not in complete:
             try:
                 count = estimated_count(source, s.frame_rate, s.fps)
+                if s.max_frames is not None and source.is_video:
+                    count = min(count, s.max_frames)
             except InputError:
                 count = 1  # reported when it is read
             pending += max(0, count - len(done.get(source.stem, ())))
@@ -315,6 +349,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
     job.reviewed = reviewed
     job.missing_images = len(missing)
     job.source_ids = ids
+    job.duplicates = duplicates
     return job
 
 
@@ -393,34 +428,121 @@ def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame |
     for source in job.sources:
         if source.path.name in complete:
             continue
+        done, duplicates = job.done.get(source.stem, set()), job.duplicates.get(source.stem, set())
         try:
-            yield from iter_frames(source, s.frame_rate, s.fps, skip=job.done.get(source.stem))
+            if source.is_video and s.max_frames is not None:
+                yield from _chosen_frames(source, config, done)
+            elif source.is_video and s.dedup:
+                yield from _deduplicated(source, config, done, duplicates)
+            else:
+                yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
         except InputError as exc:
             yield _SourceFailed(source, str(exc))
             continue
         yield _SourceEnd(source)
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list[Frame] | _SourceEnd | _SourceFailed]:
+def _decode_one(source: Source, config: RunConfig, index: int) -> np.ndarray | None:
+    """The thumbnail of one sampled frame, decoded again (None when it does not decode)."""
+    s = config.sampling
+    with contextlib.closing(iter_frames(source, s.frame_rate, s.fps, only={index})) as frames:
+        frame = next(frames, None)
+    return thumbnail(frame.image) if frame is not None and frame.index == index else None
+
+
+def _duplicate(frame: Frame) -> _Duplicate:
+    h, w = frame.image.shape[:2]
+    return _Duplicate(frame.source, frame.index, frame.t, w, h)
+
+
+def _deduplicated(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
+    """The pending sampled frames of a video, each a Frame to label or a _Duplicate of the last kept one.
+
+    Each decision compares a frame with the last frame kept before it, whichever run kept it:
+    one kept by an earlier run (a resumed run, or a frame relabeled because its image was
+    lost) is decoded again, so a resumed run decides as an uninterrupted one.
+    """
+    s = config.sampling
+    earlier = sorted(done - duplicates)  # kept (labeled) by earlier runs
+    dedup = Deduper(s.dedup)
+    for frame in iter_frames(source, s.frame_rate, s.fps, skip=done):
+        before = bisect.bisect_left(earlier, frame.index)
+        if before and (dedup.reference is None or dedup.reference[0] < earlier[before - 1]):
+            ref = _decode_one(source, config, earlier[before - 1])
+            dedup.reference = (earlier[before - 1], ref) if ref is not None else None
+        if dedup.check(frame.index, thumbnail(frame.image)) is None:
+            yield frame
+        else:
+            yield _duplicate(frame)
+
+
+def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterator:
+    """``--max-frames``: the pending frames of the N most diverse sampled frames, and the duplicates, in order.
+
+    A first pass decodes every sampled frame and keeps only its embedding (and, with
+    ``--dedup``, drops near-duplicates of the last kept frame there); farthest-point
+    selection then picks N; a second pass decodes only those. A resumed run makes the
+    same first pass, so it picks the same frames.
+    """
+    s = config.sampling
+    dedup = Deduper(s.dedup) if s.dedup else None
+    dups: list[_Duplicate] = []
+    indices: list[int] = []
+    embeddings: list[np.ndarray] = []
+    failure: InputError | None = None
+    try:
+        for frame in iter_frames(source, s.frame_rate, s.fps):
+            thumb = thumbnail(frame.image)
+            if dedup is not None and dedup.check(frame.index, thumb) is not None:
+                dups.append(_duplicate(frame))
+                continue
+            indices.append(frame.index)
+            embeddings.append(embedding(thumb))
+    except InputError as exc:  # a truncated file: choose among the frames it has, report it after them
+        if not indices:
+            raise
+        failure = exc
+    chosen = [indices[i] for i in farthest_point(np.stack(embeddings), s.max_frames)] if indices else []
+    del embeddings
+    pending = [d for d in dups if d.index not in done]
+    k = 0
+    for frame in iter_frames(source, s.frame_rate, s.fps, skip=done, only=chosen):
+        while k < len(pending) and pending[k].index < frame.index:
+            yield pending[k]
+            k += 1
+        yield frame
+    yield from pending[k:]
+    if failure is not None:
+        raise failure
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list[Frame | _Duplicate] | _SourceEnd | _SourceFailed]:
     """Batches of at most ``size`` frames of one size (a frame's labels never depend on its batch-mates).
 
-    Markers pass through in order, closing the batch before them.
+    Duplicates ride along in their place (they are journaled in frame order, never labeled);
+    markers pass through in order, closing the batch before them.
     """
-    batch: list[Frame] = []
+    batch: list[Frame | _Duplicate] = []
+    frames = 0
     for item in items:
+        if isinstance(item, _Duplicate):
+            batch.append(item)
+            continue
         if not isinstance(item, Frame):
             if batch:
                 yield batch
-                batch = []
+                batch, frames = [], 0
             yield item
             continue
-        if batch and batch[0].image.shape != item.image.shape:
+        first = next((f for f in batch if isinstance(f, Frame)), None)
+        if first is not None and first.image.shape != item.image.shape:
             yield batch
-            batch = []
+            batch, frames = [], 0
         batch.append(item)
-        if len(batch) >= size:
+        frames += 1
+        if frames >= size:
             yield batch
-            batch = []
+            batch, frames = [], 0
     if batch:
         yield batch
 
@@ -490,8 +612,15 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
             if isinstance(batch, _SourceEnd):
                 worker.put(batch)
                 continue
-            detections = labeler.label([f.image for f in batch], job.ontology)
-            for frame, det in zip(batch, detections, strict=True):
+            frames = [f for f in batch if isinstance(f, Frame)]
+            detections = labeler.label([f.image for f in frames], job.ontology) if frames else []
+            labeled = iter(list(zip(frames, detections, strict=True)))
+            for item in batch:
+                if isinstance(item, _Duplicate):
+                    worker.put((item.record(), None))
+                    result.new_duplicates += 1
+                    continue
+                frame, det = next(labeled)
                 det = nms(det, config.model.nms_iou)
                 h, w = frame.image.shape[:2]
                 record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
@@ -535,14 +664,16 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     classes = list(job.ontology.classes)
     all_records = list(read_journal(job.out, len(classes)))
     records = [r for r in all_records if r.dropped is None]
-    result.dropped_frames = len(all_records) - len(records)
+    result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
+    result.dropped_frames = len(all_records) - len(records) - result.duplicate_frames
     d = config.dataset
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:
         r.split = splits[r.name]
     formats = state["formats"]
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
-    earlier = [r for r in all_records[: len(all_records) - result.new_frames] if r.dropped is None]
+    journaled = result.new_frames + result.new_duplicates
+    earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
     if state["version"] < STATE_VERSION:  # an older autolabel's label files: rewritten in today's format
         upgraded = repair_derived(job.out, earlier, classes, formats, keep_edits=False)
         if upgraded:
@@ -576,6 +707,11 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
         "classes": classes,
         "config": to_dict(config) | {"products": [job.product.name]},
         "model": state.get("model") or {"files": model_files_of(state)},
+        "frames": {
+            "kept": len(records),
+            "dropped_as_duplicates": result.duplicate_frames,
+            "dropped_by_filters": result.dropped_frames,
+        },
         "versions": versions(),
     }
     atomic_write_text(

@@ -38,6 +38,7 @@ from autolabel.fileio import (
     sync_dir,
 )
 from autolabel.postprocess import relative_area, to_detections
+from autolabel.selection import DUPLICATE
 
 REPORT_HTML = "report.html"
 THUMBS = "report/thumbs"
@@ -49,6 +50,7 @@ FLAGS = {
     "many_boxes": "Many boxes",
     "at_border": "Boxes at the image border",
     "odd_size": "A class far off its usual size",
+    "flicker": "Classes differ from both neighbouring frames (flicker)",
     "missing_image": "Image missing or unreadable",
 }
 
@@ -61,6 +63,7 @@ class ReportOptions:
     many_boxes: int = 5
     border_margin: float = 0.01
     size_ratio: float = 4.0
+    flicker_gap: float = 1.0  # seconds: neighbouring kept frames this close are compared for flicker
     thumb_size: int = 256
     page_size: int = 200
     workers: int = max(1, min(8, os.cpu_count() or 1))
@@ -75,6 +78,8 @@ class Analysis:
     boxes_per_frame: dict[int, int] = field(default_factory=dict)
     confidence_hist: list[int] = field(default_factory=list)
     flags: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: int = 0  # frames left out as near-duplicates (--dedup)
+    filtered: int = 0  # frames dropped by filters
 
 
 @dataclass
@@ -84,6 +89,7 @@ class ReportResult:
     path: Path
     frames: int
     flagged: dict[str, int]
+    flagged_frames: int  # frames in any list
     thumbnails_made: int
     seconds: float
     bytes: int
@@ -122,8 +128,46 @@ def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions)
             if m and m > 0 and abs(math.log(max(relative_area(r, b), 1e-9) / m)) > math.log(opts.size_ratio):
                 flags["odd_size"].append(r.name)
                 break
+    flags["flicker"] = flicker(records, opts.flicker_gap)
     a.flags = flags
     return a
+
+
+def flicker(records: list[FrameRecord], gap: float) -> list[str]:
+    """Frames whose set of classes differs from both neighbours while the neighbours agree.
+
+    Neighbours are the kept frames of the same source before and after it (by frame
+    index), each at most ``gap`` seconds away: a class seen in that frame only, or
+    missing from it only, is more often the model flickering than the scene changing.
+    """
+    by_source: dict[str, list[FrameRecord]] = defaultdict(list)
+    for r in records:
+        by_source[r.source].append(r)
+    flagged = []
+    for frames in by_source.values():
+        frames.sort(key=lambda r: r.index)
+        classes = [frozenset(b.class_id for b in r.boxes) for r in frames]
+        for i in range(1, len(frames) - 1):
+            before, here, after = frames[i - 1], frames[i], frames[i + 1]
+            if here.t - before.t > gap or after.t - here.t > gap:
+                continue
+            if classes[i - 1] == classes[i + 1] != classes[i]:
+                flagged.append(here.name)
+    return sorted(flagged)
+
+
+def flagged_names(root: Path, records: list[FrameRecord], classes: list[str], opts: ReportOptions) -> set[str]:
+    """The frames in any of the report's lists (an image counts as missing when its file is absent)."""
+    a = analyse(records, classes, opts)
+    names = {n for names in a.flags.values() for n in names}
+    return names | {r.name for r in records if not (root / r.image).is_file()}
+
+
+def flagged_frames(root: Path, opts: ReportOptions | None = None) -> list[str]:
+    """The names of a dataset's frames worth a second look (any list of the report), without writing it."""
+    classes = list(require_state(root).get("classes", []))
+    records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
+    return sorted(flagged_names(root, records, classes, opts or ReportOptions()))
 
 
 def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
@@ -270,6 +314,10 @@ def render(
         frames=a.frames,
         boxes=sum(a.boxes_per_class.values()),
         n_classes=len(classes),
+        dropped=(
+            f'<span>near-duplicates dropped <b id="n-duplicates">{a.duplicates}</b></span>'
+            f'<span>dropped by filters <b id="n-filtered">{a.filtered}</b></span>'
+        ),
         class_rows=class_rows,
         bpf=_svg_bars(bpf_values, bpf_labels, "boxes per frame"),
         conf=_svg_bars(a.confidence_hist, conf_labels, "confidence"),
@@ -287,9 +335,12 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     classes = list(state.get("classes", []))
     with output_errors(root), FolderLock(root, "report"):
         remove_stale_temporaries(root)  # what a killed command left
-        records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
+        journal = list(read_journal(root, len(classes)))
+        records = [r for r in journal if r.dropped is None]
         splits = read_splits(root)
         a = analyse(records, classes, opts)
+        a.duplicates = sum(1 for r in journal if r.dropped == DUPLICATE)
+        a.filtered = len(journal) - len(records) - a.duplicates
         folder = root / THUMBS
         folder.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
@@ -311,6 +362,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         path=path,
         frames=len(records),
         flagged={k: len(v) for k, v in a.flags.items()},
+        flagged_frames=len({n for names in a.flags.values() for n in names}),
         thumbnails_made=sum(made for _, made in drawn),
         seconds=time.perf_counter() - start,
         bytes=size,
@@ -342,7 +394,7 @@ figcaption{{font-size:11px;padding:2px 4px;overflow:hidden;text-overflow:ellipsi
 </style></head><body>
 <header><h1>Review: {title}</h1>
 <div class="stats"><span>frames <b id="n-frames">{frames}</b></span><span>boxes <b id="n-boxes">{boxes}</b></span>
-<span>classes <b id="n-classes">{n_classes}</b></span></div></header>
+<span>classes <b id="n-classes">{n_classes}</b></span>{dropped}</div></header>
 <section><h2>Boxes per class</h2><table id="class-counts">{class_rows}</table></section>
 <section class="stats"><div><h2>Boxes per frame</h2>{bpf}</div><div><h2>Confidence</h2>{conf}</div></section>
 <section><h2>Frames worth a second look</h2>{flags}</section>

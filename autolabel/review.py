@@ -119,18 +119,32 @@ def label_studio_tasks(records: list[FrameRecord], classes: list[str], prefix: s
     return tasks
 
 
-def export_label_studio(root: Path, url_prefix: str | None = None) -> tuple[Path, Path]:
+def only_flagged(root: Path, records: list[FrameRecord], classes: list[str]) -> list[FrameRecord]:
+    """The records of the frames the report flags (a review queue); an error when none is."""
+    from autolabel.report import ReportOptions, flagged_names
+
+    names = flagged_names(root, records, classes, ReportOptions())
+    flagged = [r for r in records if r.name in names]
+    if not flagged:
+        raise InputError(f"{root}: no frame is flagged by the report; export without --only-flagged to review them all")
+    return flagged
+
+
+def export_label_studio(root: Path, url_prefix: str | None = None, flagged: bool = False) -> tuple[Path, Path]:
     """Writes ``label_studio_tasks.json`` and ``label_studio_config.xml`` into the dataset.
 
     Args:
         root: The dataset.
         url_prefix: Prefix of image URLs; default Label Studio's local-files storage with
             ``LOCAL_FILES_DOCUMENT_ROOT`` set to the dataset's parent folder.
+        flagged: Only the frames in one of the report's lists (``--only-flagged``).
     """
     classes = _classes(root)
     prefix = url_prefix if url_prefix is not None else default_url_prefix(root)
     with output_errors(root), FolderLock(root, "export"):
         records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
+        if flagged:
+            records = only_flagged(root, records, classes)
         tasks_path, config_path = root / TASKS_FILE, root / CONFIG_FILE
         atomic_write_text(tasks_path, json.dumps(label_studio_tasks(records, classes, prefix), indent=1))
         atomic_write_text(config_path, labeling_config(classes))

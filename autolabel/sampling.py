@@ -17,7 +17,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -289,6 +289,7 @@ def iter_frames(
     fps: float | None = None,
     skip: set[int] | None = None,
     stats: DecodeStats | None = None,
+    only: Collection[int] | None = None,
 ) -> Iterator[Frame]:
     """Yields the kept frames of one source, in order, reading a video to its end.
 
@@ -309,16 +310,21 @@ def iter_frames(
         fps: Keep this many frames per second of presentation time instead.
         skip: Frame indices to pass over without decoding (already done).
         stats: Counts the frames decoded and the seeks made, when given.
+        only: Of the sampled frames, keep only these indices (frames chosen by
+            :mod:`autolabel.selection`); the video is still checked to its end.
     """
     skip = skip or set()
     if not source.is_video:
-        if 0 not in skip:
+        if 0 not in skip and (only is None or 0 in only):
             yield Frame(source, 0, 0.0, read_image(source.path))
         return
     index = index_video(source.path)
     if index.frames == 0:
         raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
     wanted = [i for i in _kept(index, frame_rate, fps, source.path) if i not in skip]
+    if only is not None:
+        only = set(only)
+        wanted = [i for i in wanted if i in only]
     yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
     if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):

@@ -108,6 +108,7 @@ def test_report_counts_and_flags_match_the_planted_labels(tmp_path):
         "many_boxes": ["clip_000002"],
         "at_border": ["clip_000003"],
         "odd_size": ["clip_000004"],
+        "flicker": ["clip_000002"],  # class 1 between two frames of class 0
         "missing_image": [],
     }
     class_rows = [row for row in page.rows if len(row) == 2]
