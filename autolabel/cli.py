@@ -41,6 +41,11 @@ UniteCase = Annotated[
     bool, typer.Option("--unite-case", help="Merge: unite classes whose names differ only in case (hand/Hand).")
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for known errors.")]
+DatasetArg = Annotated[Path, typer.Argument(help="A product dataset or a merged one.")]
+ImageUrlPrefix = Annotated[
+    str | None,
+    typer.Option("--image-url-prefix", help="Label Studio image URL prefix (default: its Local Files storage)."),
+]
 OnlyFlagged = Annotated[
     bool,
     typer.Option("--only-flagged", help="label-studio: only the frames the report flags, to review those first."),
@@ -380,11 +385,9 @@ def train(
 
 @app.command()
 def report(
-    dataset: Annotated[Path, typer.Argument(help="A product dataset or a merged one.")],
+    dataset: DatasetArg,
     export: Annotated[str | None, typer.Option("--export", help="Also write an import file for: label-studio.")] = None,
-    image_url_prefix: Annotated[
-        str | None, typer.Option("--image-url-prefix", help="Image URL prefix for the export (default: local files).")
-    ] = None,
+    image_url_prefix: ImageUrlPrefix = None,
     only_flagged: OnlyFlagged = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -410,12 +413,10 @@ def report(
 
 @app.command()
 def export(
-    dataset: Annotated[Path, typer.Argument(help="A product dataset or a merged one.")],
+    dataset: DatasetArg,
     to: Annotated[str, typer.Option("--to", help="ultralytics, coco, voc, cvat or label-studio.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Export folder (new, empty, or an earlier export).")],
-    image_url_prefix: Annotated[
-        str | None, typer.Option("--image-url-prefix", help="label-studio: image URL prefix (default: local files).")
-    ] = None,
+    image_url_prefix: ImageUrlPrefix = None,
     only_flagged: OnlyFlagged = False,
     quiet: Quiet = False,
     debug: Debug = False,
