@@ -84,6 +84,7 @@ class _Export:
     classes: list[str]
     records: list[FrameRecord]
     result: ExportResult
+    title: str  # the product's name (or the dataset folder's), for formats that name the set
     url_prefix: str | None = None
     dirs: set[Path] = field(default_factory=set)
 
@@ -141,8 +142,7 @@ def _voc(ex: _Export) -> str:
 def _cvat(ex: _Export) -> str:
     for r in ex.records:
         ex.image(r, f"images/{r.name}{IMAGE_SUFFIX}")
-    name = str(require_state(ex.dataset).get("product") or ex.dataset.resolve().name)
-    xml = cvat_xml(sorted(ex.records, key=_name), ex.classes, name)
+    xml = cvat_xml(sorted(ex.records, key=_name), ex.classes, ex.title)
     path = ex.root / CVAT_ZIP
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -261,7 +261,8 @@ def export_dataset(
             records = flagged(dataset, records, classes)
         staging = make_staging_dir(output)
         try:
-            ex = _Export(staging, dataset, classes, records, result, image_url_prefix)
+            title = str(state.get("product") or dataset.resolve().name)
+            ex = _Export(staging, dataset, classes, records, result, title, image_url_prefix)
             result.load = TARGETS[to](ex)
             atomic_write_text(
                 staging / MARK,

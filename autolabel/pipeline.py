@@ -523,7 +523,7 @@ def _batches(items: Iterator, size: int) -> Iterator[list[Frame | _Duplicate] | 
     markers pass through in order, closing the batch before them.
     """
     batch: list[Frame | _Duplicate] = []
-    frames = 0
+    frames, shape = 0, None  # the batch's frame count and their image shape
     for item in items:
         if isinstance(item, _Duplicate):
             batch.append(item)
@@ -531,18 +531,17 @@ def _batches(items: Iterator, size: int) -> Iterator[list[Frame | _Duplicate] | 
         if not isinstance(item, Frame):
             if batch:
                 yield batch
-                batch, frames = [], 0
+                batch, frames, shape = [], 0, None
             yield item
             continue
-        first = next((f for f in batch if isinstance(f, Frame)), None)
-        if first is not None and first.image.shape != item.image.shape:
+        if shape is not None and shape != item.image.shape:
             yield batch
             batch, frames = [], 0
         batch.append(item)
-        frames += 1
+        frames, shape = frames + 1, item.image.shape
         if frames >= size:
             yield batch
-            batch, frames = [], 0
+            batch, frames, shape = [], 0, None
     if batch:
         yield batch
 
