@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,19 +137,23 @@ def load_model(name: str, weights: str | None, what: str, flag: str, flag_name: 
     if weights:
         path = Path(weights).expanduser()
         state = _read_state_dict(path, flag)
-        head = [k for k in state if k.startswith("head.") or k.startswith("fc.")]
-        if kwargs.get("num_classes") == 0:
-            state = {k: v for k, v in state.items() if k not in head}
-        else:
-            classifier = timm.models.get_pretrained_cfg(name)
-            key = f"{getattr(classifier, 'classifier', None) or 'head'}.weight"
-            if key in state:
-                kwargs["num_classes"] = int(state[key].shape[0])
+        if kwargs.get("num_classes") != 0:  # the head the file has (e.g. 21,841 classes), whatever the default
+            head = f"{getattr(timm.models.get_pretrained_cfg(name), 'classifier', None) or 'head'}.weight"
+            found = [state[k] for k in (head, "head.fc.weight", "head.weight", "fc.weight") if k in state]
+            if found and found[0].ndim == 2:
+                kwargs["num_classes"] = int(found[0].shape[0])
         model = timm.create_model(name, pretrained=False, **kwargs)
         try:
+            # timm's own conversion of a model's official release checkpoints (DINO's, ConvNeXt's) to its layout
+            convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+            if convert is not None:
+                state = convert(state, model)
+            expected = model.state_dict()
+            # A backbone is built without a head: a head in the file is not needed.
+            state = {k: v for k, v in state.items() if k in expected or not k.startswith(("head.", "fc."))}
             model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
+        except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+            first = str(exc).strip().splitlines() or [type(exc).__name__]
             raise InputError(
                 f"{path}: these weights do not fit {what} {name!r} ({first[1].strip() if len(first) > 1 else first[0]})"
                 f" (given by {flag})"
