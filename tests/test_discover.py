@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -136,10 +137,17 @@ def test_no_ontology_every_object_keeps_its_imagenet_name(tmp_path, tiny_discove
         assert {classes[b.class_id] for r in records for b in r.boxes} == set(classes)
         coco = json.loads((tmp_path / "ds" / product / "coco_train.json").read_text())
         assert [c["name"] for c in coco["categories"]] == classes
+        voc = {
+            obj.findtext("name")
+            for path in (tmp_path / "ds" / product / "annotations").glob("*.xml")
+            for obj in ET.parse(path).getroot().iter("object")
+        }
+        assert voc == set(classes)
         assert (tmp_path / "ds" / product / "report.html").is_file()
         every += classes
     merged = yaml.safe_load((tmp_path / "ds" / "merged" / "data.yaml").read_text())
     assert set(merged["names"].values()) == set(every)
+    assert any(", " in name for name in every)  # ImageNet descriptions list synonyms: names hold commas
     state = read_state(tmp_path / "ds" / "mug")
     assert state["fingerprint"]["ontology"] == {}
     assert state["fingerprint"]["model"]["discover"]["classifier"] == "test_convnext"
