@@ -176,6 +176,18 @@ def test_ontology_maps_imagenet_classes_and_drops_or_keeps_the_rest(tmp_path, ti
     assert classes == ["mug", "coffee mug"] and all(b.class_id == 1 for r in records for b in r.boxes)
 
 
+def test_captions_name_classes_by_any_lemma_or_the_whole_description():
+    from autolabel.labelers.discover import class_map
+    from autolabel.ontology import Ontology
+
+    names = ["beer mug, stein", "coffee mug", "mug", "Stein, Gertrude Stein"]
+    ontology = Ontology.from_mapping({"STEIN": "mug", "coffee mug": "cup"})
+    assert class_map(names, ontology, keep_unmapped=False) == ["mug", "cup", None, "mug"]
+    whole = Ontology.from_mapping({"Beer Mug, Stein": "mug"})  # as a run without ontology names it
+    assert class_map(names, whole, keep_unmapped=True) == ["mug", "coffee mug", "mug", "Stein, Gertrude Stein"]
+    assert class_map(names, Ontology.empty(), keep_unmapped=False) == names
+
+
 def test_a_caption_naming_no_imagenet_class_is_an_error_with_the_closest(tmp_path, tiny_discover):
     make_product(tmp_path / "videos", "mug", {"cofee mugg": "mug"}, {"a.mp4": 3})
     result = runner.invoke(app, discover_args(tiny_discover, tmp_path / "videos", tmp_path / "ds"))
@@ -194,6 +206,9 @@ def test_missing_weights_and_unknown_models_are_one_line(tmp_path, tiny_discover
     assert unknown.exit_code == 2 and "is not a timm model (closest: vit_small_patch16_224.dino" in unknown.stderr
     wrong = [*base, "--discover-backbone", "test_vit", "--backbone-weights", str(tiny_discover["classifier"])]
     assert "these weights do not fit discovery backbone 'test_vit'" in runner.invoke(app, wrong).stderr
+    convnext = [*base, "--discover-backbone", "test_convnext", "--backbone-weights", str(tiny_discover["classifier"])]
+    not_vit = runner.invoke(app, convnext)
+    assert not_vit.exit_code == 2 and "'test_convnext' (--discover-backbone) is not a ViT" in not_vit.stderr
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     garbage = runner.invoke(app, [*base, "--discover-backbone", "test_vit", "--backbone-weights", str(bad)])

@@ -57,13 +57,15 @@ def class_map(names: list[str], ontology: Ontology, keep_unmapped: bool) -> list
     """For each classifier output, the class its boxes get (None: dropped).
 
     Without an ontology each output keeps its description. With one, each caption must be
-    a lemma of at least one class (InputError naming the closest lemmas otherwise).
+    a lemma of at least one class, or a whole description (InputError naming the closest
+    otherwise); case does not matter.
     """
     if not ontology.captions:
         return list(names)
     by_lemma: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        for lemma in lemmas(name):
+        # Each lemma, and the whole description as a run without ontology names the class.
+        for lemma in dict.fromkeys([*lemmas(name), name.strip().lower()]):
             by_lemma.setdefault(lemma, []).append(i)
     out: list[str | None] = list(names) if keep_unmapped else [None] * len(names)
     for caption, cls in zip(ontology.captions, ontology.caption_class, strict=True):
@@ -177,6 +179,20 @@ def load_model(name: str, weights: str | None, what: str, flag: str, flag_name: 
     return model, hub_cache_file(name)
 
 
+_NOT_A_VIT = (
+    "model.discover.backbone {name!r} (--discover-backbone) is not a ViT with a qkv attention layer; "
+    "LOST reads its last layer's keys (e.g. vit_small_patch16_224.dino)"
+)
+
+
+def check_backbone(model, name: str) -> None:
+    """ConfigError unless ``model`` is a timm ViT whose last block has the ``attn.qkv`` layer LOST hooks."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, VisionTransformer) or not hasattr(model.blocks[-1].attn, "qkv"):
+        raise ConfigError(_NOT_A_VIT.format(name=name))
+
+
 class DiscoverLabeler:
     """DINO ViT + LOST + ImageNet-21k classifier behind the :class:`Labeler` contract."""
 
@@ -192,13 +208,8 @@ class DiscoverLabeler:
         batch_size: int | None = None,
     ) -> None:
         from timm.data import resolve_data_config
-        from timm.models.vision_transformer import VisionTransformer
 
-        if not isinstance(backbone, VisionTransformer) or not hasattr(backbone.blocks[-1].attn, "qkv"):
-            raise ConfigError(
-                f"model.discover.backbone {dc.backbone!r} is not a ViT with a qkv attention layer; "
-                "LOST reads its last layer's keys (e.g. vit_small_patch16_224.dino)"
-            )
+        check_backbone(backbone, dc.backbone)
         self.backbone = backbone.eval().to(device)
         self.classifier = classifier.eval().to(device)
         self.dc = dc
@@ -223,10 +234,14 @@ class DiscoverLabeler:
         """Loads the backbone and the classifier named in ``model.discover`` on the configured device."""
         dc = mc.discover
         device = pick_device(mc.device)
-        backbone, _ = load_model(
-            dc.backbone, dc.backbone_weights, "discovery backbone", "--backbone-weights", "--discover-backbone",
-            num_classes=0, dynamic_img_size=True,
-        )  # fmt: skip
+        try:
+            backbone, _ = load_model(
+                dc.backbone, dc.backbone_weights, "discovery backbone", "--backbone-weights", "--discover-backbone",
+                num_classes=0, dynamic_img_size=True,
+            )  # fmt: skip
+        except TypeError as exc:  # only ViTs take dynamic_img_size (any input size, whole patches)
+            raise ConfigError(_NOT_A_VIT.format(name=dc.backbone)) from exc
+        check_backbone(backbone, dc.backbone)  # before the classifier's larger download
         classifier, _ = load_model(
             dc.classifier, dc.classifier_weights, "discovery classifier", "--classifier-weights",
             "--discover-classifier",
