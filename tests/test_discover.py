@@ -153,6 +153,13 @@ def test_no_ontology_every_object_keeps_its_imagenet_name(tmp_path, tiny_discove
     assert state["fingerprint"]["model"]["discover"]["classifier"] == "test_convnext"
     assert len(state["fingerprint"]["model"]["files"]) == 2  # both weights files, by content
 
+    args = discover_args(tiny_discover, tmp_path / "videos", tmp_path / "ds")
+    seeds = runner.invoke(app, [*args, "--product", "mug", "--number-seeds", "1"])
+    assert seeds.exit_code == 1 and "model.discover.number_seeds: 3 -> 1" in seeds.output
+    mug_args = discover_args(tiny_discover, tmp_path / "videos", tmp_path / "ds", "mug")
+    other = runner.invoke(app, [*mug_args, "-p", "mug"])
+    assert other.exit_code == 1 and "model file classifier_weights has other content" in other.output
+
 
 def test_ontology_maps_imagenet_classes_and_drops_or_keeps_the_rest(tmp_path, tiny_discover):
     make_product(tmp_path / "videos", "mug", {"Coffee Mug": "mug", "beer mug": "mug"}, {"a.mp4": 9})
