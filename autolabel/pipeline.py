@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -150,6 +150,23 @@ class _Duplicate:
 class _SourceFailed:
     source: Source
     message: str
+
+
+@dataclass
+class Labeled:
+    """A labeled frame on its way to the writer.
+
+    Attributes:
+        record: Its journal record, boxes after NMS (filters are the writer's).
+        image: Its pixels (BGR), or its JPEG bytes when encoded already (by a Ray actor).
+    """
+
+    record: FrameRecord
+    image: np.ndarray | bytes
+
+
+# What an engine hands the writer, per product, in frame order.
+Event = Labeled | _Duplicate | _SourceEnd | _SourceFailed
 
 
 def model_files(mc, cache: str | None) -> dict[str, Path]:
@@ -422,20 +439,34 @@ def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -
     return state
 
 
+def selects(source: Source, config: RunConfig) -> bool:
+    """Whether a source's frames are chosen by comparing them (--dedup, --max-frames): a sequential pass."""
+    return source.is_video and (config.sampling.max_frames is not None or bool(config.sampling.dedup))
+
+
+def source_frames(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
+    """A source's pending frames in order: each a Frame to label, or a _Duplicate (--dedup) to journal.
+
+    Raises:
+        InputError: The source cannot be read (after the frames read before the problem).
+    """
+    s = config.sampling
+    if source.is_video and s.max_frames is not None:
+        yield from _chosen_frames(source, config, done)
+    elif source.is_video and s.dedup:
+        yield from _deduplicated(source, config, done, duplicates)
+    else:
+        yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+
+
 def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | _SourceEnd | _SourceFailed]:
     """The pending frames of every unfinished source, each source closed by an end (or failure) marker."""
-    s = config.sampling
     for source in job.sources:
         if source.path.name in complete:
             continue
         done, duplicates = job.done.get(source.stem, set()), job.duplicates.get(source.stem, set())
         try:
-            if source.is_video and s.max_frames is not None:
-                yield from _chosen_frames(source, config, done)
-            elif source.is_video and s.dedup:
-                yield from _deduplicated(source, config, done, duplicates)
-            else:
-                yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+            yield from source_frames(source, config, done, duplicates)
         except InputError as exc:
             yield _SourceFailed(source, str(exc))
             continue
@@ -566,13 +597,66 @@ def versions() -> dict[str, str]:
     return out
 
 
+def frame_record(frame: Frame, detections, nms_iou: float) -> FrameRecord:
+    """A labeled frame's journal record: the model's boxes after class-aware NMS (filters come later)."""
+    det = nms(detections, nms_iou)
+    h, w = frame.image.shape[:2]
+    return FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
+
+
+def label_batch(labeler: Labeler, batch: list, ontology: Ontology, nms_iou: float) -> list[Labeled | _Duplicate]:
+    """Labels one batch's frames in one call; its duplicates stay in their place, unlabeled."""
+    frames = [f for f in batch if isinstance(f, Frame)]
+    detections = labeler.label([f.image for f in frames], ontology) if frames else []
+    labeled = iter(list(zip(frames, detections, strict=True)))
+    out: list[Labeled | _Duplicate] = []
+    for item in batch:
+        if isinstance(item, _Duplicate):
+            out.append(item)
+        else:
+            frame, det = next(labeled)
+            out.append(Labeled(frame_record(frame, det, nms_iou), frame.image))
+    return out
+
+
+def complete_sources(state: dict) -> set[str]:
+    """File names of the sources a dataset's state records as read to their end."""
+    return {name for name, info in state["sources"].items() if info.get("complete")}
+
+
+def local_events(job: _Job, config: RunConfig, labeler: Labeler, state: dict) -> Iterator[Event]:
+    """The local engine: decoding on a prefetch thread, the labeler in this process, batch by batch."""
+    items = prefetch(_items(job, config, complete_sources(state)), depth=max(8, 2 * labeler.batch_size))
+    with contextlib.closing(items):
+        for batch in _batches(items, labeler.batch_size):
+            if isinstance(batch, _SourceEnd | _SourceFailed):
+                yield batch
+            else:
+                yield from label_batch(labeler, batch, job.ontology, config.model.nms_iou)
+
+
 def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
-    """Labels a job's pending frames and journals them; each source is marked complete once read to its end."""
+    """Labels a job's pending frames in this process and journals them (see :func:`write_product`)."""
+    write_product(job, config, result, state, local_events(job, config, labeler, state))
+
+
+def write_product(
+    job: _Job,
+    config: RunConfig,
+    result: ProductResult,
+    state: dict,
+    events: Generator[Event, None, None],
+    status: Callable[[], dict] | None = None,
+) -> None:
+    """Writes and journals an engine's events for one product, in their order; marks each source
+    complete once read to its end. Every engine writes through here, so their datasets are identical.
+
+    ``status`` (optional) gives the progress bar's postfix (a Ray run's active actors).
+    """
     writer = DatasetWriter(job.out, list(job.ontology.classes), state["formats"], config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
     done_count = sum(len(v) for v in job.done.values())
-    complete = {name for name, info in state["sources"].items() if info.get("complete")}
 
     quality = config.dataset.jpeg_quality
     # JPEG encoding and the files' writes and fsyncs run on a small pool (OpenCV and the OS
@@ -581,8 +665,8 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
     finished: list[str] = []  # sources read to their end, marked complete at the next commit
 
-    def stage(record: FrameRecord, image) -> list:
-        return writer.stage(record, encode_jpeg(image, quality))
+    def stage(record: FrameRecord, image: np.ndarray | bytes) -> list:
+        return writer.stage(record, image if isinstance(image, bytes) else encode_jpeg(image, quality))
 
     def write(item) -> None:
         if isinstance(item, _SourceEnd):
@@ -602,33 +686,28 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     worker = Worker(write, depth=4 * ENCODE_THREADS + 8, flush=commit)
     bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
     try:
-        items = prefetch(_items(job, config, complete), depth=max(8, 2 * labeler.batch_size))
-        for batch in _batches(items, labeler.batch_size):
-            if isinstance(batch, _SourceFailed):
-                log.error("%s", batch.message)
-                result.errors.append(batch.message)
-                continue
-            if isinstance(batch, _SourceEnd):
-                worker.put(batch)
-                continue
-            frames = [f for f in batch if isinstance(f, Frame)]
-            detections = labeler.label([f.image for f in frames], job.ontology) if frames else []
-            labeled = iter(list(zip(frames, detections, strict=True)))
-            for item in batch:
-                if isinstance(item, _Duplicate):
-                    worker.put((item.record(), None))
-                    result.new_duplicates += 1
+        with contextlib.closing(events):
+            for event in events:
+                if isinstance(event, _SourceFailed):
+                    log.error("%s", event.message)
+                    result.errors.append(event.message)
                     continue
-                frame, det = next(labeled)
-                det = nms(det, config.model.nms_iou)
-                h, w = frame.image.shape[:2]
-                record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
-                if filters is not None:
-                    record.dropped = apply_filters(record, filters, stats)
-                staged = encoders.submit(stage, record, frame.image) if record.dropped is None else None
-                worker.put((record, staged))
-                result.new_frames += 1
-            bar.update(len(batch))
+                if isinstance(event, _SourceEnd):
+                    worker.put(event)
+                    continue
+                if isinstance(event, _Duplicate):
+                    worker.put((event.record(), None))
+                    result.new_duplicates += 1
+                else:
+                    record = event.record
+                    if filters is not None:
+                        record.dropped = apply_filters(record, filters, stats)
+                    staged = encoders.submit(stage, record, event.image) if record.dropped is None else None
+                    worker.put((record, staged))
+                    result.new_frames += 1
+                if status is not None:
+                    bar.set_postfix(status(), refresh=False)
+                bar.update(1)
     finally:
         bar.close()
         try:
@@ -704,7 +783,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
         "product": job.product.name,
         "ontology": job.ontology.to_mapping(),
         "classes": classes,
-        "config": to_dict(config) | {"products": [job.product.name]},
+        # Where it ran (the engine) is no setting of the labels: a dataset is the same file for file either way.
+        "config": {k: v for k, v in to_dict(config).items() if k != "engine"} | {"products": [job.product.name]},
         "model": state.get("model") or {"files": model_files_of(state)},
         "frames": {
             "kept": len(records),
@@ -780,8 +860,16 @@ def run(
             jobs.append((job, result))
             results.append(result)
         labeler: Labeler | None = None
-        if any(job is not None and job.needs_work for job, _ in jobs):
-            labeler = labeler_factory()
+        engine = None
+        working = [job for job, _ in jobs if job is not None and job.needs_work]
+        if working:
+            if config.engine.name == "ray":
+                from autolabel.engines.ray_engine import RayEngine
+
+                engine = locks.enter_context(RayEngine(config, labeler_factory))
+                labeler = engine.model([job.ontology for job in working])
+            else:
+                labeler = labeler_factory()
             loaded = model_identity(config.model, config.cache_dir)  # files the labeler downloaded count now
             if loaded != model_id:
                 for i, (job, result) in enumerate(jobs):
@@ -795,16 +883,33 @@ def run(
                         result.output = None
                         jobs[i] = (None, result)
                 model_id = loaded
-        for job, result in jobs:
-            if job is None:
-                continue
-            _run_job(job, config, labeler, result, model_id)
+        if engine is None:
+            for job, result in jobs:
+                if job is None:
+                    continue
+                state = _start_job(job, config, labeler, result, model_id)
+                if state is not None:
+                    events = local_events(job, config, labeler, state) if job.needs_work else None
+                    _finish_job(job, config, result, state, events)
+        else:
+            # Every product's folder is ready before the first frame is labeled: the cluster then
+            # labels all products in one stream, and the products are written one after the other.
+            started = [(job, result, _start_job(job, config, labeler, result, model_id)) for job, result in jobs if job]
+            started = [(job, result, state) for job, result, state in started if state is not None]
+            stream = engine.stream([(job, state) for job, _, state in started if job.needs_work])
+            for job, result, state in started:
+                events = stream.events(job) if job.needs_work else None
+                _finish_job(job, config, result, state, events, stream.status)
     return results
 
 
-def _run_job(
+def _start_job(
     job: _Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
-) -> None:
+) -> dict | None:
+    """Makes a job's folder ready to be written: its state, lost images unjournaled, the model recorded.
+
+    Returns the state, or None when the product failed (the error is in its result).
+    """
     start = time.perf_counter()
     try:
         if job.needs_work:
@@ -820,10 +925,34 @@ def _run_job(
                 if state.get("model") != model:
                     state["model"] = model
                     write_state(job.out, state)
-                label_product(job, config, labeler, result, state)
+        return state
+    except (InputError, OutputError) as exc:
+        log.error("%s: %s", job.product.name, exc)
+        result.errors.append(str(exc))
+        result.output = None
+        return None
+    finally:
+        result.seconds += time.perf_counter() - start
+
+
+def _finish_job(
+    job: _Job,
+    config: RunConfig,
+    result: ProductResult,
+    state: dict,
+    events: Generator[Event, None, None] | None,
+    status: Callable[[], dict] | None = None,
+) -> None:
+    """Writes a job's labeled frames (``events``, None when it has none to label), then finalizes it."""
+    start = time.perf_counter()
+    try:
+        with output_errors(job.out):
+            if events is not None:
+                write_product(job, config, result, state, events, status)
             finalize_product(job, config, result, state)
     except (InputError, OutputError) as exc:
         log.error("%s: %s", job.product.name, exc)
         result.errors.append(str(exc))
         result.output = None if not result.new_frames else result.output
-    result.seconds = time.perf_counter() - start
+    finally:
+        result.seconds += time.perf_counter() - start
