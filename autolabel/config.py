@@ -87,7 +87,6 @@ class EngineConfig:
     actor_cpus: float = 1.0
     decode_cpus: float = 1.0
     item_batches: int = 4
-    retries: int = 3
 
 
 @dataclass
@@ -171,8 +170,6 @@ def validate_engine(e: EngineConfig) -> None:
     for name in ("actor_cpus", "decode_cpus"):
         if not getattr(e, name) > 0:
             raise ConfigError(f"engine.{name} must be > 0, got {show(getattr(e, name))}")
-    if e.retries < 0:
-        raise ConfigError(f"engine.retries must be >= 0, got {show(e.retries)}")
 
 
 def validate_filters(f: FilterConfig) -> None:

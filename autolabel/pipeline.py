@@ -107,7 +107,7 @@ class ProductResult:
 
 
 @dataclass
-class _Job:
+class Job:
     product: Product
     ontology: Ontology
     sources: list[Source]
@@ -125,14 +125,14 @@ class _Job:
 
 
 @dataclass(frozen=True)
-class _SourceEnd:
+class SourceEnd:
     """Every kept frame of ``source`` was read: it is complete once the frames before this are journaled."""
 
     source: Source
 
 
 @dataclass(frozen=True)
-class _Duplicate:
+class Duplicate:
     """A sampled frame left out as a near-duplicate of the last kept one: journaled, never labeled."""
 
     source: Source
@@ -147,7 +147,9 @@ class _Duplicate:
 
 
 @dataclass(frozen=True)
-class _SourceFailed:
+class SourceFailed:
+    """Reading ``source`` stopped with ``message``: frames before it are kept, it stays incomplete."""
+
     source: Source
     message: str
 
@@ -166,7 +168,7 @@ class Labeled:
 
 
 # What an engine hands the writer, per product, in frame order.
-Event = Labeled | _Duplicate | _SourceEnd | _SourceFailed
+Event = Labeled | Duplicate | SourceEnd | SourceFailed
 
 
 def model_files(mc, cache: str | None) -> dict[str, Path]:
@@ -305,7 +307,7 @@ def _carry_renames(state: dict, sources: list[Source], ids: dict[str, str]) -> l
     return carried
 
 
-def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> _Job:
+def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> Job:
     """Decides, without writing, what a product's run does: start, resume, relabel, or refuse."""
     if product.slug.lower() in RESERVED_OUTPUTS:
         raise InputError(
@@ -362,7 +364,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
             pending += max(0, count - len(done.get(source.stem, ())))
     missing = _missing_images(out, records, state, sources)
     needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
-    job = _Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
+    job = Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
     job.reviewed = reviewed
     job.missing_images = len(missing)
     job.source_ids = ids
@@ -387,7 +389,7 @@ def _missing_images(out: Path, records: list[FrameRecord], state: dict | None, s
     return missing
 
 
-def _new_state(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+def _new_state(job: Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
     return {
         "kind": "product",
         "version": STATE_VERSION,
@@ -400,7 +402,7 @@ def _new_state(job: _Job, config: RunConfig, model_id: dict[str, str | None]) ->
     }
 
 
-def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+def init_output(job: Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
     """Creates (or, for --overwrite, replaces) the product's folder; records its sources before any frame.
 
     Returns the state as written. An --overwrite moves the old folder aside in one
@@ -445,7 +447,7 @@ def selects(source: Source, config: RunConfig) -> bool:
 
 
 def source_frames(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
-    """A source's pending frames in order: each a Frame to label, or a _Duplicate (--dedup) to journal.
+    """A source's pending frames in order: each a Frame to label, or a Duplicate (--dedup) to journal.
 
     Raises:
         InputError: The source cannot be read (after the frames read before the problem).
@@ -459,7 +461,7 @@ def source_frames(source: Source, config: RunConfig, done: set[int], duplicates:
         yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
 
 
-def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | _SourceEnd | _SourceFailed]:
+def _items(job: Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | SourceEnd | SourceFailed]:
     """The pending frames of every unfinished source, each source closed by an end (or failure) marker."""
     for source in job.sources:
         if source.path.name in complete:
@@ -468,9 +470,9 @@ def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame |
         try:
             yield from source_frames(source, config, done, duplicates)
         except InputError as exc:
-            yield _SourceFailed(source, str(exc))
+            yield SourceFailed(source, str(exc))
             continue
-        yield _SourceEnd(source)
+        yield SourceEnd(source)
 
 
 def _decode_one(source: Source, config: RunConfig, index: int) -> np.ndarray | None:
@@ -481,13 +483,13 @@ def _decode_one(source: Source, config: RunConfig, index: int) -> np.ndarray | N
     return thumbnail(frame.image) if frame is not None and frame.index == index else None
 
 
-def _duplicate(frame: Frame) -> _Duplicate:
+def _duplicate(frame: Frame) -> Duplicate:
     h, w = frame.image.shape[:2]
-    return _Duplicate(frame.source, frame.index, frame.t, w, h)
+    return Duplicate(frame.source, frame.index, frame.t, w, h)
 
 
 def _deduplicated(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
-    """The pending sampled frames of a video, each a Frame to label or a _Duplicate of the last kept one.
+    """The pending sampled frames of a video, each a Frame to label or a Duplicate of the last kept one.
 
     Each decision compares a frame with the last frame kept before it, whichever run kept it:
     one kept by an earlier run (a resumed run, or a frame relabeled because its image was
@@ -517,7 +519,7 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterato
     """
     s = config.sampling
     dedup = Deduper(s.dedup) if s.dedup else None
-    dups: list[_Duplicate] = []
+    dups: list[Duplicate] = []
     indices: list[int] = []
     embeddings: list[np.ndarray] = []
     failure: InputError | None = None
@@ -547,16 +549,16 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterato
         raise failure
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list[Frame | _Duplicate] | _SourceEnd | _SourceFailed]:
+def batches(items: Iterator, size: int) -> Iterator[list[Frame | Duplicate] | SourceEnd | SourceFailed]:
     """Batches of at most ``size`` frames of one size (a frame's labels never depend on its batch-mates).
 
     Duplicates ride along in their place (they are journaled in frame order, never labeled);
     markers pass through in order, closing the batch before them.
     """
-    batch: list[Frame | _Duplicate] = []
+    batch: list[Frame | Duplicate] = []
     frames, shape = 0, None  # the batch's frame count and their image shape
     for item in items:
-        if isinstance(item, _Duplicate):
+        if isinstance(item, Duplicate):
             batch.append(item)
             continue
         if not isinstance(item, Frame):
@@ -604,14 +606,14 @@ def frame_record(frame: Frame, detections, nms_iou: float) -> FrameRecord:
     return FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
 
 
-def label_batch(labeler: Labeler, batch: list, ontology: Ontology, nms_iou: float) -> list[Labeled | _Duplicate]:
+def label_batch(labeler: Labeler, batch: list, ontology: Ontology, nms_iou: float) -> list[Labeled | Duplicate]:
     """Labels one batch's frames in one call; its duplicates stay in their place, unlabeled."""
     frames = [f for f in batch if isinstance(f, Frame)]
     detections = labeler.label([f.image for f in frames], ontology) if frames else []
     labeled = iter(list(zip(frames, detections, strict=True)))
-    out: list[Labeled | _Duplicate] = []
+    out: list[Labeled | Duplicate] = []
     for item in batch:
-        if isinstance(item, _Duplicate):
+        if isinstance(item, Duplicate):
             out.append(item)
         else:
             frame, det = next(labeled)
@@ -624,24 +626,24 @@ def complete_sources(state: dict) -> set[str]:
     return {name for name, info in state["sources"].items() if info.get("complete")}
 
 
-def local_events(job: _Job, config: RunConfig, labeler: Labeler, state: dict) -> Iterator[Event]:
+def local_events(job: Job, config: RunConfig, labeler: Labeler, state: dict) -> Iterator[Event]:
     """The local engine: decoding on a prefetch thread, the labeler in this process, batch by batch."""
     items = prefetch(_items(job, config, complete_sources(state)), depth=max(8, 2 * labeler.batch_size))
     with contextlib.closing(items):
-        for batch in _batches(items, labeler.batch_size):
-            if isinstance(batch, _SourceEnd | _SourceFailed):
+        for batch in batches(items, labeler.batch_size):
+            if isinstance(batch, SourceEnd | SourceFailed):
                 yield batch
             else:
                 yield from label_batch(labeler, batch, job.ontology, config.model.nms_iou)
 
 
-def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
+def label_product(job: Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
     """Labels a job's pending frames in this process and journals them (see :func:`write_product`)."""
     write_product(job, config, result, state, local_events(job, config, labeler, state))
 
 
 def write_product(
-    job: _Job,
+    job: Job,
     config: RunConfig,
     result: ProductResult,
     state: dict,
@@ -669,7 +671,7 @@ def write_product(
         return writer.stage(record, image if isinstance(image, bytes) else encode_jpeg(image, quality))
 
     def write(item) -> None:
-        if isinstance(item, _SourceEnd):
+        if isinstance(item, SourceEnd):
             finished.append(item.source.path.name)
             return
         record, staged = item
@@ -688,14 +690,14 @@ def write_product(
     try:
         with contextlib.closing(events):
             for event in events:
-                if isinstance(event, _SourceFailed):
+                if isinstance(event, SourceFailed):
                     log.error("%s", event.message)
                     result.errors.append(event.message)
                     continue
-                if isinstance(event, _SourceEnd):
+                if isinstance(event, SourceEnd):
                     worker.put(event)
                     continue
-                if isinstance(event, _Duplicate):
+                if isinstance(event, Duplicate):
                     worker.put((event.record(), None))
                     result.new_duplicates += 1
                 else:
@@ -718,7 +720,7 @@ def write_product(
     result.filtered = stats.as_dict()
 
 
-def _restore_missing_images(job: _Job, state: dict) -> None:
+def _restore_missing_images(job: Job, state: dict) -> None:
     """Unjournals frames whose image was deleted, so this run labels them again."""
     records = list(read_journal(job.out, len(job.ontology.classes)))
     missing = {r.name: r for r in records if r.dropped is None and not (job.out / r.image).is_file()}
@@ -733,7 +735,7 @@ def _restore_missing_images(job: _Job, state: dict) -> None:
     log.warning("%s: %d frames had lost their image; labeling them again", job.out, len(missing))
 
 
-def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state: dict) -> None:
+def finalize_product(job: Job, config: RunConfig, result: ProductResult, state: dict) -> None:
     """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
     Files derived from the journal (labels, VOC, COCO) that disagree with it are written
@@ -835,11 +837,15 @@ def run(
     same product stops at once with a message naming the holder.
     """
     input_dir, output = Path(config.input), Path(config.output)
+    if config.engine.name == "ray":
+        from autolabel.engines.ray_engine import import_ray
+
+        import_ray()  # not installed: say so before any work
     _check_layout(input_dir, output)
     products = discover_products(input_dir, config.products or None)
     model_id = model_identity(config.model, config.cache_dir)
     results: list[ProductResult] = []
-    jobs: list[tuple[_Job | None, ProductResult]] = []
+    jobs: list[tuple[Job | None, ProductResult]] = []
     with contextlib.ExitStack() as locks:
         with output_errors(output):
             output.mkdir(parents=True, exist_ok=True)
@@ -904,7 +910,7 @@ def run(
 
 
 def _start_job(
-    job: _Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
+    job: Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
 ) -> dict | None:
     """Makes a job's folder ready to be written: its state, lost images unjournaled, the model recorded.
 
@@ -936,7 +942,7 @@ def _start_job(
 
 
 def _finish_job(
-    job: _Job,
+    job: Job,
     config: RunConfig,
     result: ProductResult,
     state: dict,
