@@ -200,10 +200,10 @@ def enter(folder: str) -> None:
             ) from None
 
 
-def decode(row: dict, config: RunConfig, batch_size: int, folder: str) -> Iterator[dict]:
-    """A decode task: one work item's frames, in the batches the local engine makes."""
+def decode(row: dict, items: list[WorkItem], config: RunConfig, batch_size: int, folder: str) -> Iterator[dict]:
+    """A decode task: one work item's frames (the row names it), in the batches the local engine makes."""
     enter(folder)
-    item: WorkItem = row["item"]
+    item = items[row["item"]]
     for unit in batches(_frames(item, config), batch_size):
         yield {"unit": Unit(item.product, unit)}
 
@@ -391,10 +391,11 @@ class RayEngine:
             return RayStream(iter(()), keys)
         actors, args = self._resources()
         ontologies = {k: job.ontology for k, (job, _) in enumerate(jobs)}
-        ds = ray.data.from_items([{"item": item} for item in items], override_num_blocks=len(items))
+        # Rows are item numbers (plain ints for Arrow); the items travel once, with the function.
+        ds = ray.data.from_items([{"item": k} for k in range(len(items))], override_num_blocks=len(items))
         ds = ds.flat_map(
             decode,
-            fn_kwargs={"config": self.config, "batch_size": self.batch_size, "folder": os.getcwd()},
+            fn_kwargs={"items": items, "config": self.config, "batch_size": self.batch_size, "folder": os.getcwd()},
             num_cpus=e.decode_cpus,
         )
         ds = ds.map_batches(
