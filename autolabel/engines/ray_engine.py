@@ -166,11 +166,12 @@ class Done:
     actor: str | None
 
 
-def _frames(item: WorkItem, config: RunConfig) -> Iterator:
+def _frames(item: WorkItem, config: RunConfig, folder: str) -> Iterator:
     """An item's frames (and duplicates), then the source's end marker if it is the last, or its error."""
     s = config.sampling
     source = item.source
     try:
+        enter(folder)
         if item.failure is not None:
             raise InputError(item.failure)
         if item.indices is None:
@@ -190,7 +191,11 @@ def enter(folder: str) -> None:
 
     A worker process runs only this job's tasks, so the change stays in this job.
     """
-    if os.getcwd() != folder:
+    try:
+        here = os.getcwd()
+    except OSError:  # the folder this worker started in is gone
+        here = None
+    if here != folder:
         try:
             os.chdir(folder)
         except OSError:
@@ -202,9 +207,8 @@ def enter(folder: str) -> None:
 
 def decode(row: dict, items: list[WorkItem], config: RunConfig, batch_size: int, folder: str) -> Iterator[dict]:
     """A decode task: one work item's frames (the row names it), in the batches the local engine makes."""
-    enter(folder)
     item = items[row["item"]]
-    for unit in batches(_frames(item, config), batch_size):
+    for unit in batches(_frames(item, config, folder), batch_size):
         yield {"unit": Unit(item.product, unit)}
 
 
