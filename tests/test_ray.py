@@ -45,14 +45,31 @@ def ray_session():
     ray.shutdown()
 
 
-def make_input(root: Path) -> Path:
-    """Two products: H.264 videos with a keyframe every 8 frames (split into several items), a photo, mp4v."""
+def make_input(root: Path, broken: bool = False) -> Path:
+    """Two products: H.264 videos with a keyframe every 8 frames (split into several items), a photo, mp4v.
+
+    ``broken`` adds what a run must report and go past: a video cut in half (its frames
+    before the cut are labeled, then it fails), a file that is no video, a product whose
+    ontology does not parse.
+    """
     videos = root / "videos"
     make_product(videos, "mug", {"red mug": "mug", "hand": "hand"}, {"b.mp4": 9})
     make_h264(videos / "mug" / "a.mp4", frames=60, gop=8)
     make_image(videos / "mug" / "still.jpg", size=(120, 90))
     make_product(videos, "cup", {"cup": "cup"}, {})
     make_h264(videos / "cup" / "turn.mp4", frames=40, gop=8, size=(64, 48))
+    if broken:
+        import cv2
+        import numpy as np
+
+        whole = root / "whole.avi"
+        writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+        for i in range(40):
+            writer.write(np.full((64, 96, 3), i * 5, np.uint8))
+        writer.release()
+        (videos / "cup" / "cut.avi").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        (videos / "cup" / "broken.mp4").write_bytes(b"not a video")
+        make_product(videos, "bad", "{", {"x.mp4": 3})
     return videos
 
 
@@ -88,7 +105,7 @@ def test_split_cuts_between_batches_at_keyframes():
 
 @needs_ray
 @pytest.mark.parametrize(
-    "settings", [{}, {"sampling.dedup": 0.98, "sampling.max_frames": 12}], ids=["stride", "dedup+max-frames"]
+    "settings", [{}, {"sampling.dedup": 0.98, "sampling.max_frames": 12}], ids=["stride+errors", "dedup+max-frames"]
 )
 def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
     from autolabel.datasets.layout import read_journal
@@ -96,13 +113,18 @@ def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
     from autolabel.pipeline import _plan
     from autolabel.sources import discover_products
 
-    make_input(tmp_path)
+    make_input(tmp_path, broken=not settings)
     if settings:  # a product held still, then turned: near-duplicates to journal, never label
         make_turning_product(tmp_path, {"clip.mp4": FROZEN + TURNING})
     (local, expected), (ray, files) = both(tmp_path, **settings)
-    assert all(r.ok for r in local + ray), [r.errors for r in local + ray]
+    assert [r.errors for r in ray] == [r.errors for r in local]
     assert files == expected
-    assert [r.new_frames for r in ray] == [r.new_frames for r in local] and all(r.new_frames for r in ray)
+    assert [r.new_frames for r in ray] == [r.new_frames for r in local]
+    if not settings:  # one product refused, one with two failed sources, one whole; the good ones written
+        assert [len(r.errors) for r in ray] == [1, 2, 0] and ray[1].new_frames and ray[2].new_frames
+        assert "cut.avi: video ends at frame" in ray[1].errors[1] and any(
+            k.startswith("cup/images/cut_") for k in files
+        )
     journal = [r.name for r in read_journal(tmp_path / "dataset" / "mug")]
     assert len(journal) == len(set(journal))
     if settings:
