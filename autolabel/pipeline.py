@@ -637,11 +637,6 @@ def local_events(job: Job, config: RunConfig, labeler: Labeler, state: dict) -> 
                 yield from label_batch(labeler, batch, job.ontology, config.model.nms_iou)
 
 
-def label_product(job: Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
-    """Labels a job's pending frames in this process and journals them (see :func:`write_product`)."""
-    write_product(job, config, result, state, local_events(job, config, labeler, state))
-
-
 def write_product(
     job: Job,
     config: RunConfig,

@@ -249,3 +249,35 @@ def test_engine_ray_without_ray_says_how_to_install_it(tmp_path):
         "(or pip install 'ray[data]')"
     ]
     assert not (tmp_path / "dataset").exists()
+
+
+def test_stream_passes_over_a_failed_source_and_an_abandoned_product():
+    from autolabel.datasets.layout import FrameRecord
+    from autolabel.engines.ray_engine import Done, RayStream
+    from autolabel.pipeline import Labeled, SourceEnd, SourceFailed
+    from autolabel.sources import Source
+
+    a, b = Source(Path("a.mp4"), "a", True), Source(Path("b.mp4"), "b", True)
+
+    def frame(source: Source, i: int) -> Labeled:
+        return Labeled(FrameRecord(f"{source.stem}_{i:06d}", source.stem, i, 0.0, 8, 8, []), b"jpeg")
+
+    rows = [
+        Done(0, [frame(a, 0), frame(b, 0)], "x"),
+        Done(0, [SourceFailed(a, "a.mp4: cannot decode frame 2")], "x"),
+        Done(0, [frame(a, 4), frame(b, 2), SourceEnd(a), SourceEnd(b)], "y"),  # a later part of the failed source
+        Done(1, [frame(a, 0), frame(a, 2)], "x"),
+        Done(1, [frame(a, 4), SourceEnd(a)], "y"),
+        Done(2, [frame(b, 0), SourceEnd(b)], "x"),
+    ]
+    jobs = [object(), object(), object()]
+    stream = RayStream(iter({"done": d} for d in rows), {id(job): k for k, job in enumerate(jobs)})
+    names = [
+        getattr(e, "record", e).name if isinstance(e, Labeled) else type(e).__name__ for e in stream.events(jobs[0])
+    ]
+    assert names == ["a_000000", "b_000000", "SourceFailed", "b_000002", "SourceEnd"]  # nothing of a after it failed
+    first = stream.events(jobs[1])
+    assert next(first).record.name == "a_000000"
+    first.close()  # the product failed while writing: the rest of it is passed over
+    assert [e.record.name for e in stream.events(jobs[2]) if isinstance(e, Labeled)] == ["b_000000"]
+    assert stream.status() == {"actors": 2}

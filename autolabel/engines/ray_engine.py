@@ -416,5 +416,11 @@ class RayEngine:
             compute=ray.data.ActorPoolStrategy(size=actors),
             **args,
         )
-        log.info("ray: %d work items, %d labeler actors (%s each)", len(items), actors, args)
+        log.info(
+            "ray: %d work items, %d labeler actors (%g GPU, %g CPU each)",
+            len(items),
+            actors,
+            args["num_gpus"],
+            args["num_cpus"],
+        )
         return RayStream(iter(ds.iter_rows()), keys)
