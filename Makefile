@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "autolabel needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
 	$(BIN)/python -m pip uninstall -y -q opencv-python || true
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall \
 		"$$(grep -o 'opencv-python-headless==[0-9.]*' pyproject.toml)"

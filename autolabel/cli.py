@@ -231,6 +231,19 @@ def run(
         ),
     ] = False,
     unite_case: UniteCase = False,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="local (this process) or ray (every GPU; docs/SCALE.md).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --engine ray: auto or ray://HOST:PORT joins a cluster (default: start one here).",
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option("--actors", help="With --engine ray: labeler actors (default: one per GPU).")
+    ] = None,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write report.html per dataset.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Then merge all products into <output>/merged.")] = False,
     train: Annotated[
@@ -278,6 +291,9 @@ def run(
             "dataset.val_fraction": val_fraction,
             "dataset.seed": seed,
             **_filter_overrides(min_box_size, max_box_size, overlap_iou, drop_empty, drop_multi),
+            "engine.name": engine,
+            "engine.ray_address": ray_address,
+            "engine.actors": actors,
             "report": report,
         }
         cfg = load_config(config, overrides)

@@ -94,6 +94,19 @@ class FilterConfig:
 
 
 @dataclass
+class EngineConfig:
+    """Where labeling runs: this process (local) or a Ray cluster (ray). Never changes the output."""
+
+    name: str = "local"
+    ray_address: str | None = None
+    actors_per_gpu: int = 1
+    actors: int | None = None
+    actor_cpus: float = 1.0
+    decode_cpus: float = 1.0
+    item_batches: int = 4
+
+
+@dataclass
 class RunConfig:
     """Everything ``autolabel run`` needs."""
 
@@ -106,6 +119,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> RunConfig:
         """Checks ranges and choices; returns self."""
@@ -151,7 +165,29 @@ class RunConfig:
         if not 1 <= d.jpeg_quality <= 100:
             raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
+        validate_engine(self.engine)
         return self
+
+
+ENGINES = ("local", "ray")
+
+
+def validate_engine(e: EngineConfig) -> None:
+    """Checks the engine's name and counts."""
+    if e.name not in ENGINES:
+        raise ConfigError(f"engine.name (--engine) must be local or ray, got {show(e.name)}")
+    if e.ray_address is not None and not (e.ray_address == "auto" or ":" in e.ray_address):
+        raise ConfigError(
+            f"engine.ray_address (--ray-address) must be auto, ray://HOST:PORT or HOST:PORT, got {show(e.ray_address)}"
+        )
+    for name in ("actors_per_gpu", "item_batches"):
+        if getattr(e, name) < 1:
+            raise ConfigError(f"engine.{name} must be >= 1, got {show(getattr(e, name))}")
+    if e.actors is not None and e.actors < 1:
+        raise ConfigError(f"engine.actors (--actors) must be >= 1 (or null for one per GPU), got {show(e.actors)}")
+    for name in ("actor_cpus", "decode_cpus"):
+        if not getattr(e, name) > 0:
+            raise ConfigError(f"engine.{name} must be > 0, got {show(getattr(e, name))}")
 
 
 def validate_filters(f: FilterConfig) -> None:

@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -107,7 +107,7 @@ class ProductResult:
 
 
 @dataclass
-class _Job:
+class Job:
     product: Product
     ontology: Ontology
     sources: list[Source]
@@ -125,14 +125,14 @@ class _Job:
 
 
 @dataclass(frozen=True)
-class _SourceEnd:
+class SourceEnd:
     """Every kept frame of ``source`` was read: it is complete once the frames before this are journaled."""
 
     source: Source
 
 
 @dataclass(frozen=True)
-class _Duplicate:
+class Duplicate:
     """A sampled frame left out as a near-duplicate of the last kept one: journaled, never labeled."""
 
     source: Source
@@ -154,9 +154,31 @@ class _NewClasses:
 
 
 @dataclass(frozen=True)
-class _SourceFailed:
+class SourceFailed:
+    """Reading ``source`` stopped with ``message``: frames before it are kept, it stays incomplete."""
+
     source: Source
     message: str
+
+
+@dataclass
+class Labeled:
+    """A labeled frame on its way to the writer.
+
+    Attributes:
+        record: Its journal record, boxes after NMS (filters are the writer's).
+        image: Its pixels (BGR), or its JPEG bytes when encoded already (by a Ray actor).
+        names: Each box's class name, for a labeler with open-ended classes (the record's
+            class ids are then provisional); None otherwise.
+    """
+
+    record: FrameRecord
+    image: np.ndarray | bytes
+    names: tuple[str, ...] | None = None
+
+
+# What an engine hands the writer, per product, in frame order.
+Event = Labeled | Duplicate | SourceEnd | SourceFailed
 
 
 def model_files(mc, cache: str | None) -> dict[str, Path]:
@@ -314,7 +336,7 @@ def _carry_renames(state: dict, sources: list[Source], ids: dict[str, str]) -> l
     return carried
 
 
-def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> _Job:
+def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, model_id: dict[str, str | None]) -> Job:
     """Decides, without writing, what a product's run does: start, resume, relabel, or refuse."""
     if product.slug.lower() in RESERVED_OUTPUTS:
         raise InputError(
@@ -374,7 +396,7 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
             pending += max(0, count - len(done.get(source.stem, ())))
     missing = _missing_images(out, records, state, sources)
     needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
-    job = _Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
+    job = Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
     job.reviewed = reviewed
     job.missing_images = len(missing)
     job.source_ids = ids
@@ -399,7 +421,7 @@ def _missing_images(out: Path, records: list[FrameRecord], state: dict | None, s
     return missing
 
 
-def _new_state(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+def _new_state(job: Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
     return {
         "kind": "product",
         "version": STATE_VERSION,
@@ -412,7 +434,7 @@ def _new_state(job: _Job, config: RunConfig, model_id: dict[str, str | None]) ->
     }
 
 
-def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
+def init_output(job: Job, config: RunConfig, model_id: dict[str, str | None]) -> dict:
     """Creates (or, for --overwrite, replaces) the product's folder; records its sources before any frame.
 
     Returns the state as written. An --overwrite moves the old folder aside in one
@@ -451,24 +473,38 @@ def init_output(job: _Job, config: RunConfig, model_id: dict[str, str | None]) -
     return state
 
 
-def _items(job: _Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | _SourceEnd | _SourceFailed]:
-    """The pending frames of every unfinished source, each source closed by an end (or failure) marker."""
+def selects(source: Source, config: RunConfig) -> bool:
+    """Whether a source's frames are chosen by comparing them (--dedup, --max-frames): a sequential pass."""
+    return source.is_video and (config.sampling.max_frames is not None or bool(config.sampling.dedup))
+
+
+def source_frames(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
+    """A source's pending frames in order: each a Frame to label, or a Duplicate (--dedup) to journal.
+
+    Raises:
+        InputError: The source cannot be read (after the frames read before the problem).
+    """
     s = config.sampling
+    if source.is_video and s.max_frames is not None:
+        yield from _chosen_frames(source, config, done)
+    elif source.is_video and s.dedup:
+        yield from _deduplicated(source, config, done, duplicates)
+    else:
+        yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+
+
+def _items(job: Job, config: RunConfig, complete: set[str]) -> Iterator[Frame | SourceEnd | SourceFailed]:
+    """The pending frames of every unfinished source, each source closed by an end (or failure) marker."""
     for source in job.sources:
         if source.path.name in complete:
             continue
         done, duplicates = job.done.get(source.stem, set()), job.duplicates.get(source.stem, set())
         try:
-            if source.is_video and s.max_frames is not None:
-                yield from _chosen_frames(source, config, done)
-            elif source.is_video and s.dedup:
-                yield from _deduplicated(source, config, done, duplicates)
-            else:
-                yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+            yield from source_frames(source, config, done, duplicates)
         except InputError as exc:
-            yield _SourceFailed(source, str(exc))
+            yield SourceFailed(source, str(exc))
             continue
-        yield _SourceEnd(source)
+        yield SourceEnd(source)
 
 
 def _decode_one(source: Source, config: RunConfig, index: int) -> np.ndarray | None:
@@ -479,13 +515,13 @@ def _decode_one(source: Source, config: RunConfig, index: int) -> np.ndarray | N
     return thumbnail(frame.image) if frame is not None and frame.index == index else None
 
 
-def _duplicate(frame: Frame) -> _Duplicate:
+def _duplicate(frame: Frame) -> Duplicate:
     h, w = frame.image.shape[:2]
-    return _Duplicate(frame.source, frame.index, frame.t, w, h)
+    return Duplicate(frame.source, frame.index, frame.t, w, h)
 
 
 def _deduplicated(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
-    """The pending sampled frames of a video, each a Frame to label or a _Duplicate of the last kept one.
+    """The pending sampled frames of a video, each a Frame to label or a Duplicate of the last kept one.
 
     Each decision compares a frame with the last frame kept before it, whichever run kept it:
     one kept by an earlier run (a resumed run, or a frame relabeled because its image was
@@ -515,7 +551,7 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterato
     """
     s = config.sampling
     dedup = Deduper(s.dedup) if s.dedup else None
-    dups: list[_Duplicate] = []
+    dups: list[Duplicate] = []
     indices: list[int] = []
     embeddings: list[np.ndarray] = []
     failure: InputError | None = None
@@ -545,16 +581,16 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterato
         raise failure
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list[Frame | _Duplicate] | _SourceEnd | _SourceFailed]:
+def batches(items: Iterator, size: int) -> Iterator[list[Frame | Duplicate] | SourceEnd | SourceFailed]:
     """Batches of at most ``size`` frames of one size (a frame's labels never depend on its batch-mates).
 
     Duplicates ride along in their place (they are journaled in frame order, never labeled);
     markers pass through in order, closing the batch before them.
     """
-    batch: list[Frame | _Duplicate] = []
+    batch: list[Frame | Duplicate] = []
     frames, shape = 0, None  # the batch's frame count and their image shape
     for item in items:
-        if isinstance(item, _Duplicate):
+        if isinstance(item, Duplicate):
             batch.append(item)
             continue
         if not isinstance(item, Frame):
@@ -596,15 +632,76 @@ def versions() -> dict[str, str]:
     return out
 
 
-def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
-    """Labels a job's pending frames and journals them; each source is marked complete once read to its end."""
+def labeled_frame(frame: Frame, detections, nms_iou: float) -> Labeled:
+    """A labeled frame with its journal record: the model's boxes after class-aware NMS (filters come later).
+
+    A labeler with open-ended classes names each box's class (``data[CLASS_NAME]``): NMS then
+    goes by name, and the record's class ids are provisional until the writer numbers the
+    names in the dataset's class list.
+    """
+    named = CLASS_NAME in detections.data
+    if named:
+        local: dict[str, int] = {}
+        names = [str(n) for n in detections.data[CLASS_NAME]]
+        detections.class_id = np.array([local.setdefault(n, len(local)) for n in names], dtype=int)
+    det = nms(detections, nms_iou)
+    h, w = frame.image.shape[:2]
+    record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
+    if not named:
+        return Labeled(record, frame.image)
+    return Labeled(record, frame.image, tuple(str(n) for n in det.data[CLASS_NAME]) if len(det) else ())
+
+
+def label_batch(labeler: Labeler, batch: list, ontology: Ontology, nms_iou: float) -> list[Labeled | Duplicate]:
+    """Labels one batch's frames in one call; its duplicates stay in their place, unlabeled."""
+    frames = [f for f in batch if isinstance(f, Frame)]
+    detections = labeler.label([f.image for f in frames], ontology) if frames else []
+    labeled = iter(list(zip(frames, detections, strict=True)))
+    out: list[Labeled | Duplicate] = []
+    for item in batch:
+        if isinstance(item, Duplicate):
+            out.append(item)
+        else:
+            frame, det = next(labeled)
+            out.append(labeled_frame(frame, det, nms_iou))
+    return out
+
+
+def complete_sources(state: dict) -> set[str]:
+    """File names of the sources a dataset's state records as read to their end."""
+    return {name for name, info in state["sources"].items() if info.get("complete")}
+
+
+def local_events(job: Job, config: RunConfig, labeler: Labeler, state: dict) -> Iterator[Event]:
+    """The local engine: decoding on a prefetch thread, the labeler in this process, batch by batch."""
+    items = prefetch(_items(job, config, complete_sources(state)), depth=max(8, 2 * labeler.batch_size))
+    with contextlib.closing(items):
+        for batch in batches(items, labeler.batch_size):
+            if isinstance(batch, SourceEnd | SourceFailed):
+                yield batch
+            else:
+                yield from label_batch(labeler, batch, job.ontology, config.model.nms_iou)
+
+
+def write_product(
+    job: Job,
+    config: RunConfig,
+    result: ProductResult,
+    state: dict,
+    events: Generator[Event, None, None],
+    status: Callable[[], dict] | None = None,
+) -> None:
+    """Writes and journals an engine's events for one product, in their order; marks each source
+    complete once read to its end. Every engine writes through here, so their datasets are identical.
+
+    ``status`` (optional) gives the progress bar's postfix (a Ray run's active actors).
+    """
     classes = list(state["classes"])  # grows as a discovering labeler names new classes
     class_ids = {name: i for i, name in enumerate(classes)}
     writer = DatasetWriter(job.out, classes, state["formats"], config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
     done_count = sum(len(v) for v in job.done.values())
-    complete = {name for name, info in state["sources"].items() if info.get("complete")}
 
     quality = config.dataset.jpeg_quality
     # JPEG encoding and the files' writes and fsyncs run on a small pool (OpenCV and the OS
@@ -613,11 +710,11 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
     finished: list[str] = []  # sources read to their end, marked complete at the next commit
 
-    def stage(record: FrameRecord, image) -> list:
-        return writer.stage(record, encode_jpeg(image, quality))
+    def stage(record: FrameRecord, image: np.ndarray | bytes) -> list:
+        return writer.stage(record, image if isinstance(image, bytes) else encode_jpeg(image, quality))
 
     def write(item) -> None:
-        if isinstance(item, _SourceEnd):
+        if isinstance(item, SourceEnd):
             finished.append(item.source.path.name)
             return
         if isinstance(item, _NewClasses):
@@ -641,36 +738,31 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     worker = Worker(write, depth=4 * ENCODE_THREADS + 8, flush=commit)
     bar = progress.bar(done_count + job.pending, job.product.name, initial=done_count)
     try:
-        items = prefetch(_items(job, config, complete), depth=max(8, 2 * labeler.batch_size))
-        for batch in _batches(items, labeler.batch_size):
-            if isinstance(batch, _SourceFailed):
-                log.error("%s", batch.message)
-                result.errors.append(batch.message)
-                continue
-            if isinstance(batch, _SourceEnd):
-                worker.put(batch)
-                continue
-            frames = [f for f in batch if isinstance(f, Frame)]
-            detections = labeler.label([f.image for f in frames], job.ontology) if frames else []
-            labeled = iter(list(zip(frames, detections, strict=True)))
-            for item in batch:
-                if isinstance(item, _Duplicate):
-                    worker.put((item.record(), None))
-                    result.new_duplicates += 1
+        with contextlib.closing(events):
+            for event in events:
+                if isinstance(event, SourceFailed):
+                    log.error("%s", event.message)
+                    result.errors.append(event.message)
                     continue
-                frame, det = next(labeled)
-                if CLASS_NAME in det.data and _number_classes(det, class_ids):
-                    writer.classes[:] = list(class_ids)
-                    worker.put(_NewClasses(tuple(class_ids)))
-                det = nms(det, config.model.nms_iou)
-                h, w = frame.image.shape[:2]
-                record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
-                if filters is not None:
-                    record.dropped = apply_filters(record, filters, stats)
-                staged = encoders.submit(stage, record, frame.image) if record.dropped is None else None
-                worker.put((record, staged))
-                result.new_frames += 1
-            bar.update(len(batch))
+                if isinstance(event, SourceEnd):
+                    worker.put(event)
+                    continue
+                if isinstance(event, Duplicate):
+                    worker.put((event.record(), None))
+                    result.new_duplicates += 1
+                else:
+                    record = event.record
+                    if event.names is not None and _number_classes(record, event.names, class_ids):
+                        writer.classes[:] = list(class_ids)
+                        worker.put(_NewClasses(tuple(class_ids)))
+                    if filters is not None:
+                        record.dropped = apply_filters(record, filters, stats)
+                    staged = encoders.submit(stage, record, event.image) if record.dropped is None else None
+                    worker.put((record, staged))
+                    result.new_frames += 1
+                if status is not None:
+                    bar.set_postfix(status(), refresh=False)
+                bar.update(1)
     finally:
         bar.close()
         try:
@@ -681,14 +773,15 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     result.filtered = stats.as_dict()
 
 
-def _number_classes(det, class_ids: dict[str, int]) -> bool:
-    """Sets ``det.class_id`` from its class names, numbering new names in order; True when some were new."""
+def _number_classes(record: FrameRecord, names: tuple[str, ...], class_ids: dict[str, int]) -> bool:
+    """Gives ``record``'s boxes the ids of their class names, numbering new names in order; True when some were new."""
     before = len(class_ids)
-    det.class_id = np.array([class_ids.setdefault(str(n), len(class_ids)) for n in det.data[CLASS_NAME]], dtype=int)
+    for box, name in zip(record.boxes, names, strict=True):
+        box.class_id = class_ids.setdefault(name, len(class_ids))
     return len(class_ids) > before
 
 
-def _restore_missing_images(job: _Job, state: dict) -> None:
+def _restore_missing_images(job: Job, state: dict) -> None:
     """Unjournals frames whose image was deleted, so this run labels them again."""
     records = list(read_journal(job.out, len(state["classes"])))
     missing = {r.name: r for r in records if r.dropped is None and not (job.out / r.image).is_file()}
@@ -703,7 +796,7 @@ def _restore_missing_images(job: _Job, state: dict) -> None:
     log.warning("%s: %d frames had lost their image; labeling them again", job.out, len(missing))
 
 
-def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state: dict) -> None:
+def finalize_product(job: Job, config: RunConfig, result: ProductResult, state: dict) -> None:
     """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
     Files derived from the journal (labels, VOC, COCO) that disagree with it are written
@@ -753,7 +846,8 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
         "product": job.product.name,
         "ontology": job.ontology.to_mapping(),
         "classes": classes,
-        "config": to_dict(config) | {"products": [job.product.name]},
+        # Where it ran (the engine) is no setting of the labels: a dataset is the same file for file either way.
+        "config": {k: v for k, v in to_dict(config).items() if k != "engine"} | {"products": [job.product.name]},
         "model": state.get("model") or {"files": model_files_of(state)},
         "frames": {
             "kept": len(records),
@@ -804,11 +898,15 @@ def run(
     same product stops at once with a message naming the holder.
     """
     input_dir, output = Path(config.input), Path(config.output)
+    if config.engine.name == "ray":
+        from autolabel.engines.ray_engine import import_ray
+
+        import_ray()  # not installed: say so before any work
     _check_layout(input_dir, output)
     products = discover_products(input_dir, config.products or None)
     model_id = model_identity(config.model, config.cache_dir)
     results: list[ProductResult] = []
-    jobs: list[tuple[_Job | None, ProductResult]] = []
+    jobs: list[tuple[Job | None, ProductResult]] = []
     with contextlib.ExitStack() as locks:
         with output_errors(output):
             output.mkdir(parents=True, exist_ok=True)
@@ -829,8 +927,16 @@ def run(
             jobs.append((job, result))
             results.append(result)
         labeler: Labeler | None = None
-        if any(job is not None and job.needs_work for job, _ in jobs):
-            labeler = labeler_factory()
+        engine = None
+        working = [job for job, _ in jobs if job is not None and job.needs_work]
+        if working:
+            if config.engine.name == "ray":
+                from autolabel.engines.ray_engine import RayEngine
+
+                engine = locks.enter_context(RayEngine(config, labeler_factory))
+                labeler = engine.model([job.ontology for job in working])
+            else:
+                labeler = labeler_factory()
             loaded = model_identity(config.model, config.cache_dir)  # files the labeler downloaded count now
             if loaded != model_id:
                 for i, (job, result) in enumerate(jobs):
@@ -844,16 +950,33 @@ def run(
                         result.output = None
                         jobs[i] = (None, result)
                 model_id = loaded
-        for job, result in jobs:
-            if job is None:
-                continue
-            _run_job(job, config, labeler, result, model_id)
+        if engine is None:
+            for job, result in jobs:
+                if job is None:
+                    continue
+                state = _start_job(job, config, labeler, result, model_id)
+                if state is not None:
+                    events = local_events(job, config, labeler, state) if job.needs_work else None
+                    _finish_job(job, config, result, state, events)
+        else:
+            # Every product's folder is ready before the first frame is labeled: the cluster then
+            # labels all products in one stream, and the products are written one after the other.
+            started = [(job, result, _start_job(job, config, labeler, result, model_id)) for job, result in jobs if job]
+            started = [(job, result, state) for job, result, state in started if state is not None]
+            stream = engine.stream([(job, state) for job, _, state in started if job.needs_work])
+            for job, result, state in started:
+                events = stream.events(job) if job.needs_work else None
+                _finish_job(job, config, result, state, events, stream.status)
     return results
 
 
-def _run_job(
-    job: _Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
-) -> None:
+def _start_job(
+    job: Job, config: RunConfig, labeler: Labeler | None, result: ProductResult, model_id: dict[str, str | None]
+) -> dict | None:
+    """Makes a job's folder ready to be written: its state, lost images unjournaled, the model recorded.
+
+    Returns the state, or None when the product failed (the error is in its result).
+    """
     start = time.perf_counter()
     try:
         if job.needs_work:
@@ -869,10 +992,34 @@ def _run_job(
                 if state.get("model") != model:
                     state["model"] = model
                     write_state(job.out, state)
-                label_product(job, config, labeler, result, state)
+        return state
+    except (InputError, OutputError) as exc:
+        log.error("%s: %s", job.product.name, exc)
+        result.errors.append(str(exc))
+        result.output = None
+        return None
+    finally:
+        result.seconds += time.perf_counter() - start
+
+
+def _finish_job(
+    job: Job,
+    config: RunConfig,
+    result: ProductResult,
+    state: dict,
+    events: Generator[Event, None, None] | None,
+    status: Callable[[], dict] | None = None,
+) -> None:
+    """Writes a job's labeled frames (``events``, None when it has none to label), then finalizes it."""
+    start = time.perf_counter()
+    try:
+        with output_errors(job.out):
+            if events is not None:
+                write_product(job, config, result, state, events, status)
             finalize_product(job, config, result, state)
     except (InputError, OutputError) as exc:
         log.error("%s: %s", job.product.name, exc)
         result.errors.append(str(exc))
         result.output = None if not result.new_frames else result.output
-    result.seconds = time.perf_counter() - start
+    finally:
+        result.seconds += time.perf_counter() - start

@@ -283,6 +283,30 @@ def estimated_count(source: Source, frame_rate: int, fps: float | None) -> int:
     return min(frames, math.ceil(header.seconds * fps))
 
 
+def sampled_indices(source: Source, frame_rate: int = 1, fps: float | None = None) -> list[int]:
+    """The frame indices sampling keeps from a source, read from its packets (nothing decoded).
+
+    Raises:
+        InputError: The video holds no readable frame, or ``fps`` is set and it has neither
+            timestamps nor a frame rate (the errors :func:`iter_frames` raises first).
+    """
+    if not source.is_video:
+        return [0]
+    index = index_video(source.path)
+    if index.frames == 0:
+        raise InputError(f"{source.path}: video has no readable frames (truncated or corrupt)")
+    return _kept(index, frame_rate, fps, source.path)
+
+
+def group_starts(source: Source) -> set[int] | None:
+    """Frame indices where decoding can start without the frames before them (keyframes of a
+    seekable video); None when the file cannot be sought (frames are then read from the start)."""
+    if not source.is_video:
+        return None
+    index = index_video(source.path)
+    return set(index.keyframes) if index.pts is not None else None
+
+
 def iter_frames(
     source: Source,
     frame_rate: int = 1,
@@ -290,6 +314,7 @@ def iter_frames(
     skip: set[int] | None = None,
     stats: DecodeStats | None = None,
     only: Collection[int] | None = None,
+    check_end: bool = True,
 ) -> Iterator[Frame]:
     """Yields the kept frames of one source, in order, reading a video to its end.
 
@@ -311,7 +336,10 @@ def iter_frames(
         skip: Frame indices to pass over without decoding (already done).
         stats: Counts the frames decoded and the seeks made, when given.
         only: Of the sampled frames, keep only these indices (frames chosen by
-            :mod:`autolabel.selection`); the video is still checked to its end.
+            :mod:`autolabel.selection`, or one part of a video); the video is still checked
+            to its end.
+        check_end: Whether a video that ends before its header says raises at the end
+            (False for a part of a video that is not its last).
     """
     skip = skip or set()
     if not source.is_video:
@@ -327,7 +355,7 @@ def iter_frames(
         wanted = [i for i in wanted if i in only]
     yield from _decode(source, index, wanted, stats if stats is not None else DecodeStats())
     # Some containers only estimate their frame count: allow a few frames of slack.
-    if index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
+    if check_end and index.header_frames - index.frames > max(2, 0.05 * index.header_frames):
         raise InputError(
             f"{source.path}: video ends at frame {index.frames} of the {index.header_frames} its header announces "
             "(truncated?); the frames before that were labeled"
