@@ -71,34 +71,6 @@ def test_lost_similarity_batched_equals_one_by_one():
         lost.discover(np.zeros((20, 8)), np.zeros((20, 20)), (4, 4))
 
 
-@pytest.fixture(scope="session")
-def tiny_discover(tmp_path_factory) -> dict[str, Path]:
-    """Random tiny timm models: a ViT backbone (safetensors) and 21,841-class classifiers (PyTorch files).
-
-    ``classifier``: random; ``mug_classifier``: the same with its head biased to "coffee mug".
-    """
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    from autolabel.labelers.discover import imagenet_names
-
-    root = tmp_path_factory.mktemp("tiny_discover")
-    torch.manual_seed(0)
-    backbone = timm.create_model("test_vit", pretrained=False, num_classes=0)
-    save_file(backbone.state_dict(), str(root / "backbone.safetensors"))
-    classifier = timm.create_model("test_convnext", pretrained=False, num_classes=21841)
-    torch.save(classifier.state_dict(), root / "classifier.pth")
-    state = classifier.state_dict()
-    state["head.fc.bias"][imagenet_names(21841).index("coffee mug")] += 50.0
-    torch.save(state, root / "mug_classifier.pth")
-    return {
-        "backbone": root / "backbone.safetensors",
-        "classifier": root / "classifier.pth",
-        "mug": root / "mug_classifier.pth",
-    }
-
-
 def discover_args(models: dict[str, Path], videos: Path, out: Path, classifier: str = "classifier") -> list[str]:
     return [
         "run", "-i", str(videos), "-o", str(out), "--base-model", "discover",

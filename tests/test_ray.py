@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FakeLabeler, make_h264, make_image, make_product, run_config
 from tests.crashpoint import dataset_files
+from tests.test_discover import discover_args
 from tests.test_frames import FROZEN, TURNING, make_turning_product
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,6 +229,28 @@ def test_tiny_grounding_dino_on_ray_writes_the_local_dataset(ray_session, tmp_pa
         assert done.exit_code == 0, done.output
         files.append(dataset_files(tmp_path / "dataset"))
     assert files[0] == files[1] and any(name.endswith(".jpg") for name in files[0])
+
+
+@needs_ray
+def test_discovered_classes_on_ray_number_as_in_the_local_dataset(ray_session, tmp_path, tiny_discover):
+    """Open-ended classes (discover, no ontology) come back by name and are numbered by the driver's writer."""
+    from typer.testing import CliRunner
+
+    from autolabel.cli import app
+
+    make_product(tmp_path / "videos", "mug", None, {})
+    make_h264(tmp_path / "videos" / "mug" / "a.mp4", frames=24, gop=8)
+    files = []
+    for engine in ("local", "ray"):
+        shutil.rmtree(tmp_path / "dataset", ignore_errors=True)
+        args = discover_args(tiny_discover, tmp_path / "videos", tmp_path / "dataset")
+        done = CliRunner().invoke(app, [*args, "--engine", engine, "--batch-size", "2", "--no-report"])
+        assert done.exit_code == 0, done.output
+        files.append(dataset_files(tmp_path / "dataset"))
+    differ = sorted(k for k in set(files[0]) | set(files[1]) if files[0].get(k) != files[1].get(k))
+    assert not differ, differ
+    names = yaml.safe_load(files[0]["mug/data.yaml"])["names"]
+    assert len(names) >= 2  # several classes discovered, numbered in the same order by both engines
 
 
 def test_engine_ray_without_ray_says_how_to_install_it(tmp_path):
