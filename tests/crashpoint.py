@@ -13,8 +13,11 @@ code knows nothing of it.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def dataset_files(root: Path) -> dict[str, bytes]:
@@ -24,6 +27,22 @@ def dataset_files(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and "autolabel-lock" not in p.name
     }
+
+
+def crash_cli(
+    cwd: Path, *args: str, crash_at: int = 0, count: Path | None = None, real_labeler: bool = False, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Runs ``autolabel ARGS`` in ``cwd`` through this module in a child process, killed at point ``crash_at``.
+
+    ``count``: a file to write the number of points passed; ``real_labeler``: keep the configured model.
+    """
+    env = os.environ | {"PYTHONPATH": str(REPO), "AUTOLABEL_CRASH_AT": str(crash_at)}
+    if count is not None:
+        env["AUTOLABEL_CRASH_COUNT"] = str(count)
+    if real_labeler:
+        env["AUTOLABEL_CRASH_REAL_LABELER"] = "1"
+    command = [sys.executable, "-m", "tests.crashpoint", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _install(crash_at: int, count_file: str | None) -> None:

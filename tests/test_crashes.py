@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_image, make_product, make_video
+from tests.crashpoint import crash_cli as cli
 from tests.crashpoint import dataset_files
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(cwd: Path, *args: str, crash_at: int = 0, count: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(REPO), "AUTOLABEL_CRASH_AT": str(crash_at)}
-    if count is not None:
-        env["AUTOLABEL_CRASH_COUNT"] = str(count)
-    return subprocess.run(
-        [sys.executable, "-m", "tests.crashpoint", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def make_input(root: Path) -> None:

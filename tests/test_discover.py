@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from autolabel.cli import app
 from autolabel.datasets.layout import read_journal, read_state
 from autolabel.labelers import lost
 from tests.conftest import make_h264, make_product, make_video
-from tests.crashpoint import dataset_files
+from tests.crashpoint import crash_cli, dataset_files
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -227,19 +224,6 @@ def test_batched_equals_one_by_one(tiny_discover):
         assert np.allclose(alone.confidence, together.confidence, rtol=1e-4) if len(alone) else True
 
 
-def crash_cli(cwd: Path, *args: str, crash_at: int = 0, count: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {
-        "PYTHONPATH": str(REPO),
-        "AUTOLABEL_CRASH_AT": str(crash_at),
-        "AUTOLABEL_CRASH_REAL_LABELER": "1",
-    }
-    if count is not None:
-        env["AUTOLABEL_CRASH_COUNT"] = str(count)
-    return subprocess.run(
-        [sys.executable, "-m", "tests.crashpoint", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def check_class_ids_recorded(ds: Path) -> None:
     """At any moment: every class id on disk (journal, label files, data.yaml) is in the recorded class lists."""
     classes = read_state(ds)["classes"]
@@ -264,7 +248,7 @@ def test_killed_run_that_discovers_new_classes_resumes_byte_identical(tmp_path, 
     make_video(tmp_path / "videos" / "mug" / "b.mp4", frames=12, size=(80, 80))
     clean = tmp_path / "clean"
     shutil.copytree(first, clean)
-    done = crash_cli(clean, *args, count=tmp_path / "points")
+    done = crash_cli(clean, *args, count=tmp_path / "points", real_labeler=True)
     assert done.returncode == 0, done.stderr
     expected = dataset_files(clean / "ds")
     assert len(read_state(clean / "ds" / "mug")["classes"]) > len(before)  # the second video named new classes
@@ -273,9 +257,9 @@ def test_killed_run_that_discovers_new_classes_resumes_byte_identical(tmp_path, 
         crash_at = max(1, round(points * fraction))
         work = tmp_path / f"trial-{crash_at}"
         shutil.copytree(first, work)
-        died = crash_cli(work, *args, crash_at=crash_at)
+        died = crash_cli(work, *args, crash_at=crash_at, real_labeler=True)
         assert died.returncode == 137, died.stderr
         check_class_ids_recorded(work / "ds" / "mug")
-        again = crash_cli(work, *args)
+        again = crash_cli(work, *args, real_labeler=True)
         assert again.returncode == 0, again.stderr
         assert dataset_files(work / "ds") == expected

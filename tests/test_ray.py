@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import FakeLabeler, make_h264, make_image, make_product, run_config
+from tests.crashpoint import crash_cli as cli
 from tests.crashpoint import dataset_files
 from tests.test_discover import discover_args
 from tests.test_frames import FROZEN, TURNING, make_turning_product
@@ -176,16 +177,6 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     assert all(r.ok for r in results) and files == expected
     names = [r.name for r in read_journal(tmp_path / "dataset" / "mug")]
     assert len(names) == len(set(names))
-
-
-def cli(cwd: Path, *args: str, crash_at: int = 0, count: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI with the planted-box labeler in a child process, killed as by kill -9 at a chosen point."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "AUTOLABEL_CRASH_AT": str(crash_at)}
-    if count is not None:
-        env["AUTOLABEL_CRASH_COUNT"] = str(count)
-    return subprocess.run(
-        [sys.executable, "-m", "tests.crashpoint", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 @needs_ray
