@@ -183,11 +183,19 @@ def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
     ] = None,
-    base_model: Annotated[str | None, typer.Option("--base-model", help="grounding-dino or ultralytics.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="grounding-dino, ultralytics or hf (--hf-model).")
+    ] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Grounding DINO checkpoint (.pth).")] = None,
     model_config: Annotated[str | None, typer.Option("--model-config", help="Grounding DINO config (.py).")] = None,
-    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="bert-base-uncased folder.")] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option("--text-encoder", help="BERT config + tokenizer folder (default: bundled).")
+    ] = None,
     base_weights: Annotated[str | None, typer.Option("--base-weights", help="Ultralytics checkpoint (.pt).")] = None,
+    hf_model: Annotated[
+        str | None, typer.Option("--hf-model", help="Hugging Face zero-shot detector: hub id or local folder.")
+    ] = None,
+    hf_revision: Annotated[str | None, typer.Option("--hf-revision", help="Hub branch, tag or commit.")] = None,
     box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
@@ -243,6 +251,8 @@ def run(
             "model.model_config": model_config,
             "model.text_encoder": text_encoder,
             "model.base_weights": base_weights,
+            "model.hf_model": hf_model,
+            "model.hf_revision": hf_revision,
             "model.box_threshold": box_threshold,
             "model.text_threshold": text_threshold,
             "model.image_size": image_size,

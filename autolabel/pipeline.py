@@ -163,17 +163,29 @@ def model_files(mc, cache: str | None) -> dict[str, Path]:
             "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
             "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else root / "bert-base-uncased",
         }
+    if mc.base_model == "hf":
+        from autolabel.labelers.hf import is_local
+
+        return {"hf_model": Path(mc.hf_model).expanduser()} if is_local(mc.hf_model) else {}
     return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
 
 
 def model_identity(mc, cache: str | None) -> dict[str, str | None]:
-    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime."""
+    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime.
+
+    A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
+    """
     digests = DigestCache(cache_dir(cache))
     try:
         files = sorted(model_files(mc, cache).items())
-        return {k: digests.identity(p) if p.exists() else None for k, p in files}
+        identity = {k: digests.identity(p) if p.exists() else None for k, p in files}
     finally:
         digests.save()
+    if mc.base_model == "hf" and not files:
+        from autolabel.labelers.hf import hub_identity
+
+        identity["hf_model"] = hub_identity(mc.hf_model, mc.hf_revision)
+    return identity
 
 
 def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:

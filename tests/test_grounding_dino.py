@@ -147,7 +147,7 @@ def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):
     labeler.label(frames[:1], Ontology.from_mapping({"cup": "cup"}))
     assert labeler.model.bert.misses == 2
     # The same frames through the package's own forward, text encoded every time.
-    prompt = labeler.prompt(ont)
+    ((_, prompt),) = labeler.prompts(ont)
     samples = labeler._preprocess(frames[:2])
     with torch.inference_mode():
         out = plain(samples, captions=[prompt.text] * 2)

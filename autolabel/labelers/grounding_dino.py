@@ -25,7 +25,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
-from autolabel.labelers.base import autocast, label_by_size, pick_device, pick_dtype
+from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.ontology import Ontology
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolve_text_encoder
 
@@ -98,6 +98,32 @@ def build_prompt(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> P
             "use fewer or shorter captions"
         )
     return Prompt(text, tuple(spans))
+
+
+def plan_prompts(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> list[tuple[tuple[int, ...], Prompt]]:
+    """Packs captions, in order, into as few prompts as fit ``max_tokens`` each.
+
+    Returns (indices of the captions, prompt) per prompt; one prompt when all fit. Each caption
+    costs its own tokens and its `` .``, the prompt ``[CLS]`` and ``[SEP]`` (WordPiece splits on
+    the spaces around the dots, so captions never share a token).
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 2
+    for i, caption in enumerate(captions):
+        part = " ".join(caption.lower().replace(".", " ").split())
+        cost = len(tokenizer(part, add_special_tokens=False)["input_ids"]) + 1
+        if 2 + cost > max_tokens:
+            raise InputError(
+                f"caption {caption!r} alone makes {2 + cost} tokens; the model reads at most {max_tokens}: shorten it"
+            )
+        if current and used + cost > max_tokens:
+            groups.append(current)
+            current, used = [], 2
+        current.append(i)
+        used += cost
+    groups.append(current)
+    return [(tuple(g), build_prompt(tokenizer, [captions[j] for j in g], max_tokens)) for g in groups]
 
 
 def decode_outputs(
@@ -237,6 +263,7 @@ class GroundingDinoLabeler:
         text_threshold: float = 0.25,
         batch_size: int | None = None,
         identity: dict | None = None,
+        nms_iou: float = 0.5,
     ) -> None:
         import torch
 
@@ -252,8 +279,9 @@ class GroundingDinoLabeler:
         self.box_threshold = box_threshold
         self.text_threshold = text_threshold
         self.batch_size = batch_size or self._auto_batch_size()
+        self.nms_iou = nms_iou
         self._identity = identity or {}
-        self._prompts: dict[tuple[str, ...], Prompt] = {}
+        self._prompts: dict[tuple[str, ...], list[tuple[tuple[int, ...], Prompt]]] = {}
         self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
@@ -284,6 +312,7 @@ class GroundingDinoLabeler:
             text_threshold=mc.text_threshold,
             batch_size=mc.batch_size,
             identity=identity,
+            nms_iou=mc.nms_iou,
         )
 
     def describe(self) -> dict:
@@ -305,14 +334,18 @@ class GroundingDinoLabeler:
         return batch_size_for(free, self.image_size, self.max_size, mixed=self.dtype is not None)
 
     def prepare(self, ontology: Ontology) -> None:
-        """Checks that the captions fit the text encoder."""
-        self.prompt(ontology)
+        """Checks that each caption fits the text encoder and plans the prompts."""
+        self.prompts(ontology)
 
-    def prompt(self, ontology: Ontology) -> Prompt:
-        """The (cached) prompt for an ontology."""
+    def prompts(self, ontology: Ontology) -> list[tuple[tuple[int, ...], Prompt]]:
+        """The (cached) prompts for an ontology: one, or several when the captions pass the token limit."""
         key = ontology.captions
         if key not in self._prompts:
-            self._prompts[key] = build_prompt(self.model.tokenizer, ontology.captions)
+            max_tokens = getattr(self.model, "max_text_len", 256)
+            plan = plan_prompts(self.model.tokenizer, ontology.captions, max_tokens)
+            if len(plan) > 1:
+                log.info("%d captions pass the %d-token limit: %d prompts a frame", len(key), max_tokens, len(plan))
+            self._prompts[key] = plan
         return self._prompts[key]
 
     def _preprocess(self, images: Sequence[np.ndarray]):
@@ -349,46 +382,23 @@ class GroundingDinoLabeler:
 
     def _label_same_size(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         """Labels frames of one size; splits the batch in half and retries on CUDA out-of-memory."""
-        import torch
-
-        results: list[sv.Detections] = []
-        start = 0
-        while start < len(images):
-            chunk = images[start : start + self.batch_size]
-            try:
-                results.extend(self._label_batch(chunk, ontology))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                torch.cuda.empty_cache()
-                log.warning("CUDA out of memory: batch size lowered to %d", self.batch_size)
-                continue
-            except RuntimeError as exc:
-                # A dtype clash inside the model under autocast: say so once and go on in fp32.
-                if self.dtype is None or "dtype" not in str(exc):
-                    raise
-                log.warning("mixed precision failed in the model (%s); continuing in fp32", str(exc).splitlines()[0])
-                self.dtype = None
-                continue
-            start += len(chunk)
-        return results
+        return label_in_batches(self, images, lambda chunk: self._label_batch(chunk, ontology))
 
     def _label_batch(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         import torch
 
-        prompt = self.prompt(ontology)
         samples = self._preprocess(images)
-        with torch.inference_mode(), autocast(self.device, self.dtype), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            out = self.model(samples, captions=[prompt.text] * len(images))
-        return decode_outputs(
-            out["pred_logits"],
-            out["pred_boxes"],
-            prompt,
-            ontology.caption_class,
-            [im.shape[:2] for im in images],
-            self.box_threshold,
-            self.text_threshold,
-        )
+        sizes = [im.shape[:2] for im in images]
+        parts: list[list[sv.Detections]] = [[] for _ in images]
+        for indices, prompt in self.prompts(ontology):
+            with torch.inference_mode(), autocast(self.device, self.dtype), warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                warnings.simplefilter("ignore", category=FutureWarning)
+                out = self.model(samples, captions=[prompt.text] * len(images))
+            classes = [ontology.caption_class[j] for j in indices]
+            decoded = decode_outputs(
+                out["pred_logits"], out["pred_boxes"], prompt, classes, sizes, self.box_threshold, self.text_threshold
+            )
+            for frame_parts, detections in zip(parts, decoded, strict=True):
+                frame_parts.append(detections)
+        return [merge_parts(p, self.nms_iou) for p in parts]
