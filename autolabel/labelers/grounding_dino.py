@@ -15,9 +15,11 @@ import importlib.resources
 import io
 import logging
 import pickle
+import shutil
+import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,9 +177,47 @@ def _file_id(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+@contextlib.contextmanager
+def text_encoder_folder(text_encoder: Path) -> Iterator[tuple[Path, bool]]:
+    """A folder ``BertModel.from_pretrained`` reads, and whether it was staged without weights.
+
+    The groundingdino package builds its BERT with ``from_pretrained(text_encoder_type)``, which
+    needs a weights file, while the checkpoint already holds every ``bert.*`` tensor. A folder
+    with weights is used as it is; otherwise its config and tokenizer files are copied into a
+    temporary folder beside an empty ``model.safetensors``: ``from_pretrained`` then initialises
+    every tensor as missing (a supported path: no weights read), and the checkpoint overwrites
+    them all (``load_model`` checks that none is left).
+    """
+    from safetensors.torch import save_file
+
+    if any((text_encoder / name).is_file() for name in WEIGHT_FILES):
+        yield text_encoder, False
+        return
+    with tempfile.TemporaryDirectory(prefix="autolabel-text-encoder-") as tmp:
+        staged = Path(tmp)
+        for f in text_encoder.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt", ".model"):
+                shutil.copyfile(f, staged / f.name)
+        save_file({}, str(staged / "model.safetensors"), metadata={"format": "pt"})
+        yield staged, True
+
+
 def load_model(model_config: Path, weights: Path, text_encoder: Path):
-    """Builds Grounding DINO from its config and loads the checkpoint safely (weights only)."""
+    """Builds Grounding DINO from its config and loads the checkpoint safely (weights only).
+
+    The text encoder is built from ``text_encoder``'s config and tokenizer files; its weights
+    come from the checkpoint (a weights file in that folder is not needed).
+    """
     import torch
+    from transformers.utils import logging as hf_logging
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # timm's deprecation notice on groundingdino's import
@@ -191,17 +231,25 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
         args = SLConfig.fromfile(str(model_config))
     except (SyntaxError, OSError, KeyError, NameError, AttributeError, ValueError) as exc:
         raise InputError(f"{model_config}: not a Grounding DINO config: {exc}") from exc
-    args.text_encoder_type = str(text_encoder)
     args.device = "cpu"
     # Gradient checkpointing only slows inference down.
     args.use_checkpoint = False
     args.use_transformer_ckpt = False
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    verbosity = hf_logging.get_verbosity()
+    with (
+        text_encoder_folder(text_encoder) as (folder, staged),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
+        args.text_encoder_type = str(folder)
+        hf_logging.set_verbosity_error()  # "Some weights of BertModel were not initialized": they come next
         try:
             model = build_model(args)
         except (OSError, ValueError) as exc:
             raise MissingWeightsError(f"text encoder {text_encoder}: cannot load: {exc}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
     try:
         # Not a checkpoint: torch warns about odd pickle protocols before it fails, so the warning goes.
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
@@ -235,6 +283,12 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
     except RuntimeError as exc:
         first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
         raise InputError(f"{weights}: does not match the model in {model_config.name}: {first}") from exc
+    text_missing = [k for k in missing if k.startswith("bert.")]
+    if staged and text_missing:
+        raise InputError(
+            f"{weights}: holds no weights for the text encoder ({len(text_missing)} bert.* tensors missing, e.g. "
+            f"{text_missing[0]}): pass --text-encoder a BERT folder with its model.safetensors"
+        )
     if missing:
         log.warning("%s: %d weights not in the checkpoint (left at their initial values)", weights, len(missing))
     return model.eval()
@@ -292,7 +346,7 @@ class GroundingDinoLabeler:
         weights = resolve(
             GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress
         )
-        text_encoder = resolve_text_encoder(mc.text_encoder, cache_path, progress)
+        text_encoder = resolve_text_encoder(mc.text_encoder)
         config = Path(mc.model_config).expanduser() if mc.model_config else default_model_config()
         device = pick_device(mc.device)
         model = load_model(config, weights, text_encoder)
