@@ -243,3 +243,11 @@ def test_base_model_hf_needs_a_model_and_a_detector(tmp_path, models):
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(bert_only)
     with pytest.raises(InputError, match="not a zero-shot object detector"):
         _labeler(bert_only)
+
+
+def test_an_owl_query_past_the_token_limit_is_an_error_naming_it(models):
+    labeler = _labeler(models["owlv2"])
+    with pytest.raises(
+        InputError, match="'a very long caption indeed' makes 24 tokens; this model reads at most 16 per query"
+    ):
+        labeler.prepare(Ontology.from_mapping({"cup": "cup", "a very long caption indeed": "box"}))

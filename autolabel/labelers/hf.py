@@ -244,7 +244,7 @@ class HfLabeler:
                 n = len(tokenizer(caption)["input_ids"])
                 if n > self.max_tokens:
                     raise InputError(
-                        f"caption {caption!r} makes {n} tokens; this model reads at most {self.max_tokens} a query: "
+                        f"caption {caption!r} makes {n} tokens; this model reads at most {self.max_tokens} per query: "
                         "shorten it"
                     )
             encoded = tokenizer(list(key), padding="max_length", max_length=self.max_tokens, return_tensors="pt")
