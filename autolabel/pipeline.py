@@ -63,7 +63,7 @@ from autolabel.sampling import Frame, estimated_count, frame_name, iter_frames
 from autolabel.selection import DUPLICATE, SIGNAL, Deduper, embedding, farthest_point, thumbnail
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
-from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, cache_dir
+from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, cache_dir, cached_path
 from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def model_files(mc, cache: str | None) -> dict[str, Path]:
         from autolabel.labelers.grounding_dino import default_model_config
 
         return {
-            "weights": Path(mc.weights).expanduser() if mc.weights else root / GROUNDING_DINO_WEIGHTS.name,
+            "weights": Path(mc.weights).expanduser() if mc.weights else cached_path(GROUNDING_DINO_WEIGHTS, root),
             "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
             "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else bundled_text_encoder(),
         }

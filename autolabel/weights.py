@@ -135,6 +135,17 @@ def resolve(
     raise _missing(remote, target, what, flag, why)
 
 
+def cached_path(remote: RemoteFile, cache: Path, hub_cache: Path | None = None) -> Path:
+    """Where ``remote`` is on disk without any download: our cache, else the hub cache, else our cache's path."""
+    target = cache / remote.name
+    if target.is_file() or remote.hub is None:
+        return target
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(remote.hub[0], remote.hub[1], cache_dir=hub_cache)
+    return Path(cached) if isinstance(cached, str) else target
+
+
 def _from_hub(
     remote: RemoteFile, cache: Path, hub_cache: Path | None, progress: bool, cached_only: bool
 ) -> Path | None:

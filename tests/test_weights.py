@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from autolabel.errors import MissingWeightsError
-from autolabel.weights import RemoteFile, file_digest, resolve
+from autolabel.weights import RemoteFile, cached_path, file_digest, resolve
 
 
 def test_download_checks_the_hash_and_lands_atomically(tmp_path, monkeypatch):
@@ -58,6 +58,9 @@ def test_a_checkpoint_in_the_hub_cache_is_used_after_the_same_hash_check(tmp_pat
     path = resolve(remote, None, tmp_path / "cache", "test weights", "--weights", progress=False, hub_cache=hub)
     assert path == copy  # no download, no second copy in our cache
     assert not (tmp_path / "cache" / "ckpt.pth").exists()
+    # What a resumed run hashes is that same file, found without any download.
+    assert cached_path(remote, tmp_path / "cache", hub_cache=hub) == copy
+    assert cached_path(remote, tmp_path / "cache", hub_cache=tmp_path / "empty") == tmp_path / "cache" / "ckpt.pth"
 
     other = RemoteFile("other.pth", nowhere, "0" * 64, len(data), hub=("org/bad", "other.pth"))
     _hub_cache(hub, "org/bad", "other.pth", data)
