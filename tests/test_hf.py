@@ -251,3 +251,18 @@ def test_an_owl_query_past_the_token_limit_is_an_error_naming_it(models):
         InputError, match="'a very long caption indeed' makes 24 tokens; this model reads at most 16 per query"
     ):
         labeler.prepare(Ontology.from_mapping({"cup": "cup", "a very long caption indeed": "box"}))
+
+
+@pytest.mark.parametrize(("kind", "size"), [("owlv2", 96), ("grounding-dino", 64)])
+def test_image_size_sets_the_model_input(models, kind, size):
+    labeler = _labeler(models[kind], **{"model.image_size": size})
+    seen = []
+    hook = labeler.model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(tuple(kwargs["pixel_values"].shape)), with_kwargs=True
+    )
+    ontology = Ontology.from_mapping(ONTOLOGY)
+    (detections,) = labeler.label(_frames(1), ontology)
+    hook.remove()
+    # OWLv2: a size x size square (position embeddings interpolated); Grounding DINO: the short side.
+    assert seen == ([(1, 3, size, size)] if kind == "owlv2" else [(1, 3, size, 96)])
+    assert labeler.describe()["image_size"] == size and len(detections) > 0
