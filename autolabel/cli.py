@@ -184,7 +184,7 @@ def run(
         Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
     ] = None,
     base_model: Annotated[
-        str | None, typer.Option("--base-model", help="grounding-dino, ultralytics or hf (--hf-model).")
+        str | None, typer.Option("--base-model", help="grounding-dino, ultralytics, hf (--hf-model) or discover.")
     ] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Grounding DINO checkpoint (.pth).")] = None,
     model_config: Annotated[str | None, typer.Option("--model-config", help="Grounding DINO config (.py).")] = None,
@@ -196,6 +196,23 @@ def run(
         str | None, typer.Option("--hf-model", help="Hugging Face zero-shot detector: hub id or local folder.")
     ] = None,
     hf_revision: Annotated[str | None, typer.Option("--hf-revision", help="Hub branch, tag or commit.")] = None,
+    discover_backbone: Annotated[
+        str | None, typer.Option("--discover-backbone", help="discover: timm ViT that finds objects.")
+    ] = None,
+    backbone_weights: Annotated[
+        str | None, typer.Option("--backbone-weights", help="discover: its weights (.safetensors, .pth).")
+    ] = None,
+    discover_classifier: Annotated[
+        str | None, typer.Option("--discover-classifier", help="discover: timm ImageNet-21k classifier.")
+    ] = None,
+    classifier_weights: Annotated[
+        str | None, typer.Option("--classifier-weights", help="discover: its weights (.safetensors, .pth).")
+    ] = None,
+    number_seeds: Annotated[int | None, typer.Option("--number-seeds", help="discover: objects per frame.")] = None,
+    keep_unmapped: Annotated[
+        bool | None,
+        typer.Option("--keep-unmapped/--drop-unmapped", help="discover: keep objects the ontology does not name."),
+    ] = None,
     box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
@@ -253,6 +270,12 @@ def run(
             "model.base_weights": base_weights,
             "model.hf_model": hf_model,
             "model.hf_revision": hf_revision,
+            "model.discover.backbone": discover_backbone,
+            "model.discover.backbone_weights": backbone_weights,
+            "model.discover.classifier": discover_classifier,
+            "model.discover.classifier_weights": classifier_weights,
+            "model.discover.number_seeds": number_seeds,
+            "model.discover.keep_unmapped": keep_unmapped,
             "model.box_threshold": box_threshold,
             "model.text_threshold": text_threshold,
             "model.image_size": image_size,

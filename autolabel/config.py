@@ -22,7 +22,7 @@ import yaml
 from autolabel.errors import ConfigError
 
 FORMATS = ("yolo", "voc", "coco")
-BASE_MODELS = ("grounding-dino", "ultralytics", "hf")
+BASE_MODELS = ("grounding-dino", "ultralytics", "hf", "discover")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -34,6 +34,22 @@ class SamplingConfig:
     fps: float | None = None
     dedup: float | None = None
     max_frames: int | None = None
+
+
+@dataclass
+class DiscoverConfig:
+    """Prompt-free discovery (``base_model: discover``): a DINO ViT, LOST, an ImageNet-21k classifier."""
+
+    backbone: str = "vit_small_patch16_224.dino"
+    backbone_weights: str | None = None
+    classifier: str = "convnext_base.fb_in22k"
+    classifier_weights: str | None = None
+    number_seeds: int = 3
+    correlation_th: float = 0.5
+    k_patches: int = 100
+    min_object_size: float = 0.01
+    min_confidence: float = 0.0
+    keep_unmapped: bool = False
 
 
 @dataclass
@@ -55,6 +71,7 @@ class ModelConfig:
     batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    discover: DiscoverConfig = field(default_factory=DiscoverConfig)
 
 
 @dataclass
@@ -127,6 +144,7 @@ class RunConfig:
             raise ConfigError(f"model.device (--device) must be auto, cpu, cuda, cuda:N or mps, got {show(m.device)}")
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {show(m.precision)}")
+        validate_discover(m.discover)
         unknown = [x for x in d.formats if x not in FORMATS]
         if unknown or not d.formats:
             raise ConfigError(
@@ -148,6 +166,21 @@ def validate_filters(f: FilterConfig) -> None:
         )
     if f.overlap_iou is not None and not 0.0 < f.overlap_iou <= 1.0:
         raise ConfigError(f"filters.overlap_iou must be in (0, 1] or null, got {f.overlap_iou}")
+
+
+def validate_discover(c: DiscoverConfig) -> None:
+    """Checks the discovery knobs."""
+    for name in ("backbone", "classifier"):
+        if not getattr(c, name).strip():
+            raise ConfigError(f"model.discover.{name} must name a timm model, got {show(getattr(c, name))}")
+    if c.number_seeds < 1:
+        raise ConfigError(f"model.discover.number_seeds must be >= 1, got {show(c.number_seeds)}")
+    if c.k_patches < 1:
+        raise ConfigError(f"model.discover.k_patches must be >= 1, got {show(c.k_patches)}")
+    for name in ("correlation_th", "min_object_size", "min_confidence"):
+        value = getattr(c, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"model.discover.{name} must be between 0 and 1, got {value}")
 
 
 def show(value: Any, limit: int = 80) -> str:

@@ -31,6 +31,11 @@ class Ontology:
     classes: tuple[str, ...]
 
     @classmethod
+    def empty(cls) -> Ontology:
+        """No ontology: a discovering base model (``discover``) keeps every class it finds."""
+        return cls((), (), ())
+
+    @classmethod
     def from_mapping(cls, mapping: dict[str, str], where: str = "ontology") -> Ontology:
         """Validates a ``{caption: class}`` mapping and builds the ontology."""
         if not isinstance(mapping, dict):

@@ -55,7 +55,7 @@ from autolabel.fileio import (
     sync_dir,
 )
 from autolabel.identity import DigestCache, source_identity
-from autolabel.labelers.base import Labeler
+from autolabel.labelers.base import CLASS_NAME, Labeler
 from autolabel.merge import MERGED
 from autolabel.ontology import Ontology
 from autolabel.postprocess import FilterStats, apply_filters, filters_active, nms, to_boxes
@@ -147,6 +147,13 @@ class _Duplicate:
 
 
 @dataclass(frozen=True)
+class _NewClasses:
+    """The class list grew (a discovering labeler named new classes): recorded before any frame that uses them."""
+
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _SourceFailed:
     source: Source
     message: str
@@ -167,6 +174,18 @@ def model_files(mc, cache: str | None) -> dict[str, Path]:
         from autolabel.labelers.hf import is_local
 
         return {"hf_model": Path(mc.hf_model).expanduser()} if is_local(mc.hf_model) else {}
+    if mc.base_model == "discover":
+        from autolabel.labelers.discover import hub_cache_file
+
+        files = {}
+        for key, name, given in (
+            ("backbone_weights", mc.discover.backbone, mc.discover.backbone_weights),
+            ("classifier_weights", mc.discover.classifier, mc.discover.classifier_weights),
+        ):
+            path = Path(given).expanduser() if given else hub_cache_file(name)
+            if path is not None:  # not downloaded yet: identified once the model is loaded
+                files[key] = path
+        return files
     return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
 
 
@@ -214,10 +233,17 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
             "image_size": m.image_size,
             "max_size": m.max_size,
             "precision": m.precision,
+            # Only for discover, so datasets of the other models resume as they are.
+            **({"discover": _discover_settings(m.discover)} if m.base_model == "discover" else {}),
         },
         "filters": dataclasses.asdict(config.filters),
         "jpeg_quality": config.dataset.jpeg_quality,
     }
+
+
+def _discover_settings(dc) -> dict:
+    """The discovery knobs that shape labels (the weights count by content, in ``files``)."""
+    return {k: v for k, v in dataclasses.asdict(dc).items() if k not in ("backbone_weights", "classifier_weights")}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -306,7 +332,10 @@ def _plan(product: Product, config: RunConfig, output: Path, overwrite: bool, mo
         raise InputError(
             f"{product.folder}: the product name {product.name!r} is reserved for merge output; rename the folder"
         )
-    ontology = Ontology.load(product.ontology_path)
+    if config.model.base_model == "discover" and not product.ontology_path.exists():
+        ontology = Ontology.empty()  # every discovered object keeps its ImageNet-21k name
+    else:
+        ontology = Ontology.load(product.ontology_path)
     out = output / product.slug
     state = _check_target(out, product.name)
     recorded = {name: info["stem"] for name, info in (state or {}).get("sources", {}).items()}
@@ -564,6 +593,7 @@ def versions() -> dict[str, str]:
     for dist in (
         "torch",
         "torchvision",
+        "timm",
         "rf-groundingdino",
         "transformers",
         "supervision",
@@ -580,7 +610,9 @@ def versions() -> dict[str, str]:
 
 def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: ProductResult, state: dict) -> None:
     """Labels a job's pending frames and journals them; each source is marked complete once read to its end."""
-    writer = DatasetWriter(job.out, list(job.ontology.classes), state["formats"], config.dataset.jpeg_quality)
+    classes = list(state["classes"])  # grows as a discovering labeler names new classes
+    class_ids = {name: i for i, name in enumerate(classes)}
+    writer = DatasetWriter(job.out, classes, state["formats"], config.dataset.jpeg_quality)
     stats = FilterStats()
     filters = config.filters if filters_active(config.filters) else None
     done_count = sum(len(v) for v in job.done.values())
@@ -599,6 +631,13 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     def write(item) -> None:
         if isinstance(item, _SourceEnd):
             finished.append(item.source.path.name)
+            return
+        if isinstance(item, _NewClasses):
+            # Before the files and journal lines that use the new ids: a crash leaves none of
+            # them pointing past the recorded list (and a finished dataset's lists name them too).
+            state["classes"] = list(item.classes)
+            write_state(job.out, state)
+            finalize.update_class_list(job.out, state["classes"])
             return
         record, staged = item
         writer.add(record, staged=staged.result() if staged is not None else [])
@@ -632,6 +671,9 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
                     result.new_duplicates += 1
                     continue
                 frame, det = next(labeled)
+                if CLASS_NAME in det.data and _number_classes(det, class_ids):
+                    writer.classes[:] = list(class_ids)
+                    worker.put(_NewClasses(tuple(class_ids)))
                 det = nms(det, config.model.nms_iou)
                 h, w = frame.image.shape[:2]
                 record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
@@ -651,9 +693,16 @@ def label_product(job: _Job, config: RunConfig, labeler: Labeler, result: Produc
     result.filtered = stats.as_dict()
 
 
+def _number_classes(det, class_ids: dict[str, int]) -> bool:
+    """Sets ``det.class_id`` from its class names, numbering new names in order; True when some were new."""
+    before = len(class_ids)
+    det.class_id = np.array([class_ids.setdefault(str(n), len(class_ids)) for n in det.data[CLASS_NAME]], dtype=int)
+    return len(class_ids) > before
+
+
 def _restore_missing_images(job: _Job, state: dict) -> None:
     """Unjournals frames whose image was deleted, so this run labels them again."""
-    records = list(read_journal(job.out, len(job.ontology.classes)))
+    records = list(read_journal(job.out, len(state["classes"])))
     missing = {r.name: r for r in records if r.dropped is None and not (job.out / r.image).is_file()}
     if not missing:
         return
@@ -672,7 +721,7 @@ def finalize_product(job: _Job, config: RunConfig, result: ProductResult, state:
     Files derived from the journal (labels, VOC, COCO) that disagree with it are written
     again from it, and named.
     """
-    classes = list(job.ontology.classes)
+    classes = list(state["classes"])  # the ontology's, and those a discovering labeler added
     all_records = list(read_journal(job.out, len(classes)))
     records = [r for r in all_records if r.dropped is None]
     result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)

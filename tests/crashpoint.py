@@ -1,6 +1,7 @@
 """Runs the autolabel CLI with the planted-box labeler, dying like kill -9 at a chosen point.
 
 Usage: ``python -m tests.crashpoint run -i videos -o dataset ...`` (any autolabel command).
+The planted-box labeler replaces the model unless ``AUTOLABEL_CRASH_REAL_LABELER=1``.
 
 ``AUTOLABEL_CRASH_AT=N`` ends the process with ``os._exit(137)`` (no cleanup, no
 flush, as kill -9) just before its Nth file rename or fsync, the moments that decide
@@ -78,7 +79,8 @@ def main(argv: list[str]) -> None:
     from autolabel.cli import app
     from tests.conftest import FakeLabeler
 
-    autolabel.labelers.create_labeler = lambda *args, **kwargs: FakeLabeler()
+    if os.environ.get("AUTOLABEL_CRASH_REAL_LABELER") != "1":  # the model the flags name (tiny test weights)
+        autolabel.labelers.create_labeler = lambda *args, **kwargs: FakeLabeler()
     app(argv, prog_name="autolabel")
 
 

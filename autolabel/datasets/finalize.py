@@ -55,6 +55,20 @@ def write_data_yaml(
     atomic_write_text(root / DATA_YAML, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
+def update_class_list(root: Path, classes: list[str]) -> None:
+    """Rewrites an existing ``data.yaml`` and ``labelmap.txt`` for a class list that grew.
+
+    A discovering labeler adds classes while a dataset that was finalized before is
+    extended; its class lists must name every id a label file on disk uses, at any moment.
+    """
+    path = root / DATA_YAML
+    if path.is_file():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        write_data_yaml(root, classes, has_val=data.get("val") != data.get("train"))
+    if (root / LABELMAP).is_file():
+        write_labelmap(root, classes)
+
+
 def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> None:
     """Writes ``coco_train.json`` and ``coco_val.json`` (``file_name`` relative to the dataset).
 

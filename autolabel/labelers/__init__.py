@@ -17,6 +17,10 @@ def create_labeler(model_config, cache: str | None = None, progress: bool = True
         from autolabel.labelers.hf import HfLabeler
 
         return HfLabeler.from_config(model_config, progress=progress)
+    if model_config.base_model == "discover":
+        from autolabel.labelers.discover import DiscoverLabeler
+
+        return DiscoverLabeler.from_config(model_config)
     from autolabel.labelers.grounding_dino import GroundingDinoLabeler
 
     return GroundingDinoLabeler.from_config(model_config, cache=cache, progress=progress)

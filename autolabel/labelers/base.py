@@ -15,13 +15,17 @@ from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
 
+CLASS_NAME = "class_name"  # Detections.data key: each box's class by name, for open-ended classes
+
 
 class Labeler(Protocol):
     """A base model that labels frames.
 
     ``label`` takes BGR uint8 images and returns one ``sv.Detections`` per image
     with pixel ``xyxy``, ontology ``class_id`` and ``confidence``, after the model's
-    own thresholds. NMS and filters are the pipeline's.
+    own thresholds. NMS and filters are the pipeline's. A labeler whose classes are
+    open-ended (``discover``) names each box's class in ``data[CLASS_NAME]`` instead; the
+    pipeline numbers new names as they come and records them before any frame uses them.
     """
 
     batch_size: int
