@@ -9,15 +9,16 @@ FRAME_RATE ?= 350
 
 install: $(STAMP)
 
-# Reinstalled when the dependency pins change. Ultralytics and rf-groundingdino pull
-# opencv-python beside opencv-python-headless; both ship cv2, so keep only headless.
-$(STAMP): pyproject.toml
+# Reinstalled when the dependencies change: pyproject.toml has the ranges, constraints.txt
+# the exact stack the tests run on. Ultralytics and rf-groundingdino pull opencv-python
+# beside opencv-python-headless; both ship cv2, so keep only headless (the pinned one).
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "autolabel needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,ray]'
 	$(BIN)/python -m pip uninstall -y -q opencv-python || true
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall \
-		"$$(grep -o 'opencv-python-headless==[0-9.]*' pyproject.toml)"
+		"$$(grep -o '^opencv-python-headless==[0-9.]*' constraints.txt)"
 	touch $(STAMP)
 
 run: install

@@ -184,12 +184,18 @@ def run(
         Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
     ] = None,
     base_model: Annotated[
-        str | None, typer.Option("--base-model", help="grounding-dino, ultralytics or discover (no prompt).")
+        str | None, typer.Option("--base-model", help="grounding-dino, ultralytics, hf (--hf-model) or discover.")
     ] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Grounding DINO checkpoint (.pth).")] = None,
     model_config: Annotated[str | None, typer.Option("--model-config", help="Grounding DINO config (.py).")] = None,
-    text_encoder: Annotated[str | None, typer.Option("--text-encoder", help="bert-base-uncased folder.")] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option("--text-encoder", help="BERT config + tokenizer folder (default: bundled).")
+    ] = None,
     base_weights: Annotated[str | None, typer.Option("--base-weights", help="Ultralytics checkpoint (.pt).")] = None,
+    hf_model: Annotated[
+        str | None, typer.Option("--hf-model", help="Hugging Face zero-shot detector: hub id or local folder.")
+    ] = None,
+    hf_revision: Annotated[str | None, typer.Option("--hf-revision", help="Hub branch, tag or commit.")] = None,
     discover_backbone: Annotated[
         str | None, typer.Option("--discover-backbone", help="discover: timm ViT that finds objects.")
     ] = None,
@@ -275,6 +281,8 @@ def run(
             "model.model_config": model_config,
             "model.text_encoder": text_encoder,
             "model.base_weights": base_weights,
+            "model.hf_model": hf_model,
+            "model.hf_revision": hf_revision,
             "model.discover.backbone": discover_backbone,
             "model.discover.backbone_weights": backbone_weights,
             "model.discover.classifier": discover_classifier,

@@ -22,7 +22,7 @@ import yaml
 from autolabel.errors import ConfigError
 
 FORMATS = ("yolo", "voc", "coco")
-BASE_MODELS = ("grounding-dino", "ultralytics", "discover")
+BASE_MODELS = ("grounding-dino", "ultralytics", "hf", "discover")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -61,6 +61,8 @@ class ModelConfig:
     model_config: str | None = None
     text_encoder: str | None = None
     base_weights: str | None = None
+    hf_model: str | None = None
+    hf_revision: str | None = None
     box_threshold: float = 0.35
     text_threshold: float = 0.25
     nms_iou: float = 0.5
@@ -142,6 +144,8 @@ class RunConfig:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
         if m.base_model not in BASE_MODELS:
             raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
+        if m.base_model == "hf" and not m.hf_model:
+            raise ConfigError("--base-model hf needs a model: --hf-model HUB_ID_OR_FOLDER (config model.hf_model)")
         if m.max_size < 32:
             raise ConfigError(f"model.max_size must be >= 32, got {show(m.max_size)}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):

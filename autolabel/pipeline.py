@@ -63,7 +63,7 @@ from autolabel.sampling import Frame, estimated_count, frame_name, iter_frames
 from autolabel.selection import DUPLICATE, SIGNAL, Deduper, embedding, farthest_point, thumbnail
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
-from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir
+from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, cache_dir, cached_path
 from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,14 @@ def model_files(mc, cache: str | None) -> dict[str, Path]:
         from autolabel.labelers.grounding_dino import default_model_config
 
         return {
-            "weights": Path(mc.weights).expanduser() if mc.weights else root / GROUNDING_DINO_WEIGHTS.name,
+            "weights": Path(mc.weights).expanduser() if mc.weights else cached_path(GROUNDING_DINO_WEIGHTS, root),
             "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
-            "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else root / "bert-base-uncased",
+            "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else bundled_text_encoder(),
         }
+    if mc.base_model == "hf":
+        from autolabel.labelers.hf import is_local
+
+        return {"hf_model": Path(mc.hf_model).expanduser()} if is_local(mc.hf_model) else {}
     if mc.base_model == "discover":
         from autolabel.labelers.discover import hub_cache_file
 
@@ -208,13 +212,21 @@ def model_files(mc, cache: str | None) -> dict[str, Path]:
 
 
 def model_identity(mc, cache: str | None) -> dict[str, str | None]:
-    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime."""
+    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime.
+
+    A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
+    """
     digests = DigestCache(cache_dir(cache))
     try:
         files = sorted(model_files(mc, cache).items())
-        return {k: digests.identity(p) if p.exists() else None for k, p in files}
+        identity = {k: digests.identity(p) if p.exists() else None for k, p in files}
     finally:
         digests.save()
+    if mc.base_model == "hf" and not files:
+        from autolabel.labelers.hf import hub_identity
+
+        identity["hf_model"] = hub_identity(mc.hf_model, mc.hf_revision)
+    return identity
 
 
 def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:

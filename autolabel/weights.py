@@ -1,9 +1,14 @@
-"""Model files: local paths first, then the cache, then the official download.
+"""Model files: local paths first, then the caches, then the official download, then the hub.
 
-A download shows a progress bar, checks the file's published hash and lands by
-atomic rename, so a killed download never leaves a file that looks complete.
-Without network and without the file: :class:`MissingWeightsError` naming the file,
-its address and where to put it.
+Files that live on the Hugging Face hub go through ``huggingface_hub`` (its cache,
+``HF_ENDPOINT`` mirrors, ``HF_HUB_OFFLINE``, resumable downloads); see ``labelers/hf.py``.
+This module keeps our own download only for files published elsewhere (the Grounding
+DINO checkpoint's GitHub release); that checkpoint also has a hub copy, found in the
+Hugging Face cache first and downloaded from the hub when GitHub cannot be reached, with
+the same sha256 check either way. Our download shows a progress bar, checks the
+published hash and lands by atomic rename, so a killed download never leaves a file
+that looks complete. Without network and without the file: :class:`MissingWeightsError`
+naming the file, its addresses and where to put it.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ class RemoteFile:
         digest: sha256 (64 hex digits) or git blob sha1 (40 hex digits, what the
             Hugging Face hub publishes for small files).
         size: Size in bytes.
+        hub: (repo id, file name) of a copy on the Hugging Face hub, if there is one.
     """
 
     name: str
     url: str
     digest: str
     size: int
+    hub: tuple[str, str] | None = None
 
 
 GDINO_RELEASE = "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha"
@@ -46,29 +53,15 @@ GROUNDING_DINO_WEIGHTS = RemoteFile(
     f"{GDINO_RELEASE}/groundingdino_swint_ogc.pth",
     "3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799",
     693_997_677,
+    hub=("ShilongLiu/GroundingDINO", "groundingdino_swint_ogc.pth"),
 )
-_HF = "https://huggingface.co/google-bert/bert-base-uncased/resolve/main"
-BERT_FILES = (
-    RemoteFile("bert-base-uncased/config.json", f"{_HF}/config.json", "45a2321a7ecfdaaf60a6c1fd7f5463994cc8907d", 570),
-    RemoteFile(
-        "bert-base-uncased/tokenizer_config.json",
-        f"{_HF}/tokenizer_config.json",
-        "e5c73d8a50df1f56fb5b0b8002d7cf4010afdccb",
-        48,
-    ),
-    RemoteFile(
-        "bert-base-uncased/vocab.txt",
-        f"{_HF}/vocab.txt",
-        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-        231_508,
-    ),
-    RemoteFile(
-        "bert-base-uncased/model.safetensors",
-        f"{_HF}/model.safetensors",
-        "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3",
-        440_449_768,
-    ),
-)
+
+
+def bundled_text_encoder() -> Path:
+    """bert-base-uncased's config and tokenizer files, shipped in the package (no weights: see NOTICE there)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("autolabel") / "assets" / "bert-base-uncased"))
 
 
 def cache_dir(configured: str | None = None) -> Path:
@@ -91,16 +84,25 @@ def file_digest(path: Path, kind_of: str) -> str:
     return h.hexdigest()
 
 
-def resolve(remote: RemoteFile, local: str | None, cache: Path, what: str, flag: str, progress: bool = True) -> Path:
-    """Finds a model file: the given path, the cache, or a verified download.
+def resolve(
+    remote: RemoteFile,
+    local: str | None,
+    cache: Path,
+    what: str,
+    flag: str,
+    progress: bool = True,
+    hub_cache: Path | None = None,
+) -> Path:
+    """Finds a model file: the given path, our cache, the hub cache, our download, the hub's.
 
     Args:
         remote: The official file.
         local: A path the user gave (flag or config); must exist when given.
-        cache: The cache folder.
+        cache: Our cache folder.
         what: Words for messages ("Grounding DINO weights").
         flag: The flag that points at a local file, for messages.
         progress: Show a download progress bar.
+        hub_cache: The Hugging Face hub cache; None: its default (``HF_HOME``, ``HF_HUB_CACHE``).
     """
     if local:
         path = Path(local).expanduser()
@@ -110,20 +112,77 @@ def resolve(remote: RemoteFile, local: str | None, cache: Path, what: str, flag:
     target = cache / remote.name
     if target.is_file():
         return target
+    if remote.hub is not None:
+        found = _from_hub(remote, cache, hub_cache, progress, cached_only=True)
+        if found is not None:
+            return found
     if os.environ.get("AUTOLABEL_OFFLINE") == "1":
-        raise _missing(remote, target, what, flag, "AUTOLABEL_OFFLINE=1")
+        why = "AUTOLABEL_OFFLINE=1"
+    else:
+        try:
+            download(remote, target, progress=progress)
+            return target
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            why = f"download failed: {getattr(exc, 'reason', None) or exc}"
+    if remote.hub is not None:
+        try:
+            found = _from_hub(remote, cache, hub_cache, progress, cached_only=False)
+        except (OSError, ValueError) as exc:  # offline, unreachable, not found: huggingface_hub's errors
+            why += f"; hub: {type(exc).__name__}"
+        else:
+            if found is not None:
+                return found
+    raise _missing(remote, target, what, flag, why)
+
+
+def cached_path(remote: RemoteFile, cache: Path, hub_cache: Path | None = None) -> Path:
+    """Where ``remote`` is on disk without any download: our cache, else the hub cache, else our cache's path."""
+    target = cache / remote.name
+    if target.is_file() or remote.hub is None:
+        return target
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(remote.hub[0], remote.hub[1], cache_dir=hub_cache)
+    return Path(cached) if isinstance(cached, str) else target
+
+
+def _from_hub(
+    remote: RemoteFile, cache: Path, hub_cache: Path | None, progress: bool, cached_only: bool
+) -> Path | None:
+    """The hub copy of ``remote`` (from the hub cache, or downloaded into it), checked against our digest."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    from autolabel.identity import DigestCache
+
+    repo_id, filename = remote.hub
+    if cached_only:
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache)
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    else:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+        (enable_progress_bars if progress else disable_progress_bars)()
+        path = Path(hf_hub_download(repo_id, filename, cache_dir=hub_cache, local_files_only=offline))
+    digests = DigestCache(cache)  # a 700 MB file is hashed once, then known by path, size and mtime
     try:
-        download(remote, target, progress=progress)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise _missing(remote, target, what, flag, f"download failed: {reason}") from exc
-    return target
+        got = digests.digest(path) if len(remote.digest) == 64 else file_digest(path, remote.digest)
+    finally:
+        digests.save()
+    if got != remote.digest:
+        raise MissingWeightsError(
+            f"{path} (hub {repo_id}, {filename}) has hash {got}, expected {remote.digest}; not used"
+        )
+    log.info("using the hub copy %s", path)
+    return path
 
 
 def _missing(remote: RemoteFile, target: Path, what: str, flag: str, why: str) -> MissingWeightsError:
+    hub = f", or run `hf download {remote.hub[0]} {remote.hub[1]}`" if remote.hub else ""
     return MissingWeightsError(
         f"missing {what} {Path(remote.name).name} ({why}): download {remote.url} "
-        f"and put it at {target}, or pass {flag} PATH"
+        f"and put it at {target}{hub}, or pass {flag} PATH"
     )
 
 
@@ -153,16 +212,14 @@ def download(remote: RemoteFile, target: Path, progress: bool = True, timeout: f
         tmp.unlink(missing_ok=True)
 
 
-def resolve_text_encoder(local: str | None, cache: Path, progress: bool = True) -> Path:
-    """The ``bert-base-uncased`` folder: given, cached, or downloaded file by file."""
-    if local:
-        path = Path(local).expanduser()
-        if not (path / "config.json").is_file() or not (path / "vocab.txt").is_file():
-            raise MissingWeightsError(
-                f"text encoder: {path} is not a BERT folder (expected config.json, vocab.txt and "
-                "model weights, as written by save_pretrained; given by --text-encoder)"
-            )
-        return path
-    for remote in BERT_FILES:
-        resolve(remote, None, cache, "text encoder (bert-base-uncased)", "--text-encoder", progress)
-    return cache / "bert-base-uncased"
+def resolve_text_encoder(local: str | None) -> Path:
+    """The text encoder's config and tokenizer folder: the one given, else bert-base-uncased's, bundled."""
+    if not local:
+        return bundled_text_encoder()
+    path = Path(local).expanduser()
+    if not (path / "config.json").is_file() or not any((path / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
+        raise MissingWeightsError(
+            f"text encoder: {path} is not a BERT folder (expected config.json and vocab.txt or tokenizer.json, "
+            "as written by save_pretrained; weights are not needed; given by --text-encoder)"
+        )
+    return path

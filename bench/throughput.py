@@ -58,7 +58,10 @@ def sync(device: str) -> None:
 def model_files(args) -> tuple[Path, Path, Path]:
     """The real files when given, else a cached random-weight model (built once)."""
     if args.weights:
-        return Path(args.weights), Path(args.model_config), Path(args.text_encoder)
+        from autolabel.weights import bundled_text_encoder
+
+        text_encoder = Path(args.text_encoder) if args.text_encoder else bundled_text_encoder()
+        return Path(args.weights), Path(args.model_config), text_encoder
     from autolabel.labelers.gdino_random import write_random_grounding_dino
 
     cache = ROOT / "bench" / "results" / (".random-tiny" if args.tiny else ".random-swint")

@@ -24,6 +24,7 @@ def _offline_env(tmp_path_factory):
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ["YOLO_CONFIG_DIR"] = str(home / "ultralytics")
+    os.environ["HF_HOME"] = str(home / "huggingface")  # read when huggingface_hub is imported: lazily, after this
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     yield

@@ -147,7 +147,7 @@ def test_text_is_encoded_once_per_prompt_with_identical_outputs(tiny_gdino):
     labeler.label(frames[:1], Ontology.from_mapping({"cup": "cup"}))
     assert labeler.model.bert.misses == 2
     # The same frames through the package's own forward, text encoded every time.
-    prompt = labeler.prompt(ont)
+    ((_, prompt),) = labeler.prompts(ont)
     samples = labeler._preprocess(frames[:2])
     with torch.inference_mode():
         out = plain(samples, captions=[prompt.text] * 2)
@@ -290,3 +290,65 @@ def test_random_bytes_are_not_a_checkpoint(tiny_gdino, tmp_path, seed):
     assert message.startswith(f"{bad}: not a loadable PyTorch checkpoint (")
     assert "\n" not in message and len(message) < len(str(bad)) + 150, message
     assert not caught, [str(w.message) for w in caught]
+
+
+def test_the_text_encoder_needs_no_weights_file(tiny_gdino, tmp_path):
+    """Weights come from the checkpoint: no weights, or other weights, in --text-encoder change nothing."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in tiny_gdino.text_encoder.iterdir():
+        if f.suffix in (".json", ".txt"):
+            shutil.copyfile(f, bare / f.name)
+    assert not (bare / "model.safetensors").exists()
+    other = tmp_path / "other"
+    shutil.copytree(tiny_gdino.text_encoder, other)
+    torch.manual_seed(123)  # weights unlike the checkpoint's
+    BertModel(BertConfig.from_pretrained(other)).save_pretrained(other)
+
+    ont = Ontology.from_mapping({"cardboard box": "box", "a hand": "hand"})
+    frames = [np.random.default_rng(5).integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(2)]
+    checkpoint = torch.load(tiny_gdino.weights, weights_only=True)["model"]
+    results = []
+    for folder in (tiny_gdino.text_encoder, bare, other):
+        model = load_model(tiny_gdino.model_config, tiny_gdino.weights, folder)
+        bert = {k: v for k, v in model.state_dict().items() if k.startswith("bert.")}
+        assert bert and all(torch.equal(v, checkpoint[k]) for k, v in bert.items())
+        labeler = GroundingDinoLabeler(model, image_size=96, max_size=160, box_threshold=0.0, text_threshold=0.0)
+        results.append(labeler.label(frames, ont))
+    for reference, *others in zip(*results, strict=True):
+        assert len(reference) > 0
+        for det in others:
+            np.testing.assert_array_equal(det.xyxy, reference.xyxy)
+            np.testing.assert_array_equal(det.class_id, reference.class_id)
+
+    # A checkpoint without the text encoder's tensors needs a folder that has them.
+    no_text = tmp_path / "no_text.pth"
+    torch.save({"model": {k: v for k, v in checkpoint.items() if not k.startswith("bert.")}}, no_text)
+    with pytest.raises(InputError, match=r"no weights for the text encoder \(23 bert\.\* tensors missing"):
+        load_model(tiny_gdino.model_config, no_text, bare)
+
+
+def test_bert_base_uncased_config_and_vocabulary_ship_with_the_package():
+    from transformers import AutoTokenizer, BertConfig
+
+    from autolabel.weights import resolve_text_encoder
+
+    folder = resolve_text_encoder(None)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "LICENSE",
+        "NOTICE",
+        "config.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
+    config, default = BertConfig.from_pretrained(folder).to_dict(), BertConfig().to_dict()
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        assert config[key] == default[key]
+    assert (config["max_position_embeddings"], config["type_vocab_size"]) == (512, 2)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer) == 30522
+    assert tokenizer("a cup .")["input_ids"] == [101, 1037, 2452, 1012, 102]

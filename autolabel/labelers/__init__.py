@@ -13,6 +13,10 @@ def create_labeler(model_config, cache: str | None = None, progress: bool = True
         from autolabel.labelers.ultralytics import UltralyticsLabeler
 
         return UltralyticsLabeler.from_config(model_config)
+    if model_config.base_model == "hf":
+        from autolabel.labelers.hf import HfLabeler
+
+        return HfLabeler.from_config(model_config, progress=progress)
     if model_config.base_model == "discover":
         from autolabel.labelers.discover import DiscoverLabeler
 

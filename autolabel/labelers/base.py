@@ -62,6 +62,48 @@ def label_by_size(
     return results
 
 
+def label_in_batches(
+    owner, images: Sequence[np.ndarray], label_batch: Callable[[Sequence[np.ndarray]], list[sv.Detections]]
+) -> list[sv.Detections]:
+    """Labels frames ``owner.batch_size`` at a time, results in the order given.
+
+    On CUDA out-of-memory the batch is halved (``owner.batch_size`` keeps the smaller size);
+    a dtype clash inside the model under autocast is said once and the rest runs in fp32
+    (``owner.dtype`` becomes None).
+    """
+    import torch
+
+    results: list[sv.Detections] = []
+    start = 0
+    while start < len(images):
+        chunk = images[start : start + owner.batch_size]
+        try:
+            results.extend(label_batch(chunk))
+        except torch.OutOfMemoryError:
+            if owner.batch_size == 1:
+                raise
+            owner.batch_size = max(1, owner.batch_size // 2)
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory: batch size lowered to %d", owner.batch_size)
+            continue
+        except RuntimeError as exc:
+            if owner.dtype is None or "dtype" not in str(exc):
+                raise
+            log.warning("mixed precision failed in the model (%s); continuing in fp32", str(exc).splitlines()[0])
+            owner.dtype = None
+            continue
+        start += len(chunk)
+    return results
+
+
+def merge_parts(parts: Sequence[sv.Detections], nms_iou: float) -> sv.Detections:
+    """One frame's detections from several prompts: concatenated, then class-aware NMS."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = sv.Detections.merge(list(parts))
+    return merged.with_nms(threshold=nms_iou, class_agnostic=False) if len(merged) else merged
+
+
 def pick_device(requested: str) -> str:
     """``auto`` picks CUDA when available; an explicit CUDA or MPS request must be satisfiable."""
     import torch

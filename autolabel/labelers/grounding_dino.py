@@ -15,9 +15,11 @@ import importlib.resources
 import io
 import logging
 import pickle
+import shutil
+import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
-from autolabel.labelers.base import autocast, label_by_size, pick_device, pick_dtype
+from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.ontology import Ontology
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolve_text_encoder
 
@@ -100,6 +102,32 @@ def build_prompt(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> P
     return Prompt(text, tuple(spans))
 
 
+def plan_prompts(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> list[tuple[tuple[int, ...], Prompt]]:
+    """Packs captions, in order, into as few prompts as fit ``max_tokens`` each.
+
+    Returns (indices of the captions, prompt) per prompt; one prompt when all fit. Each caption
+    costs its own tokens and its `` .``, the prompt ``[CLS]`` and ``[SEP]`` (WordPiece splits on
+    the spaces around the dots, so captions never share a token).
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 2
+    for i, caption in enumerate(captions):
+        part = " ".join(caption.lower().replace(".", " ").split())
+        cost = len(tokenizer(part, add_special_tokens=False)["input_ids"]) + 1
+        if 2 + cost > max_tokens:
+            raise InputError(
+                f"caption {caption!r} alone makes {2 + cost} tokens; the model reads at most {max_tokens}: shorten it"
+            )
+        if current and used + cost > max_tokens:
+            groups.append(current)
+            current, used = [], 2
+        current.append(i)
+        used += cost
+    groups.append(current)
+    return [(tuple(g), build_prompt(tokenizer, [captions[j] for j in g], max_tokens)) for g in groups]
+
+
 def decode_outputs(
     logits,
     boxes,
@@ -149,9 +177,47 @@ def _file_id(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+@contextlib.contextmanager
+def text_encoder_folder(text_encoder: Path) -> Iterator[tuple[Path, bool]]:
+    """A folder ``BertModel.from_pretrained`` reads, and whether it was staged without weights.
+
+    The groundingdino package builds its BERT with ``from_pretrained(text_encoder_type)``, which
+    needs a weights file, while the checkpoint already holds every ``bert.*`` tensor. A folder
+    with weights is used as it is; otherwise its config and tokenizer files are copied into a
+    temporary folder beside an empty ``model.safetensors``: ``from_pretrained`` then initialises
+    every tensor as missing (a supported path: no weights read), and the checkpoint overwrites
+    them all (``load_model`` checks that none is left).
+    """
+    from safetensors.torch import save_file
+
+    if any((text_encoder / name).is_file() for name in WEIGHT_FILES):
+        yield text_encoder, False
+        return
+    with tempfile.TemporaryDirectory(prefix="autolabel-text-encoder-") as tmp:
+        staged = Path(tmp)
+        for f in text_encoder.iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt", ".model"):
+                shutil.copyfile(f, staged / f.name)
+        save_file({}, str(staged / "model.safetensors"), metadata={"format": "pt"})
+        yield staged, True
+
+
 def load_model(model_config: Path, weights: Path, text_encoder: Path):
-    """Builds Grounding DINO from its config and loads the checkpoint safely (weights only)."""
+    """Builds Grounding DINO from its config and loads the checkpoint safely (weights only).
+
+    The text encoder is built from ``text_encoder``'s config and tokenizer files; its weights
+    come from the checkpoint (a weights file in that folder is not needed).
+    """
     import torch
+    from transformers.utils import logging as hf_logging
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # timm's deprecation notice on groundingdino's import
@@ -165,17 +231,25 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
         args = SLConfig.fromfile(str(model_config))
     except (SyntaxError, OSError, KeyError, NameError, AttributeError, ValueError) as exc:
         raise InputError(f"{model_config}: not a Grounding DINO config: {exc}") from exc
-    args.text_encoder_type = str(text_encoder)
     args.device = "cpu"
     # Gradient checkpointing only slows inference down.
     args.use_checkpoint = False
     args.use_transformer_ckpt = False
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    verbosity = hf_logging.get_verbosity()
+    with (
+        text_encoder_folder(text_encoder) as (folder, staged),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
+        args.text_encoder_type = str(folder)
+        hf_logging.set_verbosity_error()  # "Some weights of BertModel were not initialized": they come next
         try:
             model = build_model(args)
         except (OSError, ValueError) as exc:
             raise MissingWeightsError(f"text encoder {text_encoder}: cannot load: {exc}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
     try:
         # Not a checkpoint: torch warns about odd pickle protocols before it fails, so the warning goes.
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
@@ -209,6 +283,12 @@ def load_model(model_config: Path, weights: Path, text_encoder: Path):
     except RuntimeError as exc:
         first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
         raise InputError(f"{weights}: does not match the model in {model_config.name}: {first}") from exc
+    text_missing = [k for k in missing if k.startswith("bert.")]
+    if staged and text_missing:
+        raise InputError(
+            f"{weights}: holds no weights for the text encoder ({len(text_missing)} bert.* tensors missing, e.g. "
+            f"{text_missing[0]}): pass --text-encoder a BERT folder with its model.safetensors"
+        )
     if missing:
         log.warning("%s: %d weights not in the checkpoint (left at their initial values)", weights, len(missing))
     return model.eval()
@@ -237,6 +317,7 @@ class GroundingDinoLabeler:
         text_threshold: float = 0.25,
         batch_size: int | None = None,
         identity: dict | None = None,
+        nms_iou: float = 0.5,
     ) -> None:
         import torch
 
@@ -252,8 +333,9 @@ class GroundingDinoLabeler:
         self.box_threshold = box_threshold
         self.text_threshold = text_threshold
         self.batch_size = batch_size or self._auto_batch_size()
+        self.nms_iou = nms_iou
         self._identity = identity or {}
-        self._prompts: dict[tuple[str, ...], Prompt] = {}
+        self._prompts: dict[tuple[str, ...], list[tuple[tuple[int, ...], Prompt]]] = {}
         self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
@@ -264,7 +346,7 @@ class GroundingDinoLabeler:
         weights = resolve(
             GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress
         )
-        text_encoder = resolve_text_encoder(mc.text_encoder, cache_path, progress)
+        text_encoder = resolve_text_encoder(mc.text_encoder)
         config = Path(mc.model_config).expanduser() if mc.model_config else default_model_config()
         device = pick_device(mc.device)
         model = load_model(config, weights, text_encoder)
@@ -284,6 +366,7 @@ class GroundingDinoLabeler:
             text_threshold=mc.text_threshold,
             batch_size=mc.batch_size,
             identity=identity,
+            nms_iou=mc.nms_iou,
         )
 
     def describe(self) -> dict:
@@ -305,14 +388,18 @@ class GroundingDinoLabeler:
         return batch_size_for(free, self.image_size, self.max_size, mixed=self.dtype is not None)
 
     def prepare(self, ontology: Ontology) -> None:
-        """Checks that the captions fit the text encoder."""
-        self.prompt(ontology)
+        """Checks that each caption fits the text encoder and plans the prompts."""
+        self.prompts(ontology)
 
-    def prompt(self, ontology: Ontology) -> Prompt:
-        """The (cached) prompt for an ontology."""
+    def prompts(self, ontology: Ontology) -> list[tuple[tuple[int, ...], Prompt]]:
+        """The (cached) prompts for an ontology: one, or several when the captions pass the token limit."""
         key = ontology.captions
         if key not in self._prompts:
-            self._prompts[key] = build_prompt(self.model.tokenizer, ontology.captions)
+            max_tokens = getattr(self.model, "max_text_len", 256)
+            plan = plan_prompts(self.model.tokenizer, ontology.captions, max_tokens)
+            if len(plan) > 1:
+                log.info("%d captions pass the %d-token limit: %d prompts a frame", len(key), max_tokens, len(plan))
+            self._prompts[key] = plan
         return self._prompts[key]
 
     def _preprocess(self, images: Sequence[np.ndarray]):
@@ -349,46 +436,23 @@ class GroundingDinoLabeler:
 
     def _label_same_size(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         """Labels frames of one size; splits the batch in half and retries on CUDA out-of-memory."""
-        import torch
-
-        results: list[sv.Detections] = []
-        start = 0
-        while start < len(images):
-            chunk = images[start : start + self.batch_size]
-            try:
-                results.extend(self._label_batch(chunk, ontology))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                torch.cuda.empty_cache()
-                log.warning("CUDA out of memory: batch size lowered to %d", self.batch_size)
-                continue
-            except RuntimeError as exc:
-                # A dtype clash inside the model under autocast: say so once and go on in fp32.
-                if self.dtype is None or "dtype" not in str(exc):
-                    raise
-                log.warning("mixed precision failed in the model (%s); continuing in fp32", str(exc).splitlines()[0])
-                self.dtype = None
-                continue
-            start += len(chunk)
-        return results
+        return label_in_batches(self, images, lambda chunk: self._label_batch(chunk, ontology))
 
     def _label_batch(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         import torch
 
-        prompt = self.prompt(ontology)
         samples = self._preprocess(images)
-        with torch.inference_mode(), autocast(self.device, self.dtype), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            out = self.model(samples, captions=[prompt.text] * len(images))
-        return decode_outputs(
-            out["pred_logits"],
-            out["pred_boxes"],
-            prompt,
-            ontology.caption_class,
-            [im.shape[:2] for im in images],
-            self.box_threshold,
-            self.text_threshold,
-        )
+        sizes = [im.shape[:2] for im in images]
+        parts: list[list[sv.Detections]] = [[] for _ in images]
+        for indices, prompt in self.prompts(ontology):
+            with torch.inference_mode(), autocast(self.device, self.dtype), warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                warnings.simplefilter("ignore", category=FutureWarning)
+                out = self.model(samples, captions=[prompt.text] * len(images))
+            classes = [ontology.caption_class[j] for j in indices]
+            decoded = decode_outputs(
+                out["pred_logits"], out["pred_boxes"], prompt, classes, sizes, self.box_threshold, self.text_threshold
+            )
+            for frame_parts, detections in zip(parts, decoded, strict=True):
+                frame_parts.append(detections)
+        return [merge_parts(p, self.nms_iou) for p in parts]

@@ -23,7 +23,7 @@ class CachedTextEncoder(nn.Module):
         misses: How many times the encoder really ran (for tests and benchmarks).
     """
 
-    def __init__(self, encoder: nn.Module, max_entries: int = 8) -> None:
+    def __init__(self, encoder: nn.Module, max_entries: int = 64) -> None:
         super().__init__()
         self.encoder = encoder
         self.config = encoder.config

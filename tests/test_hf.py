@@ -1,0 +1,268 @@
+"""``--base-model hf``: tiny random Grounding DINO, MM-Grounding-DINO and OWLv2 built from their configs.
+
+Each is saved with ``save_pretrained`` (model and processor) and loaded the way users load
+theirs, through the CLI or ``HfLabeler.from_config``. Thresholds are 0 so that a random
+model's boxes are all kept and the assertions see real outputs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from autolabel.cli import app
+from autolabel.config import load_config
+from autolabel.errors import InputError
+from autolabel.labelers.gdino_random import tiny_vocab
+from autolabel.labelers.grounding_dino import plan_prompts
+from autolabel.labelers.hf import HfLabeler, decode_owl
+from autolabel.ontology import Ontology
+from tests.conftest import make_product
+
+runner = CliRunner()
+ONTOLOGY = {"cardboard box": "box", "box": "box", "cup": "cup"}
+
+
+def _grounding(folder, mm: bool = False, max_text_len: int = 256):
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+        SwinConfig,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    backbone = SwinConfig(
+        embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], out_features=["stage2", "stage3", "stage4"]
+    )
+    text = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config_cls, model_cls = (
+        (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
+        if mm
+        else (GroundingDinoConfig, GroundingDinoForObjectDetection)
+    )
+    config = config_cls(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=30,
+        max_text_len=max_text_len,
+    )
+    model_cls(config).save_pretrained(folder)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 160})
+    GroundingDinoProcessor(image_processor, tokenizer).save_pretrained(folder)
+    return folder
+
+
+def _owlv2(folder):
+    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = "abcdefghijklmnopqrstuvwxyz"
+    tokens = list(chars) + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    end = vocab["<|endoftext|>"]
+    config = Owlv2Config(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": end,
+            "pad_token_id": end,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,
+    )
+    Owlv2ForObjectDetection(config).save_pretrained(folder)
+    Owlv2Processor(Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf_models")
+    return {
+        "grounding-dino": _grounding(root / "gdino"),
+        "mm-grounding-dino": _grounding(root / "mm", mm=True),
+        "owlv2": _owlv2(root / "owlv2"),
+        "short-limit": _grounding(root / "gdino_short", max_text_len=5),
+    }
+
+
+def _labeler(folder, **overrides) -> HfLabeler:
+    settings = {"model.base_model": "hf", "model.hf_model": str(folder), "model.device": "cpu"}
+    settings |= {"model.box_threshold": 0.0, "model.text_threshold": 0.0, **overrides}
+    return HfLabeler.from_config(load_config(None, settings).model, progress=False)
+
+
+def _frames(n: int = 4, shape=(64, 96, 3)) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["grounding-dino", "mm-grounding-dino", "owlv2"])
+def test_run_through_the_cli_writes_the_usual_dataset(tmp_path, models, kind):
+    videos = tmp_path / "videos"
+    make_product(videos, "box", ONTOLOGY, {"clip.mp4": 6})
+    out = tmp_path / "dataset"
+    args = ["run", "-i", str(videos), "-o", str(out), "--frame-rate", "3", "--base-model", "hf"]
+    args += ["--hf-model", str(models[kind]), "--box-threshold", "0", "--text-threshold", "0"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--no-report", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    labels = sorted((out / "box" / "labels").iterdir())
+    assert [p.name for p in labels] == ["clip_000000.txt", "clip_000003.txt"]
+    classes = {line.split()[0] for p in labels for line in p.read_text().splitlines()}
+    assert classes == {"0", "1"}  # three captions, two classes: box (two synonyms) and cup
+    assert (out / "box" / "data.yaml").is_file() and (out / "box" / "annotations").is_dir()
+    run = yaml.safe_load((out / "box" / "run.yaml").read_text())
+    assert run["model"]["base_model"] == "hf" and run["model"]["model_type"] == kind
+    # The same command resumes; another model on the same dataset is refused.
+    assert runner.invoke(app, [*args, "--device", "cpu", "--no-report", "--quiet"]).exit_code == 0
+    other = models["owlv2" if kind != "owlv2" else "grounding-dino"]
+    args[args.index(str(models[kind]))] = str(other)
+    refused = runner.invoke(app, [*args, "--device", "cpu", "--no-report", "--quiet"])
+    assert refused.exit_code != 0 and "hf_model" in refused.stderr
+
+
+@pytest.mark.parametrize("kind", ["grounding-dino", "owlv2"])
+def test_batched_equals_one_by_one_and_classes_follow_the_ontology(models, kind):
+    ontology = Ontology.from_mapping(ONTOLOGY)
+    frames = _frames(4)
+    batched = _labeler(models[kind], **{"model.batch_size": 4}).label(frames, ontology)
+    single = _labeler(models[kind], **{"model.batch_size": 1})
+    for frame, b in zip(frames, batched, strict=True):
+        (s,) = single.label([frame], ontology)
+        assert len(b) > 0 and len(b) == len(s)
+        np.testing.assert_allclose(b.xyxy, s.xyxy, atol=1e-3)
+        np.testing.assert_allclose(b.confidence, s.confidence, atol=1e-4)
+        assert b.class_id.tolist() == s.class_id.tolist()
+        assert set(b.class_id.tolist()) == {0, 1}
+        assert (b.xyxy >= 0).all() and (b.xyxy[:, [0, 2]] <= 96).all() and (b.xyxy[:, [1, 3]] <= 64).all()
+
+
+def test_owl_boxes_take_their_best_query_class_in_pixels():
+    logits = torch.full((1, 3, 3), -10.0)
+    logits[0, 0, 2] = 3.0  # box 0: query 2 (class 1)
+    logits[0, 1, 0] = 1.0  # box 1: query 0 (class 0)
+    logits[0, 2, 1] = -2.0  # box 2: below the threshold
+    boxes = torch.tensor([[[0.5, 0.25, 0.2, 0.1], [0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 1.0, 1.0]]])
+    (det,) = decode_owl(logits, boxes, [0, 0, 1], [(100, 200)], 0.3)
+    assert det.class_id.tolist() == [1, 0]
+    # OWLv2 pads to a 200x200 square: fractions of the long side; the second box is clipped at 0.
+    np.testing.assert_allclose(det.xyxy, [[80, 40, 120, 60], [0, 0, 40, 40]], atol=1e-4)
+    (stretched,) = decode_owl(logits, boxes, [0, 0, 1], [(100, 200)], 0.3, padded_square=False)
+    np.testing.assert_allclose(stretched.xyxy[0], [80, 20, 120, 30], atol=1e-4)
+
+
+def test_prompts_are_split_at_the_token_limit_and_keep_every_caption(models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models["grounding-dino"])
+    captions = ["cardboard box", "cup", "a hand", "box"]
+    plan = plan_prompts(tokenizer, captions, max_tokens=8)
+    assert [indices for indices, _ in plan] == [(0, 1), (2, 3)]
+    for _, prompt in plan:
+        assert len(tokenizer(prompt.text)["input_ids"]) <= 8
+    assert [i for indices, _ in plan_prompts(tokenizer, captions, 256) for i in indices] == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="alone makes"):
+        plan_prompts(tokenizer, ["cardboard box held in a hand"], max_tokens=8)
+
+    # A model that reads 5 tokens: one caption a prompt, and every class is still found.
+    labeler = _labeler(models["short-limit"])
+    ontology = Ontology.from_mapping({"cup": "cup", "box": "box", "hand": "hand"})
+    labeler.prepare(ontology)
+    assert [indices for indices, _ in labeler.prompts(ontology)] == [(0,), (1,), (2,)]
+    for detections in labeler.label(_frames(2), ontology):
+        assert set(detections.class_id.tolist()) == {0, 1, 2}
+
+
+def test_the_grounding_dino_labeler_splits_long_ontologies_too(tiny_gdino):
+    from autolabel.labelers.grounding_dino import GroundingDinoLabeler, load_model
+
+    model = load_model(tiny_gdino.model_config, tiny_gdino.weights, tiny_gdino.text_encoder)
+    model.max_text_len = 5
+    labeler = GroundingDinoLabeler(model, image_size=96, max_size=160, box_threshold=0.0, text_threshold=0.0)
+    ontology = Ontology.from_mapping({"cup": "cup", "box": "box", "hand": "hand"})
+    assert len(labeler.prompts(ontology)) == 3
+    for detections in labeler.label(_frames(2), ontology):
+        assert set(detections.class_id.tolist()) == {0, 1, 2}
+
+
+def test_a_hub_model_missing_offline_is_one_line_with_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf"]
+    result = runner.invoke(app, [*args, "--hf-model", "autolabel-tests/no-such-model", "--quiet"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "autolabel-tests/no-such-model" in lines[0] and "hf download autolabel-tests/no-such-model" in lines[0]
+
+
+def test_base_model_hf_needs_a_model_and_a_detector(tmp_path, models):
+    result = runner.invoke(app, ["run", "-i", str(tmp_path), "--base-model", "hf", "--quiet"])
+    assert result.exit_code == 2 and "--hf-model" in result.stderr
+    bert_only = tmp_path / "bert"
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(bert_only)
+    with pytest.raises(InputError, match="not a zero-shot object detector"):
+        _labeler(bert_only)
+
+
+def test_an_owl_query_past_the_token_limit_is_an_error_naming_it(models):
+    labeler = _labeler(models["owlv2"])
+    with pytest.raises(
+        InputError, match="'a very long caption indeed' makes 24 tokens; this model reads at most 16 per query"
+    ):
+        labeler.prepare(Ontology.from_mapping({"cup": "cup", "a very long caption indeed": "box"}))
+
+
+@pytest.mark.parametrize(("kind", "size"), [("owlv2", 96), ("grounding-dino", 64)])
+def test_image_size_sets_the_model_input(models, kind, size):
+    labeler = _labeler(models[kind], **{"model.image_size": size})
+    seen = []
+    hook = labeler.model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(tuple(kwargs["pixel_values"].shape)), with_kwargs=True
+    )
+    ontology = Ontology.from_mapping(ONTOLOGY)
+    (detections,) = labeler.label(_frames(1), ontology)
+    hook.remove()
+    # OWLv2: a size x size square (position embeddings interpolated); Grounding DINO: the short side.
+    assert seen == ([(1, 3, size, size)] if kind == "owlv2" else [(1, 3, size, 96)])
+    assert labeler.describe()["image_size"] == size and len(detections) > 0
