@@ -69,6 +69,16 @@ def batch_size_for(free_bytes: int, image_size: int, max_size: int, mixed: bool)
     return int(max(1, min(64, free_bytes * 0.5 // per_image)))
 
 
+def auto_batch_size(device: str, image_size: int, max_size: int, mixed: bool) -> int:
+    """The automatic batch size: from the free memory of a CUDA ``device``; 2 elsewhere."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return 2
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return batch_size_for(free, image_size, max_size, mixed=mixed)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """An ontology turned into one caption and the token span of each caption."""
@@ -380,12 +390,7 @@ class GroundingDinoLabeler:
         }
 
     def _auto_batch_size(self) -> int:
-        import torch
-
-        if not self.device.startswith("cuda"):
-            return 2
-        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
-        return batch_size_for(free, self.image_size, self.max_size, mixed=self.dtype is not None)
+        return auto_batch_size(self.device, self.image_size, self.max_size, mixed=self.dtype is not None)
 
     def prepare(self, ontology: Ontology) -> None:
         """Checks that each caption fits the text encoder and plans the prompts."""

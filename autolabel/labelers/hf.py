@@ -27,7 +27,7 @@ import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
-from autolabel.labelers.grounding_dino import Prompt, batch_size_for, decode_outputs, plan_prompts
+from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, plan_prompts
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -211,12 +211,7 @@ class HfLabeler:
         }
 
     def _auto_batch_size(self) -> int:
-        import torch
-
-        if not self.device.startswith("cuda"):
-            return 2
-        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
-        return batch_size_for(free, self.image_size, self.max_size, mixed=self.dtype is not None)
+        return auto_batch_size(self.device, self.image_size, self.max_size, mixed=self.dtype is not None)
 
     def prepare(self, ontology: Ontology) -> None:
         """Checks that every caption fits the text encoder; plans the prompts or queries."""
