@@ -167,11 +167,30 @@ def decode_outputs(
     # One transfer for the whole batch, no per-frame round trips.
     boxes = boxes.float().cpu().numpy()
     confidence, caption, keep = confidence.cpu().numpy(), caption.cpu().numpy(), keep.cpu().numpy()
+    return pixel_detections(boxes, confidence, caption, keep, caption_class, sizes)
+
+
+def pixel_detections(
+    boxes: np.ndarray,
+    confidence: np.ndarray,
+    caption: np.ndarray,
+    keep: np.ndarray,
+    caption_class: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    padded_square: bool = False,
+) -> list[sv.Detections]:
+    """A batch's kept boxes in pixels, one ``sv.Detections`` per frame.
+
+    ``boxes`` (B, Q, 4) are normalised cx, cy, w, h: relative to the frame, or to the square
+    its long side pads it to (``padded_square``, as OWL's processor does). ``caption`` (B, Q)
+    is each box's caption, ``caption_class`` each caption's class, ``keep`` (B, Q) which boxes stay.
+    """
     classes = np.asarray(caption_class)
     detections = []
     for i, (h, w) in enumerate(sizes):
+        scale = [max(h, w)] * 4 if padded_square else [w, h, w, h]
         cx, cy, bw, bh = boxes[i, keep[i]].T
-        xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * [w, h, w, h]
+        xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * scale
         xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
         detections.append(
             sv.Detections(

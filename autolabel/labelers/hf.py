@@ -27,7 +27,7 @@ import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
-from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, plan_prompts
+from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, pixel_detections, plan_prompts
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -321,18 +321,4 @@ def decode_owl(
     keep = (confidence > box_threshold).cpu().numpy()
     boxes = boxes.float().cpu().numpy()
     confidence, query = confidence.cpu().numpy(), query.cpu().numpy()
-    classes = np.asarray(caption_class)
-    detections = []
-    for i, (h, w) in enumerate(sizes):
-        scale = [max(h, w)] * 4 if padded_square else [w, h, w, h]
-        cx, cy, bw, bh = boxes[i, keep[i]].T
-        xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * scale
-        xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
-        detections.append(
-            sv.Detections(
-                xyxy=xyxy.reshape(-1, 4),
-                confidence=confidence[i, keep[i]].astype(np.float32),
-                class_id=classes[query[i, keep[i]]].astype(int),
-            )
-        )
-    return detections
+    return pixel_detections(boxes, confidence, query, keep, caption_class, sizes, padded_square)
