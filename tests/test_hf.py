@@ -266,3 +266,22 @@ def test_image_size_sets_the_model_input(models, kind, size):
     # OWLv2: a size x size square (position embeddings interpolated); Grounding DINO: the short side.
     assert seen == ([(1, 3, size, size)] if kind == "owlv2" else [(1, 3, size, 96)])
     assert labeler.describe()["image_size"] == size and len(detections) > 0
+
+
+@pytest.mark.parametrize("broken", ["truncated weights", "no tokenizer files"])
+def test_a_broken_model_folder_is_one_line_not_a_traceback(tmp_path, models, broken):
+    import shutil
+
+    folder = shutil.copytree(models["grounding-dino"], tmp_path / "model")
+    if broken == "truncated weights":  # an interrupted copy
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            (folder / name).unlink()
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf"]
+    result = runner.invoke(app, [*args, "--hf-model", str(folder), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--hf-model {folder}: cannot load" in lines[0], result.stderr

@@ -108,6 +108,7 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
 
 def load(folder: Path, what: str):
     """``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor`` from a local folder."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
     from transformers.utils import logging as hf_logging
 
@@ -118,11 +119,17 @@ def load(folder: Path, what: str):
             warnings.simplefilter("ignore")
             try:
                 model = AutoModelForZeroShotObjectDetection.from_pretrained(folder, use_safetensors=True)
-                processor = AutoProcessor.from_pretrained(folder, use_fast=True)
             except ValueError as exc:  # an unknown model type / not a zero-shot detector
                 raise InputError(f"{what}: not a zero-shot object detector: {str(exc).splitlines()[0]}") from exc
-            except OSError as exc:
+            except (OSError, SafetensorError) as exc:  # missing, or truncated / corrupt weights
                 raise MissingWeightsError(f"{what}: cannot load: {str(exc).splitlines()[0]}") from exc
+            try:
+                processor = AutoProcessor.from_pretrained(folder, use_fast=True)
+            except (OSError, ValueError, TypeError) as exc:  # TypeError: a tokenizer without its vocabulary files
+                raise MissingWeightsError(
+                    f"{what}: cannot load its processor (image processor and tokenizer files, as written by "
+                    f"save_pretrained): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     kind = model.config.model_type
