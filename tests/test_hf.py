@@ -285,3 +285,9 @@ def test_a_broken_model_folder_is_one_line_not_a_traceback(tmp_path, models, bro
     assert result.exit_code == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--hf-model {folder}: cannot load" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("kind", ["grounding-dino", "mm-grounding-dino", "owlv2"])
+def test_frames_go_through_the_fast_torch_image_processor(models, kind):
+    # Resized and normalised by torch on the labeler's device, not by PIL/numpy on the CPU.
+    assert _labeler(models[kind]).processor.image_processor.is_fast

@@ -109,7 +109,7 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
 def load(folder: Path, what: str):
     """``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor`` from a local folder."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    from transformers import AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoProcessor
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -125,6 +125,9 @@ def load(folder: Path, what: str):
                 raise MissingWeightsError(f"{what}: cannot load: {str(exc).splitlines()[0]}") from exc
             try:
                 processor = AutoProcessor.from_pretrained(folder, use_fast=True)
+                # AutoProcessor ignores use_fast where the processor names its image processor class
+                # (Grounding DINO, OWL-ViT): the fast, torch one comes from AutoImageProcessor.
+                processor.image_processor = AutoImageProcessor.from_pretrained(folder, use_fast=True)
             except (OSError, ValueError, TypeError) as exc:  # TypeError: a tokenizer without its vocabulary files
                 raise MissingWeightsError(
                     f"{what}: cannot load its processor (image processor and tokenizer files, as written by "
