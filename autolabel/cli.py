@@ -316,9 +316,9 @@ def run(
                 if r.output is not None and r.frames:
                     print_report(write_report_for(r.output))
         failed = [r for r in results if not r.ok]
-        if not any(r.frames for r in results):
+        if not any(r.frames for r in results) and not failed:  # a failed product has said why already
             logging.getLogger("autolabel").error("no frames were kept in any product (thresholds or filters?)")
-            failed = failed or results
+            failed = results
         if merge or train:
             from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 

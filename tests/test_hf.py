@@ -291,3 +291,23 @@ def test_a_broken_model_folder_is_one_line_not_a_traceback(tmp_path, models, bro
 def test_frames_go_through_the_fast_torch_image_processor(models, kind):
     # Resized and normalised by torch on the labeler's device, not by PIL/numpy on the CPU.
     assert _labeler(models[kind]).processor.image_processor.is_fast
+
+
+def test_resuming_after_the_model_folder_changed_is_refused_in_one_line(tmp_path, models):
+    import shutil
+
+    folder = shutil.copytree(models["grounding-dino"], tmp_path / "model")
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf"]
+    args += ["--hf-model", str(folder), "--device", "cpu", "--no-report", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(config | {"image_mean": [0.1, 0.1, 0.1]}))
+    refused = runner.invoke(app, args)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.exit_code == 1 and len(lines) == 1, refused.stderr
+    assert "model file hf_model has other content" in lines[0] and "--overwrite" in lines[0]
+    # The same content elsewhere is the same model: it resumes.
+    shutil.copytree(models["grounding-dino"], tmp_path / "moved")
+    args[args.index(str(folder))] = str(tmp_path / "moved")
+    assert runner.invoke(app, args).exit_code == 0
