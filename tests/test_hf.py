@@ -311,3 +311,10 @@ def test_resuming_after_the_model_folder_changed_is_refused_in_one_line(tmp_path
     shutil.copytree(models["grounding-dino"], tmp_path / "moved")
     args[args.index(str(folder))] = str(tmp_path / "moved")
     assert runner.invoke(app, args).exit_code == 0
+
+
+def test_a_revision_for_a_local_folder_is_refused_not_ignored(tmp_path, models):
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf", "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"]), "--hf-revision", "v2"])
+    assert result.exit_code == 2 and "--hf-revision v2: only for a hub id" in result.stderr, result.stderr

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from autolabel.errors import InputError, MissingWeightsError
+from autolabel.errors import ConfigError, InputError, MissingWeightsError
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, pixel_detections, plan_prompts
 from autolabel.ontology import Ontology
@@ -65,6 +65,8 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
     Returns (folder, commit) where commit is None for a local folder.
     """
     if is_local(spec):
+        if revision:
+            raise ConfigError(f"--hf-revision {revision}: only for a hub id; --hf-model {spec} is a local folder")
         path = Path(spec).expanduser()
         if not (path / "config.json").is_file():
             raise MissingWeightsError(f"--hf-model {spec}: no config.json there (a folder written by save_pretrained)")
