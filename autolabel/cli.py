@@ -215,7 +215,9 @@ def run(
     ] = None,
     box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Model input short side (px; OWL: the square side).")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")
     ] = None,
