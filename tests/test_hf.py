@@ -318,3 +318,37 @@ def test_a_revision_for_a_local_folder_is_refused_not_ignored(tmp_path, models):
     args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf", "--quiet"]
     result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"]), "--hf-revision", "v2"])
     assert result.exit_code == 2 and "--hf-revision v2: only for a hub id" in result.stderr, result.stderr
+
+
+def test_a_hub_that_never_answers_falls_back_to_the_cache_instead_of_hanging(tmp_path, models):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    # A proxy that accepts connections and never answers (huggingface_hub's look-up has no timeout).
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}", "HF_HUB_ETAG_TIMEOUT": "1"}
+    env |= {"HF_HOME": str(tmp_path / "hf")}
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = [sys.executable, "-m", "autolabel", "run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds")]
+    args += ["--base-model", "hf", "--hf-model", "autolabel-tests/model", "--device", "cpu", "--no-report", "--quiet"]
+    try:
+        missing = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+        assert "not in the cache (the hub cannot be reached: ReadTimeout)" in missing.stderr
+        # The same model in the hub cache: used as it is.
+        repo = tmp_path / "hf" / "hub" / "models--autolabel-tests--model"
+        shutil.copytree(models["owlv2"], repo / "snapshots" / ("0" * 40))
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+        cached = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert cached.returncode == 0, cached.stderr
+        run = yaml.safe_load((tmp_path / "ds" / "box" / "run.yaml").read_text())
+        assert run["model"]["revision"] == "0" * 40 and run["model"]["model_type"] == "owlv2"
+    finally:
+        server.close()

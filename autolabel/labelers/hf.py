@@ -71,7 +71,8 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
         if not (path / "config.json").is_file():
             raise MissingWeightsError(f"--hf-model {spec}: no config.json there (a folder written by save_pretrained)")
         return path, None
-    from huggingface_hub import snapshot_download
+    import requests
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -83,10 +84,19 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     (enable_progress_bars if progress else disable_progress_bars)()
+    unreachable = None
     try:
-        folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_FILES, local_files_only=offline))
+        if not offline:
+            # snapshot_download's own look-up has no timeout (a proxy that never answers hangs it):
+            # ask first, with the hub's timeout; unanswered, the cached snapshot is used, if any.
+            try:
+                HfApi().model_info(spec, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                unreachable = type(exc).__name__
+        local_only = offline or unreachable is not None
+        folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_FILES, local_files_only=local_only))
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
-        why = "HF_HUB_OFFLINE=1" if offline else f"the hub cannot be reached: {type(exc).__name__}"
+        why = "HF_HUB_OFFLINE=1" if offline else f"the hub cannot be reached: {unreachable or type(exc).__name__}"
         raise MissingWeightsError(
             f"Hugging Face model {spec} is not in the cache ({why}): fetch it with `{fetch_command(spec, revision)}`, "
             "or pass a local folder to --hf-model"
