@@ -232,6 +232,8 @@ def test_a_hub_model_missing_offline_is_one_line_with_the_fetch_command(tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "autolabel-tests/no-such-model" in lines[0] and "hf download autolabel-tests/no-such-model" in lines[0]
+    # Only what is loaded: many repos also hold pytorch_model.bin, TF and ONNX copies of the weights.
+    assert "--include '*.json' '*.txt' '*.safetensors'" in lines[0]
 
 
 def test_base_model_hf_needs_a_model_and_a_detector(tmp_path, models):

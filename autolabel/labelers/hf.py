@@ -54,9 +54,10 @@ def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
 
 
 def fetch_command(repo_id: str, revision: str | None = None) -> str:
-    """The command that puts a hub model into the Hugging Face cache."""
+    """The command that puts a hub model into the Hugging Face cache: the files we load, not its other formats."""
     rev = f" --revision {revision}" if revision else ""
-    return f"hf download {repo_id}{rev} (huggingface_hub >= 0.34; older: huggingface-cli download {repo_id}{rev})"
+    include = " ".join(f"'{pattern}'" for pattern in HUB_FILES)
+    return f"hf download {repo_id}{rev} --include {include}"
 
 
 def resolve_model(spec: str, revision: str | None = None, progress: bool = True) -> tuple[Path, str | None]:
