@@ -354,3 +354,13 @@ def test_a_hub_that_never_answers_falls_back_to_the_cache_instead_of_hanging(tmp
         assert run["model"]["revision"] == "0" * 40 and run["model"]["model_type"] == "owlv2"
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("spec", ["my model", "org/na me", "org/model--x"])
+def test_neither_a_folder_nor_a_hub_id_is_one_line(tmp_path, spec):
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf", "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", spec])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME)" in lines[0]

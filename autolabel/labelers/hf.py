@@ -43,10 +43,24 @@ def is_local(spec: str) -> bool:
     return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
+def check_hub_id(spec: str) -> None:
+    """A ``--hf-model`` that is no local folder must be a valid hub id (``ORG/NAME``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as exc:
+        raise ConfigError(
+            f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME): {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
     """``repo_id@commit`` of the cached snapshot (no network), or None when it is not cached yet."""
     from huggingface_hub import try_to_load_from_cache
 
+    check_hub_id(repo_id)
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if not isinstance(cached, str):
         return None
@@ -72,6 +86,7 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
         if not (path / "config.json").is_file():
             raise MissingWeightsError(f"--hf-model {spec}: no config.json there (a folder written by save_pretrained)")
         return path, None
+    check_hub_id(spec)
     import requests
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import (
