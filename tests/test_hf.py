@@ -364,3 +364,13 @@ def test_neither_a_folder_nor_a_hub_id_is_one_line(tmp_path, spec):
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME)" in lines[0]
+
+
+def test_the_fetch_command_can_be_pasted_into_a_shell():
+    import shlex
+
+    from autolabel.labelers.hf import fetch_command
+
+    words = shlex.split(fetch_command("org/model", "my branch"))
+    assert words[:5] == ["hf", "download", "org/model", "--revision", "my branch"]
+    assert words[5:8] == ["--include", "*.json", "*.txt"]

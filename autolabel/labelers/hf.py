@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,9 +70,9 @@ def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
 
 def fetch_command(repo_id: str, revision: str | None = None) -> str:
     """The command that puts a hub model into the Hugging Face cache: the files we load, not its other formats."""
-    rev = f" --revision {revision}" if revision else ""
-    include = " ".join(f"'{pattern}'" for pattern in HUB_FILES)
-    return f"hf download {repo_id}{rev} --include {include}"
+    rev = f" --revision {shlex.quote(revision)}" if revision else ""
+    include = " ".join(shlex.quote(pattern) for pattern in HUB_FILES)
+    return f"hf download {shlex.quote(repo_id)}{rev} --include {include}"
 
 
 def resolve_model(spec: str, revision: str | None = None, progress: bool = True) -> tuple[Path, str | None]:
