@@ -307,6 +307,8 @@ def run(
             "report": report,
         }
         cfg = load_config(config, overrides)
+        if (hf_model or hf_revision) and cfg.model.base_model != "hf":  # not silently another model
+            raise ConfigError(f"--hf-model and --hf-revision need --base-model hf (base model: {cfg.model.base_model})")
         if frame_rate is not None:
             cfg.sampling.fps = None
         results = run_pipeline(

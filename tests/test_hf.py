@@ -374,3 +374,11 @@ def test_the_fetch_command_can_be_pasted_into_a_shell():
     words = shlex.split(fetch_command("org/model", "my branch"))
     assert words[:5] == ["hf", "download", "org/model", "--revision", "my branch"]
     assert words[5:8] == ["--include", "*.json", "*.txt"]
+
+
+def test_hf_model_without_base_model_hf_is_refused_not_ignored(tmp_path, models):
+    # Otherwise the run silently labels with the default Grounding DINO instead of the model named.
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"])])
+    assert result.exit_code == 2 and "need --base-model hf (base model: grounding-dino)" in result.stderr
