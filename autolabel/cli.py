@@ -215,7 +215,9 @@ def run(
     ] = None,
     box_threshold: Annotated[float | None, typer.Option("--box-threshold")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Model input short side (px).")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Model input short side (px; OWL: the square side).")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Frames per forward (default: automatic).")
     ] = None,
@@ -305,6 +307,8 @@ def run(
             "report": report,
         }
         cfg = load_config(config, overrides)
+        if (hf_model or hf_revision) and cfg.model.base_model != "hf":  # not silently another model
+            raise ConfigError(f"--hf-model and --hf-revision need --base-model hf (base model: {cfg.model.base_model})")
         if frame_rate is not None:
             cfg.sampling.fps = None
         results = run_pipeline(
@@ -316,9 +320,9 @@ def run(
                 if r.output is not None and r.frames:
                     print_report(write_report_for(r.output))
         failed = [r for r in results if not r.ok]
-        if not any(r.frames for r in results):
+        if not any(r.frames for r in results) and not failed:  # a failed product has said why already
             logging.getLogger("autolabel").error("no frames were kept in any product (thresholds or filters?)")
-            failed = failed or results
+            failed = results
         if merge or train:
             from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 

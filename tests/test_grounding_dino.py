@@ -35,6 +35,14 @@ def test_prompt_spans_cover_each_caption(model):
     assert ids[0] == 101 and ids[-1] == 102
 
 
+def test_a_caption_of_unknown_tokens_only_is_an_error(model):
+    # Every such caption would read as the same [UNK]: their classes could not be told apart.
+    assert len(build_prompt(model.tokenizer, ["café cup"]).spans) == 1  # accents are stripped: known
+    for caption in ("\U0001f642", "\u2603 \u2602"):
+        with pytest.raises(InputError, match="has no tokens the text encoder knows"):
+            build_prompt(model.tokenizer, ["cup", caption])
+
+
 def test_too_long_prompt_is_an_error(model):
     with pytest.raises(InputError, match="Grounding DINO reads at most 256"):
         build_prompt(model.tokenizer, ["a very long caption " * 30])

@@ -232,6 +232,8 @@ def test_a_hub_model_missing_offline_is_one_line_with_the_fetch_command(tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "autolabel-tests/no-such-model" in lines[0] and "hf download autolabel-tests/no-such-model" in lines[0]
+    # Only what is loaded: many repos also hold pytorch_model.bin, TF and ONNX copies of the weights.
+    assert "--include '*.json' '*.txt' '*.safetensors'" in lines[0]
 
 
 def test_base_model_hf_needs_a_model_and_a_detector(tmp_path, models):
@@ -266,3 +268,117 @@ def test_image_size_sets_the_model_input(models, kind, size):
     # OWLv2: a size x size square (position embeddings interpolated); Grounding DINO: the short side.
     assert seen == ([(1, 3, size, size)] if kind == "owlv2" else [(1, 3, size, 96)])
     assert labeler.describe()["image_size"] == size and len(detections) > 0
+
+
+@pytest.mark.parametrize("broken", ["truncated weights", "no tokenizer files"])
+def test_a_broken_model_folder_is_one_line_not_a_traceback(tmp_path, models, broken):
+    import shutil
+
+    folder = shutil.copytree(models["grounding-dino"], tmp_path / "model")
+    if broken == "truncated weights":  # an interrupted copy
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            (folder / name).unlink()
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf"]
+    result = runner.invoke(app, [*args, "--hf-model", str(folder), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--hf-model {folder}: cannot load" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("kind", ["grounding-dino", "mm-grounding-dino", "owlv2"])
+def test_frames_go_through_the_fast_torch_image_processor(models, kind):
+    # Resized and normalised by torch on the labeler's device, not by PIL/numpy on the CPU.
+    assert _labeler(models[kind]).processor.image_processor.is_fast
+
+
+def test_resuming_after_the_model_folder_changed_is_refused_in_one_line(tmp_path, models):
+    import shutil
+
+    folder = shutil.copytree(models["grounding-dino"], tmp_path / "model")
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf"]
+    args += ["--hf-model", str(folder), "--device", "cpu", "--no-report", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(config | {"image_mean": [0.1, 0.1, 0.1]}))
+    refused = runner.invoke(app, args)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.exit_code == 1 and len(lines) == 1, refused.stderr
+    assert "model file hf_model has other content" in lines[0] and "--overwrite" in lines[0]
+    # The same content elsewhere is the same model: it resumes.
+    shutil.copytree(models["grounding-dino"], tmp_path / "moved")
+    args[args.index(str(folder))] = str(tmp_path / "moved")
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_a_revision_for_a_local_folder_is_refused_not_ignored(tmp_path, models):
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf", "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"]), "--hf-revision", "v2"])
+    assert result.exit_code == 2 and "--hf-revision v2: only for a hub id" in result.stderr, result.stderr
+
+
+def test_a_hub_that_never_answers_falls_back_to_the_cache_instead_of_hanging(tmp_path, models):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    # A proxy that accepts connections and never answers (huggingface_hub's look-up has no timeout).
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}", "HF_HUB_ETAG_TIMEOUT": "1"}
+    env |= {"HF_HOME": str(tmp_path / "hf")}
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = [sys.executable, "-m", "autolabel", "run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds")]
+    args += ["--base-model", "hf", "--hf-model", "autolabel-tests/model", "--device", "cpu", "--no-report", "--quiet"]
+    try:
+        missing = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+        assert "not in the cache (the hub cannot be reached: ReadTimeout)" in missing.stderr
+        # The same model in the hub cache: used as it is.
+        repo = tmp_path / "hf" / "hub" / "models--autolabel-tests--model"
+        shutil.copytree(models["owlv2"], repo / "snapshots" / ("0" * 40))
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+        cached = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert cached.returncode == 0, cached.stderr
+        run = yaml.safe_load((tmp_path / "ds" / "box" / "run.yaml").read_text())
+        assert run["model"]["revision"] == "0" * 40 and run["model"]["model_type"] == "owlv2"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("spec", ["my model", "org/na me", "org/model--x"])
+def test_neither_a_folder_nor_a_hub_id_is_one_line(tmp_path, spec):
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "hf", "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", spec])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME)" in lines[0]
+
+
+def test_the_fetch_command_can_be_pasted_into_a_shell():
+    import shlex
+
+    from autolabel.labelers.hf import fetch_command
+
+    words = shlex.split(fetch_command("org/model", "my branch"))
+    assert words[:5] == ["hf", "download", "org/model", "--revision", "my branch"]
+    assert words[5:8] == ["--include", "*.json", "*.txt"]
+
+
+def test_hf_model_without_base_model_hf_is_refused_not_ignored(tmp_path, models):
+    # Otherwise the run silently labels with the default Grounding DINO instead of the model named.
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--quiet"]
+    result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"])])
+    assert result.exit_code == 2 and "need --base-model hf (base model: grounding-dino)" in result.stderr

@@ -96,13 +96,13 @@ def build_prompt(tokenizer, captions: Sequence[str], max_tokens: int = 256) -> P
         starts.append(pos)
         pos += len(part) + 3
     encoded = tokenizer(text, return_offsets_mapping=True)
-    offsets = encoded["offset_mapping"]
+    offsets, ids = encoded["offset_mapping"], encoded["input_ids"]
     spans = []
     for caption, part, start in zip(captions, parts, starts, strict=True):
         end = start + len(part)
         tokens = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
-        if not tokens:
-            raise InputError(f"caption {caption!r} has no tokens the text encoder knows")
+        if all(ids[i] == tokenizer.unk_token_id for i in tokens):  # none, or only [UNK] (emoji, unknown scripts)
+            raise InputError(f"caption {caption!r} has no tokens the text encoder knows: use English words")
         spans.append((tokens[0], tokens[-1] + 1))
     if len(offsets) > max_tokens:
         raise InputError(

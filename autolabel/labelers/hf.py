@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from autolabel.errors import InputError, MissingWeightsError
+from autolabel.errors import ConfigError, InputError, MissingWeightsError
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, pixel_detections, plan_prompts
 from autolabel.ontology import Ontology
@@ -43,10 +44,24 @@ def is_local(spec: str) -> bool:
     return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
+def check_hub_id(spec: str) -> None:
+    """A ``--hf-model`` that is no local folder must be a valid hub id (``ORG/NAME``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as exc:
+        raise ConfigError(
+            f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME): {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
     """``repo_id@commit`` of the cached snapshot (no network), or None when it is not cached yet."""
     from huggingface_hub import try_to_load_from_cache
 
+    check_hub_id(repo_id)
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if not isinstance(cached, str):
         return None
@@ -54,9 +69,10 @@ def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
 
 
 def fetch_command(repo_id: str, revision: str | None = None) -> str:
-    """The command that puts a hub model into the Hugging Face cache."""
-    rev = f" --revision {revision}" if revision else ""
-    return f"hf download {repo_id}{rev} (huggingface_hub >= 0.34; older: huggingface-cli download {repo_id}{rev})"
+    """The command that puts a hub model into the Hugging Face cache: the files we load, not its other formats."""
+    rev = f" --revision {shlex.quote(revision)}" if revision else ""
+    include = " ".join(shlex.quote(pattern) for pattern in HUB_FILES)
+    return f"hf download {shlex.quote(repo_id)}{rev} --include {include}"
 
 
 def resolve_model(spec: str, revision: str | None = None, progress: bool = True) -> tuple[Path, str | None]:
@@ -65,11 +81,15 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
     Returns (folder, commit) where commit is None for a local folder.
     """
     if is_local(spec):
+        if revision:
+            raise ConfigError(f"--hf-revision {revision}: only for a hub id; --hf-model {spec} is a local folder")
         path = Path(spec).expanduser()
         if not (path / "config.json").is_file():
             raise MissingWeightsError(f"--hf-model {spec}: no config.json there (a folder written by save_pretrained)")
         return path, None
-    from huggingface_hub import snapshot_download
+    check_hub_id(spec)
+    import requests
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -81,10 +101,19 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     (enable_progress_bars if progress else disable_progress_bars)()
+    unreachable = None
     try:
-        folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_FILES, local_files_only=offline))
+        if not offline:
+            # snapshot_download's own look-up has no timeout (a proxy that never answers hangs it):
+            # ask first, with the hub's timeout; unanswered, the cached snapshot is used, if any.
+            try:
+                HfApi().model_info(spec, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                unreachable = type(exc).__name__
+        local_only = offline or unreachable is not None
+        folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_FILES, local_files_only=local_only))
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
-        why = "HF_HUB_OFFLINE=1" if offline else f"the hub cannot be reached: {type(exc).__name__}"
+        why = "HF_HUB_OFFLINE=1" if offline else f"the hub cannot be reached: {unreachable or type(exc).__name__}"
         raise MissingWeightsError(
             f"Hugging Face model {spec} is not in the cache ({why}): fetch it with `{fetch_command(spec, revision)}`, "
             "or pass a local folder to --hf-model"
@@ -108,7 +137,8 @@ def resolve_model(spec: str, revision: str | None = None, progress: bool = True)
 
 def load(folder: Path, what: str):
     """``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor`` from a local folder."""
-    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    from safetensors import SafetensorError
+    from transformers import AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoProcessor
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -118,11 +148,20 @@ def load(folder: Path, what: str):
             warnings.simplefilter("ignore")
             try:
                 model = AutoModelForZeroShotObjectDetection.from_pretrained(folder, use_safetensors=True)
-                processor = AutoProcessor.from_pretrained(folder, use_fast=True)
             except ValueError as exc:  # an unknown model type / not a zero-shot detector
                 raise InputError(f"{what}: not a zero-shot object detector: {str(exc).splitlines()[0]}") from exc
-            except OSError as exc:
+            except (OSError, SafetensorError) as exc:  # missing, or truncated / corrupt weights
                 raise MissingWeightsError(f"{what}: cannot load: {str(exc).splitlines()[0]}") from exc
+            try:
+                processor = AutoProcessor.from_pretrained(folder, use_fast=True)
+                # AutoProcessor ignores use_fast where the processor names its image processor class
+                # (Grounding DINO, OWL-ViT): the fast, torch one comes from AutoImageProcessor.
+                processor.image_processor = AutoImageProcessor.from_pretrained(folder, use_fast=True)
+            except (OSError, ValueError, TypeError) as exc:  # TypeError: a tokenizer without its vocabulary files
+                raise MissingWeightsError(
+                    f"{what}: cannot load its processor (image processor and tokenizer files, as written by "
+                    f"save_pretrained): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     kind = model.config.model_type
