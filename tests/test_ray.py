@@ -296,3 +296,18 @@ def test_stream_passes_over_a_failed_source_and_an_abandoned_product():
     first.close()  # the product failed while writing: the rest of it is passed over
     assert [e.record.name for e in stream.events(jobs[2]) if isinstance(e, Labeled)] == ["b_000000"]
     assert stream.status() == {"actors": 2}
+
+
+def test_cuda_on_a_cluster_without_gpus_is_one_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    from autolabel.engines.ray_engine import RayEngine
+    from autolabel.errors import ConfigError
+
+    engine = RayEngine.__new__(RayEngine)  # no Ray started: only the resource plan is under test
+    engine.config = run_config(tmp_path, **{"model.device": "cuda"})
+    engine.ray = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPU"):
+        engine._resources()  # before the fix: one GPU asked per actor, and Ray waits forever
+    engine.ray = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0, "GPU": 2.0})
+    assert engine._resources() == (2, {"num_cpus": 1.0, "num_gpus": 1.0})

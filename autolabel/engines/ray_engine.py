@@ -367,6 +367,8 @@ class RayEngine:
         e, device = self.config.engine, self.config.model.device
         gpus = self.ray.cluster_resources().get("GPU", 0)
         on_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
+        if on_gpu and not gpus:  # Ray would wait for a GPU forever
+            raise ConfigError(f"model.device is {device!r} but the Ray cluster has no GPU")
         actors = e.actors or (max(1, int(gpus * e.actors_per_gpu)) if on_gpu else 1)
         args = {"num_cpus": e.actor_cpus, "num_gpus": 1 / e.actors_per_gpu if on_gpu else 0}
         return actors, args
