@@ -311,3 +311,28 @@ def test_cuda_on_a_cluster_without_gpus_is_one_clear_error(tmp_path):
         engine._resources()  # before the fix: one GPU asked per actor, and Ray waits forever
     engine.ray = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0, "GPU": 2.0})
     assert engine._resources() == (2, {"num_cpus": 1.0, "num_gpus": 1.0})
+    engine.config = run_config(tmp_path, **{"model.device": "cuda", "engine.actors": 3})
+    with pytest.raises(ConfigError, match="engine.actors is 3, but the Ray cluster's 2 GPU"):
+        engine._resources()  # a third GPU actor would wait forever
+
+
+def test_a_ray_address_where_nothing_answers_is_one_clear_error():
+    import socket
+
+    from autolabel.engines.ray_engine import check_reachable
+    from autolabel.errors import ConfigError
+
+    with socket.socket() as listener:  # a port that was free a moment ago: nothing listens there now
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match="nothing answers there"):
+            check_reachable(address, timeout=2)
+    with pytest.raises(ConfigError, match="expected auto, HOST:PORT or ray://HOST:PORT"):
+        check_reachable("my-cluster")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        check_reachable(f"127.0.0.1:{listener.getsockname()[1]}")  # something answers: left to Ray
+    check_reachable(None)
+    check_reachable("auto")

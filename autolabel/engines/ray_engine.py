@@ -327,6 +327,30 @@ class RayStream:
                 yield event
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """ConfigError unless ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a connection within ``timeout`` s.
+
+    Ray itself retries an address that answers nothing for minutes, printing its own warnings.
+    ``None`` (start a local instance) and ``auto`` (this node's cluster, which Ray finds or
+    refuses at once) are left to Ray.
+    """
+    import socket
+
+    if address is None or address == "auto":
+        return
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--ray-address {address}: nothing answers there ({exc.strerror or type(exc).__name__}); "
+            "is the cluster up (ray start --head) and the port open?"
+        ) from None
+
+
 class RayEngine:
     """Connects to Ray (or starts it), and runs products' work through one Ray Data stream."""
 
@@ -341,6 +365,7 @@ class RayEngine:
         ray = self.ray
         if not ray.is_initialized():
             address = self.config.engine.ray_address
+            check_reachable(address)
             try:
                 ray.init(
                     address=address,
@@ -370,6 +395,11 @@ class RayEngine:
         if on_gpu and not gpus:  # Ray would wait for a GPU forever
             raise ConfigError(f"model.device is {device!r} but the Ray cluster has no GPU")
         actors = e.actors or (max(1, int(gpus * e.actors_per_gpu)) if on_gpu else 1)
+        if on_gpu and actors > gpus * e.actors_per_gpu:  # the actors past the GPUs would wait forever
+            raise ConfigError(
+                f"engine.actors is {actors}, but the Ray cluster's {gpus:g} GPU(s) hold at most "
+                f"{int(gpus * e.actors_per_gpu)} labeler actor(s) at engine.actors_per_gpu {e.actors_per_gpu}"
+            )
         args = {"num_cpus": e.actor_cpus, "num_gpus": 1 / e.actors_per_gpu if on_gpu else 0}
         return actors, args
 
