@@ -160,6 +160,13 @@ def print_run_summary(results) -> None:
             _echo(f"    error: {e}")
 
 
+def _check_model_flags(base_model: str, given: dict[str, tuple[str, object]]) -> None:
+    """A flag that only another base model reads is an error: ignored, the run would use a model not asked for."""
+    for flag, (owner, value) in given.items():
+        if value is not None and owner != base_model:
+            raise ConfigError(f"{flag} is for --base-model {owner} (base model: {base_model})")
+
+
 @app.command()
 def run(
     input: Annotated[
@@ -307,8 +314,23 @@ def run(
             "report": report,
         }
         cfg = load_config(config, overrides)
-        if (hf_model or hf_revision) and cfg.model.base_model != "hf":  # not silently another model
-            raise ConfigError(f"--hf-model and --hf-revision need --base-model hf (base model: {cfg.model.base_model})")
+        _check_model_flags(
+            cfg.model.base_model,
+            {
+                "--weights": ("grounding-dino", weights),
+                "--model-config": ("grounding-dino", model_config),
+                "--text-encoder": ("grounding-dino", text_encoder),
+                "--base-weights": ("ultralytics", base_weights),
+                "--hf-model": ("hf", hf_model),
+                "--hf-revision": ("hf", hf_revision),
+                "--discover-backbone": ("discover", discover_backbone),
+                "--backbone-weights": ("discover", backbone_weights),
+                "--discover-classifier": ("discover", discover_classifier),
+                "--classifier-weights": ("discover", classifier_weights),
+                "--number-seeds": ("discover", number_seeds),
+                "--keep-unmapped/--drop-unmapped": ("discover", keep_unmapped),
+            },
+        )
         if frame_rate is not None:
             cfg.sampling.fps = None
         results = run_pipeline(

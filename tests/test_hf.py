@@ -381,4 +381,17 @@ def test_hf_model_without_base_model_hf_is_refused_not_ignored(tmp_path, models)
     make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
     args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--quiet"]
     result = runner.invoke(app, [*args, "--hf-model", str(models["owlv2"])])
-    assert result.exit_code == 2 and "need --base-model hf (base model: grounding-dino)" in result.stderr
+    assert result.exit_code == 2 and "--hf-model is for --base-model hf (base model: grounding-dino)" in result.stderr
+
+
+def test_a_flag_of_another_base_model_is_refused_not_ignored(tmp_path):
+    # --base-weights is Ultralytics' and --text-encoder Grounding DINO's: with another model they would do nothing.
+    make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--quiet"]
+    result = runner.invoke(app, [*args, "--base-weights", "yolo11n.pt"])
+    assert result.exit_code == 2 and "--base-weights is for --base-model ultralytics (base model: grounding-dino)" in (
+        result.stderr
+    )
+    result = runner.invoke(app, [*args, "--base-model", "ultralytics", "--text-encoder", "bert", "--number-seeds", "2"])
+    assert result.exit_code == 2 and "--text-encoder is for --base-model grounding-dino" in result.stderr
+    assert not (tmp_path / "ds").exists()
