@@ -28,7 +28,7 @@ import supervision as sv
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
 from autolabel.labelers import lost
-from autolabel.labelers.base import CLASS_NAME, autocast, label_by_size, pick_device, pick_dtype
+from autolabel.labelers.base import CLASS_NAME, autocast, label_by_size, label_in_batches, pick_device, pick_dtype
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class DiscoverLabeler:
     def label(self, images: Sequence[np.ndarray], ontology: Ontology) -> list[sv.Detections]:
         """Finds and names objects in a batch of BGR frames, in the order given (one forward per frame size)."""
         self.prepare(ontology)
-        return label_by_size(images, self._label_same_size)
+        return label_by_size(images, lambda same: label_in_batches(self, same, self._label_same_size))
 
     def _input_size(self, h: int, w: int) -> tuple[int, int]:
         """Backbone input size: short side ``image_size``, long side at most ``max_size``, whole patches."""
