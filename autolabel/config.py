@@ -21,8 +21,6 @@ import yaml
 
 from autolabel.errors import ConfigError
 
-FORMATS = ("yolo", "voc", "coco")
-BASE_MODELS = ("grounding-dino", "ultralytics", "hf", "discover")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -72,6 +70,8 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "auto"
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
+    # Config sections of plug-in base models, by section name (listed in run.yaml only when set).
+    sections: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,10 +142,12 @@ class RunConfig:
             value = getattr(m, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
-        if m.base_model not in BASE_MODELS:
-            raise ConfigError(f"model.base_model must be one of {', '.join(BASE_MODELS)}, got {show(m.base_model)}")
-        if m.base_model == "hf" and not m.hf_model:
-            raise ConfigError("--base-model hf needs a model: --hf-model HUB_ID_OR_FOLDER (config model.hf_model)")
+        from autolabel.labelers import registry
+
+        if m.base_model not in registry.names():
+            raise ConfigError(
+                f"model.base_model must be one of {', '.join(registry.names())}, got {show(m.base_model)}"
+            )
         if m.max_size < 32:
             raise ConfigError(f"model.max_size must be >= 32, got {show(m.max_size)}")
         if m.image_size is not None and (m.image_size < 32 or m.max_size < m.image_size):
@@ -159,10 +161,14 @@ class RunConfig:
         if m.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"model.precision must be auto, fp32, fp16 or bf16, got {show(m.precision)}")
         validate_discover(m.discover)
-        unknown = [x for x in d.formats if x not in FORMATS]
+        registry.get(m.base_model).validate(m)
+        from autolabel.datasets import formats
+
+        choices = formats.names(dataset=True)
+        unknown = [x for x in d.formats if x not in choices]
         if unknown or not d.formats:
             raise ConfigError(
-                f"dataset.formats must be a non-empty subset of {', '.join(FORMATS)}, got {show(d.formats)}"
+                f"dataset.formats must be a non-empty subset of {', '.join(choices)}, got {show(d.formats)}"
             )
         if not 0.0 <= d.val_fraction < 1.0:
             raise ConfigError(f"dataset.val_fraction must be in [0, 1), got {d.val_fraction}")
@@ -278,15 +284,27 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {hint.__name__}, got {show(value)}")
 
 
+def _plugin_sections() -> dict[str, type]:
+    """Config sections of plug-in base models, by name (built-ins have theirs as fields)."""
+    from autolabel.labelers import registry
+
+    return {s.section: s.section_type for s in registry.registry().values() if s.section and s.section_type}
+
+
 def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix or 'top level'} must be a mapping, got {show(data)}")
     hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    names = [f.name for f in dataclasses.fields(obj) if f.name != "sections"]
+    sections = _plugin_sections() if isinstance(obj, ModelConfig) and data else {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if key in sections:
+            section = obj.sections.setdefault(key, sections[key]())
+            _apply(section, value, where, f"{dotted}.")
+            continue
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {show(dotted)}" + _closest(str(key), names))
+            raise ConfigError(f"{where}: unknown key {show(dotted)}" + _closest(str(key), names + list(sections)))
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, where, f"{dotted}.")
@@ -385,5 +403,9 @@ def read_yaml(path: Path) -> Any:
 
 
 def to_dict(config: Any) -> dict:
-    """Plain nested dict of a config dataclass (for run.yaml)."""
-    return dataclasses.asdict(config)
+    """Plain nested dict of a config dataclass (for run.yaml); plug-in sections only when set."""
+    out = dataclasses.asdict(config)
+    model = out.get("model")
+    if isinstance(model, dict) and not model.get("sections"):
+        model.pop("sections", None)
+    return out

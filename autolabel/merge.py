@@ -16,30 +16,25 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolabel.config import FORMATS, FilterConfig
+from autolabel.config import FilterConfig
 from autolabel.datasets import finalize
-from autolabel.datasets.formats import yolo_lines
-from autolabel.datasets.layout import (
-    JOURNAL,
-    LABELS,
-    STATE_VERSION,
-    FrameRecord,
-    boxes_per_class,
-    read_journal,
-    read_splits,
-    read_state,
-    require_state,
-    write_state,
-)
+from autolabel.datasets import formats as formats_registry
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.formats import Context
+from autolabel.datasets.formats.yolo import label_path, yolo_lines
+from autolabel.datasets.layout import JOURNAL, MERGED_DIR
+from autolabel.datasets.records import FrameRecord, boxes_per_class
+from autolabel.datasets.state import MERGED as MERGED_KIND
+from autolabel.datasets.state import PRODUCT, State, dataset_id
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.errors import InputError, OutputError
-from autolabel.fileio import FolderLock, make_staging_dir, output_errors, remove_stale_temporaries, replace_dir
+from autolabel.fileio import make_staging_dir, output_errors, replace_dir
 from autolabel.naming import SEPARATOR, safe_name
 from autolabel.postprocess import FilterStats, apply_filters, filters_active
 
 log = logging.getLogger(__name__)
 
-MERGED = "merged"
+MERGED = MERGED_DIR
 
 
 @dataclass
@@ -64,7 +59,7 @@ def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list
         if exclude is not None and folder.resolve() == exclude.resolve():
             continue
         try:
-            _check_input(folder)
+            _check_input(Dataset.peek(folder))
         except InputError as exc:
             skipped.append(str(exc))
             continue
@@ -74,30 +69,30 @@ def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list
     return found, skipped
 
 
-def _check_input(folder: Path) -> dict:
-    state = require_state(folder)
-    if state.get("kind") != "product":
+def _check_input(ds: Dataset) -> Dataset:
+    folder, state = ds.root, ds.state
+    if state.kind != PRODUCT:
         raise InputError(
-            f"{folder}: is a {state.get('kind')} dataset; merge outputs are never merged back in "
+            f"{folder}: is a {state.kind} dataset; merge outputs are never merged back in "
             "(merge its product datasets instead)"
         )
-    if not state.get("complete"):
+    if not state.complete:
         raise InputError(f"{folder}: unfinished run; re-run `autolabel run` to complete it before merging")
-    if state["version"] < STATE_VERSION:
+    if ds.outdated():
         raise InputError(
-            f"{folder}: written by an older autolabel (dataset state version {state['version']}); re-run "
+            f"{folder}: written by an older autolabel (dataset state version {state.version}); re-run "
             "`autolabel run` on it once (nothing is relabeled) to bring its label files to this version's format"
         )
-    return state
+    return ds
 
 
-def _classes(states: list[tuple[Path, dict]], unite_case: bool) -> tuple[list[str], dict[str, str]]:
+def _classes(states: list[tuple[Path, State]], unite_case: bool) -> tuple[list[str], dict[str, str]]:
     """The merged class list (first appearance) and, with ``unite_case``, each name's united spelling."""
     classes: list[str] = []
     spelling: dict[str, str] = {}
     by_fold: dict[str, str] = {}
     for _, state in states:
-        for name in state["classes"]:
+        for name in state.classes:
             first = by_fold.setdefault(name.casefold(), name)
             spelling[name] = first if unite_case else name
             if spelling[name] not in classes:
@@ -116,7 +111,7 @@ def _classes(states: list[tuple[Path, dict]], unite_case: bool) -> tuple[list[st
 
 
 def _check_labels(folder: Path, record: FrameRecord) -> None:
-    path = folder / LABELS / f"{record.name}.txt"
+    path = folder / label_path(record.name)
     try:
         same = path.read_text(encoding="utf-8") == yolo_lines(record)
     except (OSError, UnicodeDecodeError):
@@ -150,46 +145,42 @@ def merge_datasets(
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: exists and is a file; choose another --output")
     with contextlib.ExitStack() as locks, output_errors(output):
-        locks.enter_context(FolderLock(output, "merge"))
-        if output.is_dir() and any(output.iterdir()):
-            state = read_state(output)
-            if state is None or state.get("kind") != MERGED:
-                raise OutputError(f"{output}: exists and is not a merge output; refusing to write over it")
-        remove_stale_temporaries(output.parent, prefix=output.name)
+        target = locks.enter_context(Dataset.open(output, "merge", new=True))
+        if output.is_dir() and any(output.iterdir()) and (target.state is None or not target.is_merged()):
+            raise OutputError(f"{output}: exists and is not a merge output; refusing to write over it")
         resolved_out = output.resolve()
-        states: list[tuple[Path, dict]] = []
+        datasets: list[Dataset] = []
         for folder in inputs:
             if folder.resolve() == resolved_out:
                 raise InputError(f"{folder}: is the merge output itself; it is never merged back in")
-            locks.enter_context(FolderLock(folder, "merge (reading)"))
-            states.append((folder, _check_input(folder)))
+            datasets.append(_check_input(locks.enter_context(Dataset.open(folder, "merge (reading)"))))
         if formats is None:
-            formats = [f for f in FORMATS if all(f in st.get("formats", ["yolo", "voc"]) for _, st in states)]
-        return _merge(states, output, filters, formats, unite_case)
+            formats = [f for f in formats_registry.names(dataset=True) if all(f in d.formats for d in datasets)]
+        return _merge(datasets, output, filters, formats, unite_case)
 
 
 def _merge(
-    states: list[tuple[Path, dict]],
+    datasets: list[Dataset],
     output: Path,
     filters: FilterConfig | None,
     formats: list[str],
     unite_case: bool,
 ) -> MergeResult:
     # Products by name: the same product twice is a conflict (its files would collide).
-    by_slug: dict[str, tuple[Path, dict]] = {}
-    for folder, state in states:
-        slug = safe_name(str(state.get("product") or folder.name))
+    by_slug: dict[str, Dataset] = {}
+    for ds in datasets:
+        slug = safe_name(str(ds.state.product or ds.root.name))
         if slug.lower() in by_slug:
-            other, other_state = by_slug[slug.lower()]
-            if other_state.get("classes") != state.get("classes"):
+            other = by_slug[slug.lower()]
+            if other.classes != ds.classes:
                 raise InputError(
-                    f"product {slug!r} appears twice with different class lists: {other} has "
-                    f"{other_state.get('classes')}, {folder} has {state.get('classes')}"
+                    f"product {slug!r} appears twice with different class lists: {other.root} has "
+                    f"{other.classes}, {ds.root} has {ds.classes}"
                 )
-            raise InputError(f"product {slug!r} appears twice ({other} and {folder}); merge one of them")
-        by_slug[slug.lower()] = (folder, state)
+            raise InputError(f"product {slug!r} appears twice ({other.root} and {ds.root}); merge one of them")
+        by_slug[slug.lower()] = ds
 
-    classes, spelling = _classes(states, unite_case)
+    classes, spelling = _classes([(d.root, d.state) for d in datasets], unite_case)
     index = {name: i for i, name in enumerate(classes)}
     staging = make_staging_dir(output)
     result = MergeResult(output=output, classes=classes)
@@ -199,22 +190,23 @@ def _merge(
     try:
         with DatasetWriter(staging, classes, formats) as writer:
             for key in sorted(by_slug):
-                folder, state = by_slug[key]
-                slug = safe_name(str(state.get("product") or folder.name))
+                ds = by_slug[key]
+                folder = ds.root
+                slug = safe_name(str(ds.state.product or folder.name))
                 result.products.append(slug)
-                remap = [index[spelling[name]] for name in state["classes"]]
-                membership = read_splits(folder)
-                for record in read_journal(folder, len(state["classes"])):
+                remap = [index[spelling[name]] for name in ds.classes]
+                membership = ds.splits()
+                for record in ds.records():
                     if record.dropped is not None:
                         continue
                     source_image = folder / record.image
                     if not source_image.is_file():
                         raise InputError(f"{source_image}: image listed in {folder / JOURNAL} is missing")
                     _check_labels(folder, record)
-                    for box in record.boxes:
+                    for box in [*record.boxes, *(record.model_boxes or ())]:
                         box.class_id = remap[box.class_id]
                     record.split = membership.get(record.name, "train")
-                    record.product = state.get("product") or slug
+                    record.product = ds.state.product or slug
                     # Cleaned names never hold "__": "<product>__<frame>" cannot collide.
                     record.name = f"{slug}{SEPARATOR}{record.name}"
                     record.source = f"{slug}{SEPARATOR}{record.source}"
@@ -224,24 +216,15 @@ def _merge(
                     records.append(record)
         if not records:
             raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
-        result.split = finalize.write_split_lists(staging, records)
-        finalize.write_data_yaml(staging, classes, has_val=result.split.get("val", 0) > 0)
-        if "coco" in formats:
-            finalize.write_coco(staging, records, classes)
-        if "voc" in formats and (problem := finalize.write_labelmap(staging, classes)):
-            log.warning("%s: no labelmap.txt: %s", output, problem)
-        write_state(
-            staging,
-            {
-                "kind": MERGED,
-                "version": STATE_VERSION,
-                "classes": classes,
-                "formats": list(formats),
-                "sources": [str(f) for f, _ in states],
-                "products": result.products,
-                "complete": True,
-            },
-        )
+        ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)
+        for note in finalize.write_dataset(staging, records, Context(classes, output.name, ident), formats):
+            log.warning("%s: %s", output, note)
+        result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
+        merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))
+        merged.state.id = ident
+        merged.state.inputs = [str(d.root) for d in datasets]
+        merged.state.products = result.products
+        merged.save()
         replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,7 +14,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.config import FilterConfig
-from autolabel.datasets.layout import Box, FrameRecord
+from autolabel.datasets.records import Box, FrameRecord
 
 
 def nms(detections: sv.Detections, iou: float) -> sv.Detections:

@@ -27,16 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.datasets.layout import FrameRecord, boxes_per_class, read_journal, read_splits, require_state
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.records import FrameRecord, boxes_per_class
 from autolabel.errors import InputError
-from autolabel.fileio import (
-    FolderLock,
-    atomic_write_bytes,
-    atomic_write_text,
-    output_errors,
-    remove_stale_temporaries,
-    sync_dir,
-)
+from autolabel.fileio import atomic_write_bytes, atomic_write_text, output_errors, sync_dir
 from autolabel.postprocess import relative_area, to_detections
 from autolabel.selection import DUPLICATE
 
@@ -165,9 +159,8 @@ def flagged_names(root: Path, records: list[FrameRecord], classes: list[str], op
 
 def flagged_frames(root: Path, opts: ReportOptions | None = None) -> list[str]:
     """The names of a dataset's frames worth a second look (any list of the report), without writing it."""
-    classes = list(require_state(root).get("classes", []))
-    records = [r for r in read_journal(root, len(classes)) if r.dropped is None]
-    return sorted(flagged_names(root, records, classes, opts or ReportOptions()))
+    ds = Dataset.peek(root)
+    return sorted(flagged_names(root, ds.kept(), ds.classes, opts or ReportOptions()))
 
 
 def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
@@ -331,13 +324,12 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     """Writes ``report.html`` and its thumbnails for the dataset at ``root`` (holding the dataset's lock)."""
     opts = opts or ReportOptions()
     start = time.perf_counter()
-    state = require_state(root)
-    classes = list(state.get("classes", []))
-    with output_errors(root), FolderLock(root, "report"):
-        remove_stale_temporaries(root)  # what a killed command left
-        journal = list(read_journal(root, len(classes)))
+    Dataset.peek(root)  # not a dataset: said before anything is locked
+    with output_errors(root), Dataset.open(root, "report") as ds:
+        classes = list(ds.classes)
+        journal = list(ds.records())
         records = [r for r in journal if r.dropped is None]
-        splits = read_splits(root)
+        splits = ds.splits()
         a = analyse(records, classes, opts)
         a.duplicates = sum(1 for r in journal if r.dropped == DUPLICATE)
         a.filtered = len(journal) - len(records) - a.duplicates
@@ -353,7 +345,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
             if path.name not in wanted and (path.is_file() or path.is_symlink()):
                 path.unlink()
         sync_dir(folder)
-        title = str(state.get("product") or root.name)
+        title = str(ds.state.product or root.name)
         page = render(title, classes, records, splits, a, opts, thumbs)
         path = root / REPORT_HTML
         atomic_write_text(path, page)

@@ -25,8 +25,11 @@ def build(root: Path, n: int) -> None:
     import numpy as np
 
     from autolabel.datasets import finalize
-    from autolabel.datasets.layout import Box, FrameRecord, write_state
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.datasets.formats import Context
+    from autolabel.datasets.records import Box, FrameRecord
     from autolabel.datasets.split import assign_splits
+    from autolabel.datasets.state import State
     from autolabel.datasets.writer import DatasetWriter
 
     rng = np.random.default_rng(0)
@@ -56,9 +59,9 @@ def build(root: Path, n: int) -> None:
     split = assign_splits(records, 0.2, 0)
     for r in records:
         r.split = split[r.name]
-    finalize.write_split_lists(root, records)
-    finalize.write_data_yaml(root, classes, True)
-    write_state(root, {"kind": "product", "product": "scale", "classes": classes, "complete": True})
+    finalize.write_dataset(root, records, Context(classes, "scale"), ["yolo"])
+    state = State("product", classes=classes, formats=["yolo"], complete=True, product="scale")
+    Dataset(root, state).save()
 
 
 def main() -> None:

@@ -200,3 +200,19 @@ def tiny_discover(tmp_path_factory) -> dict[str, Path]:
         "classifier": root / "classifier.pth",
         "mug": root / "mug_classifier.pth",
     }
+
+
+def read_state(root: Path) -> dict | None:
+    """A dataset's state file as the JSON object on disk (None when there is none)."""
+    from autolabel.datasets.layout import STATE
+
+    path = root / STATE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def write_state(root: Path, state: dict) -> None:
+    """Writes a state file (tests that plant a dataset by hand)."""
+    from autolabel.datasets.layout import STATE
+
+    (root / STATE).parent.mkdir(parents=True, exist_ok=True)
+    (root / STATE).write_text(json.dumps(state), encoding="utf-8")

@@ -70,7 +70,7 @@ def review_export(dataset: Path, out: Path) -> None:
     """A Label Studio export that moves one box and deletes another in every third frame of ``mug``."""
     import json
 
-    from autolabel.datasets.layout import read_journal
+    from autolabel.datasets.journal import read_journal
     from autolabel.review import export_label_studio
 
     tasks_path, _ = export_label_studio(dataset)

@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from autolabel.cli import app
-from autolabel.datasets.layout import read_journal, read_state
+from autolabel.datasets.journal import read_journal
 from autolabel.labelers import lost
-from tests.conftest import make_h264, make_product, make_video
+from tests.conftest import make_h264, make_product, make_video, read_state
 from tests.crashpoint import crash_cli, dataset_files
 
 REPO = Path(__file__).resolve().parents[1]

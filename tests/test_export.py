@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 
 from autolabel import export as export_module
 from autolabel.cli import app
-from autolabel.datasets.layout import FrameRecord, read_journal, read_splits
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import read_splits
+from autolabel.datasets.records import FrameRecord
 from autolabel.export import MARK, export_dataset
 from autolabel.fileio import TMP_MARK
 from autolabel.merge import merge_datasets
@@ -507,7 +509,7 @@ def test_an_output_that_is_in_or_holds_the_dataset_is_refused(data, where):
 
 def test_an_unknown_target_is_one_config_error(data, tmp_path):
     line = refused(export_cli(data.paths["shop_a"], "nonsense", tmp_path / "out"), code=2)
-    assert "--to 'nonsense': choose one of ultralytics, coco, voc, cvat, label-studio" in line
+    assert "--to 'nonsense': choose one of yolo, voc, coco, cvat, label-studio, ultralytics" in line
     assert not (tmp_path / "out").exists()
 
 
@@ -536,8 +538,10 @@ def test_a_crash_keeps_the_earlier_export_and_leaves_no_staging(data, tmp_path, 
                 raise Killed
             return real_yolo_lines(record)
 
-        real_yolo_lines = export_module.yolo_lines
-        monkeypatch.setattr(export_module, "yolo_lines", yolo_lines)
+        from autolabel.datasets.formats import ultralytics as ultralytics_format
+
+        real_yolo_lines = ultralytics_format.yolo_lines
+        monkeypatch.setattr(ultralytics_format, "yolo_lines", yolo_lines)
     else:  # dies when the export is about to be swapped in
 
         def replace_dir(staging, target):

@@ -10,8 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from autolabel.cli import app
-from autolabel.datasets.formats import id_block, labelmap_text, voc_xml, yolo_line, yolo_lines
-from autolabel.datasets.layout import STATE, Box, FrameRecord, read_journal
+from autolabel.datasets.formats.coco import id_block
+from autolabel.datasets.formats.voc import labelmap_text, voc_xml
+from autolabel.datasets.formats.yolo import yolo_line, yolo_lines
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import STATE
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.datasets.state import STATE_VERSION
 from autolabel.merge import merge_datasets
 from autolabel.pipeline import run
 from tests.conftest import FakeLabeler, make_product, run_config
@@ -152,7 +157,8 @@ def test_a_dataset_from_the_previous_version_is_upgraded_by_the_next_run_without
     assert again.ok and again.new_frames == 0 and not again.repaired
     assert any("this version's format" in note for note in again.notes), again.notes
     assert not (r.output / ".autolabel" / "edited").exists()
-    assert json.loads((r.output / STATE).read_text())["version"] == 3
+    assert json.loads((r.output / STATE).read_text())["version"] == STATE_VERSION
+    assert (r.output / STATE).read_bytes() == (fresh / "mug" / STATE).read_bytes()  # the id too
     for sub in ("labels", "annotations"):
         for path in (fresh / "mug" / sub).iterdir():
             assert (r.output / sub / path.name).read_bytes() == path.read_bytes()
@@ -175,3 +181,22 @@ def test_a_sliver_at_the_far_edge_keeps_its_voc_corners_inside_the_image():
     record = FrameRecord("f", "s", 0, 0.0, 96, 64, [Box(0, 95.6, 63.7, 96.0, 64.0)])
     (obj,) = parse_rec(io.StringIO(voc_xml(record, ["mug"])))
     assert obj["bbox"] == [96, 64, 96, 64]
+
+
+def test_a_version_3_dataset_is_upgraded_byte_identical_to_a_fresh_run(tmp_path):
+    """Version 3 had no dataset id and listed a merge's inputs as 'sources': both read, then written anew."""
+    make_product(tmp_path / "videos", "mug", {"red mug": "mug", "a hand": "hand"}, {"a.mp4": 8})
+    fresh = tmp_path / "fresh"
+    run(run_config(tmp_path, output=str(fresh), **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+    state = json.loads((r.output / STATE).read_text())
+    assert state["version"] == STATE_VERSION and len(state["id"]) == 16
+    del state["id"]
+    (r.output / STATE).write_text(json.dumps(state | {"version": 3}))
+    (again,) = run(run_config(tmp_path, **{"dataset.formats": "yolo,voc,coco"}), FakeLabeler)
+    assert again.ok and again.new_frames == 0 and not again.repaired
+    files = sorted(p.relative_to(fresh / "mug") for p in (fresh / "mug").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(r.output) for p in r.output.rglob("*") if p.is_file())
+    for rel in files:  # run.yaml names its output folder, the one difference
+        expected = (fresh / "mug" / rel).read_bytes().replace(str(fresh).encode(), str(r.output.parent).encode())
+        assert (r.output / rel).read_bytes() == expected, rel

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from autolabel import report
 from autolabel.cli import app
-from autolabel.datasets.layout import JOURNAL, Box, FrameRecord, read_journal
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import JOURNAL
+from autolabel.datasets.records import Box, FrameRecord
 from autolabel.export import export_dataset
 from autolabel.pipeline import run
 from autolabel.review import TASKS_FILE, export_label_studio, import_label_studio

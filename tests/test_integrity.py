@@ -14,13 +14,15 @@ import supervision as sv
 from typer.testing import CliRunner
 
 from autolabel.cli import app
-from autolabel.datasets.layout import JOURNAL, STATE, FrameRecord, read_journal, read_state
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import JOURNAL, STATE
+from autolabel.datasets.records import FrameRecord
 from autolabel.errors import InputError, OutputError
 from autolabel.fileio import FolderLock
 from autolabel.merge import merge_datasets
 from autolabel.naming import safe_name
 from autolabel.pipeline import run
-from tests.conftest import FakeLabeler, make_image, make_product, make_video, run_config
+from tests.conftest import FakeLabeler, make_image, make_product, make_video, read_state, run_config
 
 
 def files(root: Path) -> dict[str, bytes]:

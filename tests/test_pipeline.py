@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autolabel.datasets.layout import JOURNAL, read_journal
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import JOURNAL
 from autolabel.errors import OutputError
 from autolabel.naming import safe_name
 from autolabel.pipeline import run

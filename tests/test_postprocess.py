@@ -1,5 +1,5 @@
 from autolabel.config import FilterConfig
-from autolabel.datasets.layout import Box, FrameRecord
+from autolabel.datasets.records import Box, FrameRecord
 from autolabel.postprocess import FilterStats, apply_filters, iou
 
 

@@ -111,9 +111,11 @@ def test_split_cuts_between_batches_at_keyframes():
     "settings", [{}, {"sampling.dedup": 0.98, "sampling.max_frames": 12}], ids=["stride+errors", "dedup+max-frames"]
 )
 def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
-    from autolabel.datasets.layout import read_journal
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.datasets.journal import read_journal
+    from autolabel.datasets.state import State
     from autolabel.engines.ray_engine import plan_items
-    from autolabel.pipeline import _plan
+    from autolabel.resume import plan
     from autolabel.sources import discover_products
 
     make_input(tmp_path, broken=not settings)
@@ -136,8 +138,8 @@ def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
     # The long video went out as several items, each from a keyframe, and came back in order.
     config = run_config(tmp_path, output=str(tmp_path / "fresh"), **RAY)
     mug = next(p for p in discover_products(tmp_path / "videos") if p.name == "mug")
-    job = _plan(mug, config, tmp_path / "fresh", False, {})
-    items = [i for i in plan_items(0, job, config, {"sources": {}}, 4) if i.source.path.name == "a.mp4"]
+    job = plan(Dataset(tmp_path / "fresh" / mug.slug), mug, config, False, {})
+    items = [i for i in plan_items(0, job, config, State("product"), 4) if i.source.path.name == "a.mp4"]
     assert len(items) > 3 and [i.last for i in items] == [False] * (len(items) - 1) + [True]
     assert all(i.indices[0] % 8 == 0 for i in items)
     assert [n for n in journal if n.startswith("a_")] == [f"a_{i:06d}" for i in range(0, 60, 2)]
@@ -166,7 +168,7 @@ class KillingLabeler(FakeLabeler):
 
 @needs_ray
 def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_path):
-    from autolabel.datasets.layout import read_journal
+    from autolabel.datasets.journal import read_journal
 
     make_input(tmp_path)
     _, expected = run(tmp_path)
@@ -267,9 +269,9 @@ def test_engine_ray_without_ray_says_how_to_install_it(tmp_path):
 
 
 def test_stream_passes_over_a_failed_source_and_an_abandoned_product():
-    from autolabel.datasets.layout import FrameRecord
+    from autolabel.datasets.records import FrameRecord
     from autolabel.engines.ray_engine import Done, RayStream
-    from autolabel.pipeline import Labeled, SourceEnd, SourceFailed
+    from autolabel.events import Labeled, SourceEnd, SourceFailed
     from autolabel.sources import Source
 
     a, b = Source(Path("a.mp4"), "a", True), Source(Path("b.mp4"), "b", True)

@@ -14,11 +14,16 @@ from typer.testing import CliRunner
 from autolabel import report
 from autolabel.cli import app
 from autolabel.datasets import finalize
-from autolabel.datasets.layout import JOURNAL, STATE_VERSION, Box, FrameRecord, read_journal, write_state
+from autolabel.datasets.formats import Context
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import JOURNAL
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.datasets.state import STATE_VERSION
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.fileio import FolderLock
 from autolabel.report import write_report
 from autolabel.review import export_label_studio, import_label_studio
+from tests.conftest import write_state
 
 CLASSES = ["<script>alert(1)</script>", "cup & saucer"]
 W, H = 200, 100
@@ -39,23 +44,18 @@ def planted() -> list[FrameRecord]:
     ]
 
 
-def make_dataset(root: Path, coco: bool = False) -> Path:
+def make_dataset(root: Path, coco: bool = False, formats: tuple[str, ...] = ("yolo", "voc")) -> Path:
     records = planted()
-    with DatasetWriter(root, CLASSES, ["yolo", "voc"]) as writer:
+    formats = [*formats, "coco"] if coco else list(formats)
+    with DatasetWriter(root, CLASSES, formats) as writer:
         for rec in records:
             image = np.full((H, W, 3), 60 + rec.index * 10 % 190, np.uint8)
             writer.add(rec, image=image)
     for rec in records:
         rec.split = "val" if rec.index in (13, 14) else "train"
-    finalize.write_split_lists(root, records)
-    finalize.write_data_yaml(root, CLASSES, True)
-    finalize.write_labelmap(root, CLASSES)
-    if coco:
-        finalize.write_coco(root, records, CLASSES)
-    write_state(
-        root,
-        {"kind": "product", "version": STATE_VERSION, "product": "planted <b>", "classes": CLASSES, "complete": True},
-    )
+    finalize.write_dataset(root, records, Context(CLASSES), formats)
+    state = {"kind": "product", "version": STATE_VERSION, "product": "planted <b>", "classes": CLASSES}
+    write_state(root, state | {"complete": True, "formats": formats})
     return root
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autolabel import review
 from autolabel.cli import app
-from autolabel.datasets.layout import JOURNAL, read_journal
+from autolabel.datasets import derive, journal
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import JOURNAL
 from autolabel.fileio import FolderLock
 from autolabel.review import TASKS_FILE, export_label_studio, import_label_studio, repair_derived
 from tests.test_report import CLASSES, make_dataset
@@ -70,20 +71,21 @@ def test_import_killed_after_the_journal_is_finished_by_the_next_import(tmp_path
     assert import_label_studio(clean, export).frames_changed == 8
     expected = derived_bytes(clean)
 
-    real, written = review.write_frame_files, []
+    real, written = derive.sync_file, set()
 
-    def dies_after_five(root, record, classes, voc):
-        if record.name in EIGHT and len(written) == 5:
+    def dies_after_five(root, rel, data, keep_edits):
+        frame = Path(rel).stem
+        if frame in EIGHT and frame not in written and len(written) == 5:
             raise Killed
-        n = real(root, record, classes, voc)
-        if n:
-            written.append(record.name)
-        return n
+        done = real(root, rel, data, keep_edits)
+        if done and frame in EIGHT:
+            written.add(frame)
+        return done
 
-    monkeypatch.setattr(review, "write_frame_files", dies_after_five)
+    monkeypatch.setattr(derive, "sync_file", dies_after_five)
     with pytest.raises(Killed):
         import_label_studio(root, export)
-    monkeypatch.setattr(review, "write_frame_files", real)
+    monkeypatch.setattr(derive, "sync_file", real)
     killed = derived_bytes(root)
     assert killed["detections.jsonl"] == expected["detections.jsonl"]  # the journal went first
     stale = sorted(k for k in expected if killed[k] != expected[k])
@@ -97,21 +99,21 @@ def test_import_killed_after_the_journal_is_finished_by_the_next_import(tmp_path
 
 def test_repair_derived_rewrites_what_disagrees_with_the_journal(tmp_path):
     root = make_dataset(tmp_path / "ds", coco=True)
-    assert repair_derived(root, CLASSES) == 0  # a fresh dataset agrees with its journal
+    assert repair_derived(root) == 0  # a fresh dataset agrees with its journal
     before = derived_bytes(root)
     (root / "labels" / "clip_000004.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     (root / "annotations" / "clip_000002.xml").unlink()
     (root / "coco_val.json").write_text("{}")
-    assert repair_derived(root, CLASSES) == 3
+    assert repair_derived(root) == 3
     assert derived_bytes(root) == before
-    assert repair_derived(root, CLASSES) == 0
+    assert repair_derived(root) == 0
 
 
 def test_repair_derived_leaves_formats_the_dataset_does_not_have(tmp_path):
-    root = make_dataset(tmp_path / "ds")
-    shutil.rmtree(root / "annotations")
+    root = make_dataset(tmp_path / "ds", formats=("yolo",))
+    assert not (root / "annotations").exists()
     (root / "labels" / "clip_000004.txt").unlink()
-    assert repair_derived(root, CLASSES) == 1
+    assert repair_derived(root) == 1
     assert not (root / "annotations").exists() and not list(root.glob("coco_*.json"))
 
 
@@ -278,7 +280,7 @@ def test_a_full_disk_during_import_is_one_error_line(tmp_path, monkeypatch):
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(review, "atomic_write_text", full)
+    monkeypatch.setattr(journal, "atomic_write_text", full)
     result = CliRunner().invoke(app, ["import", str(export), "--dataset", str(root)])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

@@ -1,6 +1,6 @@
 import random
 
-from autolabel.datasets.layout import FrameRecord
+from autolabel.datasets.records import FrameRecord
 from autolabel.datasets.split import assign_splits
 
 

@@ -10,7 +10,7 @@ import supervision as sv
 from typer.testing import CliRunner
 
 from autolabel.cli import app
-from autolabel.datasets.layout import read_journal
+from autolabel.datasets.journal import read_journal
 from tests.conftest import YOLO11N, make_image, make_product
 
 ROOT = Path(__file__).resolve().parents[1]

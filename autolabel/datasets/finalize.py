@@ -1,26 +1,38 @@
-"""Turns a journaled dataset into its split lists, data.yaml and COCO files."""
+"""Turns a journaled dataset into its split lists, data.yaml and each format's dataset files."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import platform
+from importlib import metadata
 from pathlib import Path
 
 import yaml
 
-from autolabel.datasets.formats import coco_files, labelmap_problem, labelmap_text, voc_xml, yolo_lines
-from autolabel.datasets.layout import (
-    ANNOTATIONS,
-    DATA_YAML,
-    IMAGE_SUFFIX,
-    LABELMAP,
-    LABELS,
-    SPLITS,
-    STATE_DIR,
-    FrameRecord,
+from autolabel.config import RunConfig, to_dict
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
+from autolabel.datasets.formats import Context, written
+from autolabel.datasets.formats.yolo import data_yaml_text
+from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, RUN_YAML, SPLITS
+from autolabel.datasets.records import FrameRecord, boxes_per_class
+from autolabel.datasets.split import assign_splits
+from autolabel.datasets.state import STATE_VERSION
+from autolabel.fileio import atomic_write_text
+from autolabel.jobs import Job, ProductResult
+from autolabel.selection import DUPLICATE
+
+# The packages whose versions shape the output (run.yaml lists them).
+VERSIONED = (
+    "torch",
+    "torchvision",
+    "timm",
+    "rf-groundingdino",
+    "transformers",
+    "supervision",
+    "ultralytics",
+    "opencv-python-headless",
+    "numpy",
 )
-from autolabel.fileio import TMP_MARK, atomic_write_bytes, atomic_write_text, file_mode, sync_dir
 
 
 def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
@@ -33,30 +45,29 @@ def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
     return counts
 
 
-def write_data_yaml(
-    root: Path, classes: list[str], has_val: bool, train: str = "train.txt", val: str = "val.txt"
-) -> None:
-    """Writes an Ultralytics ``data.yaml`` without ``path:``, so the folder can move.
+def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
+    """Writes an Ultralytics ``data.yaml`` over the split lists, without ``path:`` so the folder can move."""
+    atomic_write_text(root / DATA_YAML, data_yaml_text(classes, has_val))
 
-    ``train`` and ``val``: the split lists or image folders, relative to ``root``.
+
+def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats: list[str]) -> list[str]:
+    """Writes the split lists, ``data.yaml`` and every format's dataset files; returns notes for the summary.
+
+    Args:
+        root: The dataset.
+        records: Every kept frame in journal order, each with its split.
+        ctx: Classes, title and id.
+        formats: The dataset's formats.
     """
-    body = {
-        "train": train,
-        "val": val if has_val else train,
-        "nc": len(classes),
-        "names": dict(enumerate(classes)),
-    }
-    header = (
-        "# Written by autolabel. No 'path:' key on purpose: Ultralytics then resolves\n"
-        "# train/val against this file's folder, so the dataset trains wherever it is moved.\n"
-    )
-    if not has_val:
-        header += "# No validation frames (val_fraction 0 or a single frame): val reuses train.\n"
-    atomic_write_text(root / DATA_YAML, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    split = write_split_lists(root, records)
+    write_data_yaml(root, ctx.classes, has_val=split.get("val", 0) > 0)
+    chosen = written(formats)
+    sync_dataset_files(root, records, ctx, chosen)
+    return [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
-def update_class_list(root: Path, classes: list[str]) -> None:
-    """Rewrites an existing ``data.yaml`` and ``labelmap.txt`` for a class list that grew.
+def update_class_list(root: Path, classes: list[str], formats: list[str]) -> None:
+    """Rewrites an existing ``data.yaml`` (and the formats' class lists) for a class list that grew.
 
     A discovering labeler adds classes while a dataset that was finalized before is
     extended; its class lists must name every id a label file on disk uses, at any moment.
@@ -65,99 +76,87 @@ def update_class_list(root: Path, classes: list[str]) -> None:
     if path.is_file():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         write_data_yaml(root, classes, has_val=data.get("val") != data.get("train"))
-    if (root / LABELMAP).is_file():
-        write_labelmap(root, classes)
+    ctx = Context(classes)
+    for fmt in written(formats):
+        fmt.classes_changed(root, ctx)
 
 
-def write_coco(root: Path, records: list[FrameRecord], classes: list[str]) -> None:
-    """Writes ``coco_train.json`` and ``coco_val.json`` (``file_name`` relative to the dataset).
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the output."""
+    from autolabel import __version__
 
-    ``records``: every kept frame in journal order, each with its split (see
-    :func:`autolabel.datasets.formats.coco_files` for the ids).
-    """
-    for split, body in coco_files(records, classes, lambda r: r.image).items():
-        write_json(root / f"coco_{split}.json", body)
-    sync_dir(root)
-
-
-def write_json(path: Path, body: dict) -> None:
-    """Streams a JSON document into place atomically (durable, not yet the folder entry)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(body, out, ensure_ascii=False)
-            out.flush()
-            os.fchmod(out.fileno(), file_mode())
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_labelmap(root: Path, classes: list[str]) -> str | None:
-    """Writes the VOC ``labelmap.txt`` (every class in id order, those without boxes too).
-
-    Returns why it could not be written (a class name its format cannot hold), or None.
-    """
-    problem = labelmap_problem(classes)
-    if problem is None:
-        atomic_write_text(root / LABELMAP, labelmap_text(classes))
-    return problem
-
-
-def sync_frame_files(
-    root: Path, record: FrameRecord, classes: list[str], voc: bool, keep_edits: bool
-) -> list[tuple[str, bool]]:
-    """Writes a frame's YOLO label (and VOC) file again where it differs from its journal record.
-
-    Args:
-        root: The dataset.
-        record: The frame's journal record (the source of truth).
-        classes: The dataset's class names.
-        voc: Whether the dataset has VOC files.
-        keep_edits: Move a differing file (a hand edit) to ``.autolabel/edited/`` first.
-
-    Returns the paths written, relative to ``root``, each with whether a differing file
-    was there (False: it was missing). The folders are not flushed here: callers flush
-    them once for the lot.
-    """
-    wanted = [(root / LABELS / f"{record.name}.txt", yolo_lines(record))]
-    if voc:
-        wanted.append((root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, classes)))
-    written = []
-    for path, text in wanted:
-        data = text.encode("utf-8")
+    out = {"autolabel": __version__, "python": platform.python_version()}
+    for dist in VERSIONED:
         try:
-            if path.read_bytes() == data:
-                continue
-            existed = True
-            if keep_edits:
-                edited = root / STATE_DIR / "edited" / path.relative_to(root)
-                edited.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, edited)
-        except FileNotFoundError:
-            existed = False
-        atomic_write_bytes(path, data, sync_parent=False)
-        written.append((path.relative_to(root).as_posix(), existed))
-    return written
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
 
 
-def repair_derived(
-    root: Path, records: list[FrameRecord], classes: list[str], formats: list[str], keep_edits: bool = True
-) -> list[tuple[str, bool]]:
-    """Writes again every label (and VOC) file that is missing or differs from the journal, the source of truth.
+def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductResult) -> None:
+    """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
-    A file that was there but differed (a hand edit) is kept under ``.autolabel/edited/``
-    first, unless ``keep_edits`` is False (files an older autolabel wrote in its own
-    format). Returns the paths written, relative to ``root``, each with whether it
-    differed (True) or was missing (False).
+    Files derived from the journal (labels, VOC, ...) that disagree with it are written
+    again from it, and named.
     """
-    repaired = []
+    state = ds.state
+    classes = list(state.classes)  # the ontology's, and those a discovering labeler added
+    all_records = list(ds.records())
+    records = [r for r in all_records if r.dropped is None]
+    result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
+    result.dropped_frames = len(all_records) - len(records) - result.duplicate_frames
+    d = config.dataset
+    splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:
-        repaired += sync_frame_files(root, r, classes, "voc" in formats, keep_edits=keep_edits)
-    if repaired:
-        for sub in (LABELS, ANNOTATIONS):
-            if (root / sub).is_dir():
-                sync_dir(root / sub)
-    return repaired
+        r.split = splits[r.name]
+    ctx = Context(classes, state.product or job.product.name, state.id)
+    chosen = written(state.formats)
+    # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
+    journaled = result.new_frames + result.new_duplicates
+    earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
+    if ds.outdated():  # an older autolabel's label files: rewritten in today's format
+        upgraded = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)
+        if upgraded:
+            result.notes.append(
+                f"rewrote {len(upgraded)} label files from the journal in this version's format "
+                f"(dataset state version {state.version} -> {STATE_VERSION})"
+            )
+        ds.upgrade()
+    else:
+        result.repaired = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=True)
+    listed = {r.name for r in records}
+    stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
+    if stray:
+        result.notes.append(
+            f"{len(stray)} images in {job.out / IMAGES} are not in the journal (e.g. {stray[0]}), so not in the "
+            "dataset: lines removed from detections.jsonl by hand? --overwrite relabels the product"
+        )
+    result.notes += write_dataset(job.out, records, ctx, state.formats)
+    result.split = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
+    result.frames = len(records)
+    result.reviewed_frames = sum(1 for r in records if r.reviewed)
+    result.boxes_per_class = boxes_per_class(records, classes)
+    result.empty_frames = sum(1 for r in records if not r.boxes)
+    run_info = {
+        "product": job.product.name,
+        "ontology": job.ontology.to_mapping(),
+        "classes": classes,
+        # Where it ran (the engine) is no setting of the labels: a dataset is the same file for file either way.
+        "config": {k: v for k, v in to_dict(config).items() if k != "engine"} | {"products": [job.product.name]},
+        "model": state.model or {"files": state.model_files()},
+        "frames": {
+            "kept": len(records),
+            "dropped_as_duplicates": result.duplicate_frames,
+            "dropped_by_filters": result.dropped_frames,
+        },
+        "versions": versions(),
+    }
+    atomic_write_text(
+        job.out / RUN_YAML,
+        "# Written by autolabel run: the settings these labels were made with.\n"
+        + yaml.safe_dump(run_info, sort_keys=False, allow_unicode=True),
+    )
+    state.complete = True
+    state.source_errors = list(result.errors)
+    ds.save()

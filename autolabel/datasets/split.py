@@ -13,7 +13,7 @@ import math
 import random
 from collections import defaultdict
 
-from autolabel.datasets.layout import FrameRecord
+from autolabel.datasets.records import FrameRecord
 
 
 def assign_splits(records: list[FrameRecord], val_fraction: float, seed: int) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Streams frames into a dataset folder, one frame at a time, each file atomic.
 
-Per frame: the image, the YOLO ``.txt`` and the VOC ``.xml`` land by rename, then the
-journal line is appended. A frame whose line is missing is redone on resume.
+Per frame: the image and each format's frame files (YOLO's ``.txt``, VOC's ``.xml``, ...)
+land by rename, then the journal line is appended. A frame whose line is missing is
+redone on resume.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.datasets.formats import voc_xml, yolo_lines
-from autolabel.datasets.layout import ANNOTATIONS, IMAGE_SUFFIX, IMAGES, JOURNAL, LABELS, FrameRecord
+from autolabel.datasets.formats import Context, written
+from autolabel.datasets.layout import IMAGE_SUFFIX, IMAGES, JOURNAL
+from autolabel.datasets.records import FrameRecord
 from autolabel.errors import OutputError
 from autolabel.fileio import link_or_copy, publish, stage_bytes, sync_dir
 
@@ -38,10 +40,11 @@ class DatasetWriter:
 
     def __init__(self, root: Path, classes: list[str], formats: list[str], jpeg_quality: int = 95) -> None:
         self.root = root
-        self.classes = list(classes)
-        self.formats = set(formats)
+        self.classes = list(classes)  # grows as a discovering labeler names new classes
+        self.formats = written(formats)
         self.jpeg_quality = jpeg_quality
-        self._dirs = [root / IMAGES, root / LABELS] + ([root / ANNOTATIONS] if "voc" in self.formats else [])
+        dirs = [IMAGES] + [d for fmt in self.formats for d in fmt.frame_dirs]
+        self._dirs = [root / d for d in dict.fromkeys(dirs)]
         for sub in self._dirs:
             sub.mkdir(parents=True, exist_ok=True)
         self._journal = (root / JOURNAL).open("a", encoding="utf-8")
@@ -60,12 +63,8 @@ class DatasetWriter:
 
     def _label_files(self, record: FrameRecord) -> list[tuple[Path, bytes]]:
         # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
-        files = [(self.root / LABELS / f"{record.name}.txt", yolo_lines(record).encode("utf-8"))]
-        if "voc" in self.formats:
-            files.append(
-                (self.root / ANNOTATIONS / f"{record.name}.xml", voc_xml(record, self.classes).encode("utf-8"))
-            )
-        return files
+        ctx = Context(self.classes)
+        return [(self.root / rel, data) for fmt in self.formats for rel, data in fmt.frame_files(record, ctx).items()]
 
     def add(
         self,

@@ -33,21 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from autolabel.config import RunConfig
+from autolabel.datasets.state import State
 from autolabel.datasets.writer import encode_jpeg
+from autolabel.engines.base import batches, label_batch
 from autolabel.errors import AutolabelError, ConfigError, InputError
+from autolabel.events import Event, Labeled, SourceEnd, SourceFailed
+from autolabel.frames import selects, source_frames
+from autolabel.jobs import Job
 from autolabel.ontology import Ontology
-from autolabel.pipeline import (
-    Event,
-    Job,
-    Labeled,
-    SourceEnd,
-    SourceFailed,
-    batches,
-    complete_sources,
-    label_batch,
-    selects,
-    source_frames,
-)
 from autolabel.sampling import group_starts, iter_frames, sampled_indices
 from autolabel.sources import Source
 
@@ -121,12 +114,12 @@ def split_kept(kept: list[int], group_starts: set[int], size: int, batch: int) -
     return parts
 
 
-def plan_items(product: int, job: Job, config: RunConfig, state: dict, batch_size: int) -> list[WorkItem]:
+def plan_items(product: int, job: Job, config: RunConfig, state: State, batch_size: int) -> list[WorkItem]:
     """A product's work items, in the order the local engine reads its sources and frames."""
     s = config.sampling
     size = batch_size * config.engine.item_batches
     items: list[WorkItem] = []
-    complete = complete_sources(state)
+    complete = state.complete_sources()
     for source in job.sources:
         if source.path.name in complete:
             continue
@@ -360,6 +353,7 @@ class RayEngine:
         self.ray = import_ray()
         self.started = False
         self.batch_size = 1
+        self._stream: RayStream | None = None
 
     def __enter__(self) -> RayEngine:
         ray = self.ray
@@ -403,7 +397,7 @@ class RayEngine:
         args = {"num_cpus": e.actor_cpus, "num_gpus": 1 / e.actors_per_gpu if on_gpu else 0}
         return actors, args
 
-    def model(self, ontologies: list[Ontology]) -> RemoteModel:
+    def load(self, ontologies: list[Ontology]) -> RemoteModel:
         """Loads the model once on a worker to learn its batch size and description, and checks the ontologies."""
         _, args = self._resources()
         probe = self.ray.remote(max_retries=PROBE_RETRIES, **args)(_probe)
@@ -414,7 +408,19 @@ class RayEngine:
         self.batch_size = batch_size
         return RemoteModel(batch_size, description, {id(o): e for o, e in zip(ontologies, errors, strict=True)})
 
-    def stream(self, jobs: list[tuple[Job, dict]]) -> RayStream:
+    def start(self, jobs: list[tuple[Job, State]]) -> None:
+        """Starts labeling every job's pending frames in one stream, read product by product."""
+        self._stream = self.stream(jobs)
+
+    def events(self, job: Job, state: State) -> Generator[Event, None, None]:
+        """One started job's events, in order."""
+        return self._stream.events(job)
+
+    def status(self) -> dict | None:
+        """Labeler actors that delivered lately (the progress bar's postfix)."""
+        return self._stream.status() if self._stream is not None else None
+
+    def stream(self, jobs: list[tuple[Job, State]]) -> RayStream:
         """Starts labeling every job's pending frames; the stream is read product by product."""
         ray, e = self.ray, self.config.engine
         keys = {id(job): k for k, (job, _) in enumerate(jobs)}

@@ -97,11 +97,12 @@ def label_in_batches(
 
 
 def merge_parts(parts: Sequence[sv.Detections], nms_iou: float) -> sv.Detections:
-    """One frame's detections from several prompts: concatenated, then class-aware NMS."""
+    """One frame's detections from several prompts: concatenated, then the pipeline's class-aware NMS."""
+    from autolabel.postprocess import nms
+
     if len(parts) == 1:
         return parts[0]
-    merged = sv.Detections.merge(list(parts))
-    return merged.with_nms(threshold=nms_iou, class_agnostic=False) if len(merged) else merged
+    return nms(sv.Detections.merge(list(parts)), nms_iou)
 
 
 def pick_device(requested: str) -> str:

@@ -376,3 +376,21 @@ def _normalize(x, mean, std):
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+def model_files(mc, cache: str | None) -> dict[str, Path]:
+    """The backbone's and classifier's weights (given, else timm's hub cache when downloaded); nothing downloads."""
+    files = {}
+    for key, name, given in (
+        ("backbone_weights", mc.discover.backbone, mc.discover.backbone_weights),
+        ("classifier_weights", mc.discover.classifier, mc.discover.classifier_weights),
+    ):
+        path = Path(given).expanduser() if given else hub_cache_file(name)
+        if path is not None:  # not downloaded yet: identified once the model is loaded
+            files[key] = path
+    return files
+
+
+def create(mc, cache: str | None = None, progress: bool = True) -> DiscoverLabeler:
+    """The registry's factory."""
+    return DiscoverLabeler.from_config(mc)

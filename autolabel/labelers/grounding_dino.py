@@ -480,3 +480,21 @@ class GroundingDinoLabeler:
             for frame_parts, detections in zip(parts, decoded, strict=True):
                 frame_parts.append(detections)
         return [merge_parts(p, self.nms_iou) for p in parts]
+
+
+def model_files(mc, cache: str | None) -> dict[str, Path]:
+    """The checkpoint, config and text-encoder folder (given, else cached or bundled); nothing downloads."""
+    from autolabel.weights import bundled_text_encoder, cached_path
+
+    return {
+        "weights": Path(mc.weights).expanduser()
+        if mc.weights
+        else cached_path(GROUNDING_DINO_WEIGHTS, cache_dir(cache)),
+        "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
+        "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else bundled_text_encoder(),
+    }
+
+
+def create(mc, cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
+    """The registry's factory: files resolved (downloaded when needed), the model loaded."""
+    return GroundingDinoLabeler.from_config(mc, cache=cache, progress=progress)

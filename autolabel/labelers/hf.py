@@ -361,3 +361,26 @@ def decode_owl(
     boxes = boxes.float().cpu().numpy()
     confidence, query = confidence.cpu().numpy(), query.cpu().numpy()
     return pixel_detections(boxes, confidence, query, keep, caption_class, sizes, padded_square)
+
+
+def validate(mc) -> None:
+    """A model must be named."""
+    if not mc.hf_model:
+        raise ConfigError("--base-model hf needs a model: --hf-model HUB_ID_OR_FOLDER (config model.hf_model)")
+
+
+def model_files(mc, cache: str | None) -> dict[str, Path]:
+    """A local model folder; a hub model counts by its snapshot's commit instead (:func:`identity`)."""
+    return {"hf_model": Path(mc.hf_model).expanduser()} if mc.hf_model and is_local(mc.hf_model) else {}
+
+
+def identity(mc) -> dict[str, str | None]:
+    """A hub model's ``ORG/NAME@<commit>`` from its cached snapshot (None before it is downloaded)."""
+    if not mc.hf_model or is_local(mc.hf_model):
+        return {}
+    return {"hf_model": hub_identity(mc.hf_model, mc.hf_revision)}
+
+
+def create(mc, cache: str | None = None, progress: bool = True) -> HfLabeler:
+    """The registry's factory."""
+    return HfLabeler.from_config(mc, progress=progress)

@@ -150,3 +150,13 @@ class UltralyticsLabeler:
             det.data = {}
             out.append(det)
         return out
+
+
+def model_files(mc, cache: str | None) -> dict[str, Path]:
+    """The checkpoint (``model.base_weights``, default yolo11n.pt); nothing downloads."""
+    return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
+
+
+def create(mc, cache: str | None = None, progress: bool = True) -> UltralyticsLabeler:
+    """The registry's factory."""
+    return UltralyticsLabeler.from_config(mc)

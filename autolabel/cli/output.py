@@ -1,0 +1,77 @@
+"""What the commands print: the run, merge and report summaries (stdout; errors go to stderr)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def echo(line: str = "") -> None:
+    """One line on stdout."""
+    typer.echo(line)
+
+
+def print_run_summary(results) -> None:
+    """One block per product: frames, boxes per class, empty frames, time, frames/s."""
+    echo()
+    echo("Summary")
+    for r in results:
+        if r.output is None:
+            echo(f"  {r.product}: FAILED: {r.errors[0] if r.errors else 'unknown error'}")
+            continue
+        classes = ", ".join(f"{name} {n}" for name, n in r.boxes_per_class.items()) or "-"
+        split = " / ".join(f"{k} {v}" for k, v in r.split.items())
+        echo(f"  {r.product} -> {r.output}")
+        echo(f"    frames {r.frames} ({split}), new this run {r.new_frames}, empty {r.empty_frames}")
+        echo(f"    boxes per class: {classes}")
+        if r.duplicate_frames:
+            echo(f"    near-duplicates dropped (--dedup, not labeled): {r.duplicate_frames}")
+        if r.filtered or r.dropped_frames:
+            removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
+            echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
+        if r.reviewed_frames:
+            echo(f"    reviewed frames (autolabel import): {r.reviewed_frames}")
+        missing = [p for p, differed in r.repaired if not differed]
+        edited = [p for p, differed in r.repaired if differed]
+        if missing:
+            echo(f"    wrote {len(missing)} missing derived files from the journal (e.g. {missing[0]})")
+        if edited:
+            echo(
+                f"    rewrote {len(edited)} files that differed from the journal (e.g. {edited[0]}); the edited "
+                "copies are in .autolabel/edited/: bring corrections in with autolabel import"
+            )
+        echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
+        for note in r.notes:
+            echo(f"    note: {note}")
+        for e in r.errors:
+            echo(f"    error: {e}")
+
+
+def print_merge_summary(result, skipped: list[str] = ()) -> None:
+    """Frames, classes, boxes and filter removals of a merge, and the datasets left out."""
+    split = " / ".join(f"{k} {v}" for k, v in result.split.items())
+    echo(f"merged {', '.join(result.products)} -> {result.output}")
+    for why in skipped:
+        echo(f"  left out: {why}")
+    echo(f"  frames {result.frames} ({split})")
+    echo(f"  classes: {', '.join(f'{i}: {n}' for i, n in enumerate(result.classes))}")
+    echo(f"  boxes per class: {', '.join(f'{n} {c}' for n, c in result.boxes_per_class.items())}")
+    if result.filtered:
+        echo(f"  filters removed: {', '.join(f'{k} {v}' for k, v in result.filtered.items())}")
+
+
+def write_report_for(dataset: Path):
+    """Writes a dataset's report (imports the report module lazily)."""
+    from autolabel.report import write_report
+
+    return write_report(dataset)
+
+
+def print_report(result) -> None:
+    """Where the report is and what it flagged."""
+    flagged = ", ".join(f"{k} {v}" for k, v in result.flagged.items())
+    echo(
+        f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.flagged_frames} frames flagged "
+        f"in all; {result.seconds:.1f} s)"
+    )

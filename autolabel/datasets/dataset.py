@@ -1,0 +1,161 @@
+"""The dataset core: one object that owns a dataset folder while a command works on it.
+
+Opening a dataset for a purpose takes its lock (an OS lock beside the folder, released
+when the holder dies), clears what a killed command left (temporary files, staging
+folders), and reads its typed state. Its journal, classes, formats and split lists are
+read through it. ``run``, ``merge``, ``import``, ``report`` and ``export`` all open
+datasets here; nothing else reads ``state.json`` or the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from autolabel.datasets.journal import read_journal, repair_journal, write_journal
+from autolabel.datasets.layout import JOURNAL, STATE, STATE_DIR, read_splits
+from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.state import MERGED, PRODUCT, STATE_VERSION, State, product_id, read_state, write_state
+from autolabel.errors import InputError
+from autolabel.fileio import FolderLock, remove_stale_temporaries
+
+
+class Dataset:
+    """A dataset folder and its state (None for a folder that is not a dataset yet).
+
+    Attributes:
+        root: The folder.
+        state: Its typed state; None while a new dataset has not written one.
+    """
+
+    def __init__(self, root: Path, state: State | None = None) -> None:
+        self.root = root
+        self.state = state
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, root: Path, purpose: str, *, new: bool = False) -> Iterator[Dataset]:
+        """Opens ``root`` for ``purpose`` (``"run"``, ``"import"``, ...), holding its lock until closed.
+
+        Args:
+            root: The dataset folder.
+            purpose: Words for the lock file, which a second process's error names.
+            new: A folder that is not a dataset (yet) is allowed: ``state`` is then None.
+                Otherwise it is an InputError.
+        """
+        with FolderLock(root, purpose):
+            remove_stale_temporaries(root.parent, prefix=root.name)  # a staging copy of it a killed command left
+            remove_stale_temporaries(root)
+            state = read_state(root) if root.is_dir() else None
+            if state is None and not new:
+                raise InputError(f"{root}: not an autolabel dataset (no {STATE})")
+            yield cls(root, state)
+
+    @classmethod
+    def peek(cls, root: Path) -> Dataset:
+        """The dataset at ``root`` read without its lock (to list or check it); InputError when it is none."""
+        state = read_state(root) if root.is_dir() else None
+        if state is None:
+            raise InputError(f"{root}: not an autolabel dataset (no {STATE})")
+        return cls(root, state)
+
+    @staticmethod
+    def state_of(root: Path) -> State | None:
+        """The state at ``root`` without a lock, None where there is no dataset."""
+        return read_state(root) if root.is_dir() else None
+
+    # --- what it is ------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self._state.kind
+
+    @property
+    def classes(self) -> list[str]:
+        return self._state.classes
+
+    @property
+    def formats(self) -> list[str]:
+        return self._state.formats
+
+    @property
+    def complete(self) -> bool:
+        return self._state.complete
+
+    @property
+    def name(self) -> str:
+        """The product's name, else the folder's."""
+        return self._state.product or self.root.resolve().name
+
+    @property
+    def _state(self) -> State:
+        if self.state is None:
+            raise InputError(f"{self.root}: not an autolabel dataset (no {STATE})")
+        return self.state
+
+    def is_product(self) -> bool:
+        return self._state.kind == PRODUCT
+
+    def is_merged(self) -> bool:
+        return self._state.kind == MERGED
+
+    def outdated(self) -> bool:
+        """Written by an older autolabel: its derived files may be in that version's format."""
+        return self._state.version < STATE_VERSION
+
+    def upgrade(self) -> None:
+        """Marks the state as this version's (once its derived files are), naming an older dataset by its inputs."""
+        state = self._state
+        state.version = STATE_VERSION
+        if state.id is None and state.kind == PRODUCT:
+            state.id = product_id(state.product or self.root.name, state.fingerprint, state.sources)
+
+    def exists_empty(self) -> bool:
+        """The folder holds nothing but (perhaps) an empty state folder a killed run left."""
+        if not self.root.is_dir():
+            return True
+        return all(e.name == STATE_DIR and e.is_dir() and not any(e.iterdir()) for e in self.root.iterdir())
+
+    # --- state and journal -------------------------------------------------------------
+
+    def save(self) -> None:
+        """Writes the state (atomically)."""
+        write_state(self.root, self._state)
+
+    def records(self) -> Iterator[FrameRecord]:
+        """Every journaled frame (dropped ones too), in journal order, checked against the class list."""
+        n = len(self.state.classes) if self.state is not None else None
+        return read_journal(self.root, n)
+
+    def kept(self) -> list[FrameRecord]:
+        """The frames in the dataset (not dropped), in journal order."""
+        return [r for r in self.records() if r.dropped is None]
+
+    def rewrite_journal(self, records: Iterable[FrameRecord]) -> None:
+        """Replaces the journal in one atomic write."""
+        write_journal(self.root, records)
+
+    def repair_journal(self) -> None:
+        """Cuts off a line a crash left half-written."""
+        repair_journal(self.root)
+
+    def splits(self) -> dict[str, str]:
+        """Each frame's split, as ``train.txt`` and ``val.txt`` list it."""
+        return read_splits(self.root)
+
+    def with_splits(self, strict: bool = True) -> list[FrameRecord]:
+        """The kept frames, each with its split; a frame in neither list is an error (``strict``) or left out."""
+        splits = self.splits()
+        out = []
+        for r in self.kept():
+            r.split = splits.get(r.name)
+            if r.split is None:
+                if strict:
+                    raise InputError(
+                        f"{self.root / JOURNAL}: frame {r.name!r} is in neither train.txt nor val.txt; "
+                        "re-run `autolabel run` to finish the dataset"
+                    )
+                continue
+            out.append(r)
+        return out

@@ -1,0 +1,242 @@
+"""What a format is: files of a frame, files of a dataset, an export layout, and reading its files back.
+
+A format is a :class:`Format` subclass, registered by name (built-ins in code, others
+through the ``autolabel.formats`` entry point group; see docs/PLUGINS.md). Its output
+depends on nothing but the records and the :class:`Context`, so a file written again
+from the journal is byte-identical to the first.
+
+- :meth:`Format.frame_files`: a frame's own files in a dataset (YOLO's ``labels/<name>.txt``),
+  written as each frame is labeled and checked against the journal on every run.
+- :meth:`Format.dataset_files`: files of the whole dataset (COCO's ``coco_train.json``),
+  written when the dataset is finalized, merged or imported into.
+- :meth:`Format.export`: ``autolabel export --to NAME``, the layout another tool imports.
+- :meth:`Format.read`: the boxes a folder or file in this format holds, for ``autolabel import``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.datasets.layout import IMAGE_SUFFIX, IMAGES, SPLITS
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.fileio import atomic_write_bytes, link_or_copy
+
+
+@dataclass
+class Context:
+    """What a format needs besides the records.
+
+    Attributes:
+        classes: The dataset's class names by id.
+        title: The product's name (or the dataset folder's), for formats that name the set.
+        dataset_id: The dataset's id, for formats that carry it (an import checks it).
+    """
+
+    classes: list[str]
+    title: str = "autolabel"
+    dataset_id: str | None = None
+
+
+@dataclass
+class ReadContext:
+    """What reading needs to know of the dataset the boxes go into.
+
+    Attributes:
+        classes: The dataset's class names by id (a name outside them is an error).
+        sizes: Each frame's (width, height) by name (formats with relative coordinates need them).
+    """
+
+    classes: list[str]
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Annotations:
+    """What a file or folder in some format says about frames.
+
+    Attributes:
+        frames: Each frame's boxes by frame name (class ids in the dataset's list, pixels).
+        dataset_id: The dataset id the source carries, or None (matched by file name).
+        where: Each frame's place in the source, for messages.
+    """
+
+    frames: dict[str, list[Box]] = field(default_factory=dict)
+    dataset_id: str | None = None
+    where: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportFolder:
+    """An export being built in ``root`` (a staging folder, swapped in whole when done).
+
+    Attributes:
+        root: Where the files go.
+        dataset: The dataset folder (images are hard-linked from it).
+        output: The export's final folder (for load hints).
+        records: The kept frames in journal order, each with its split.
+        ctx: Classes, title and dataset id.
+        url_prefix: Label Studio: the image URL prefix (None: its Local Files storage).
+    """
+
+    root: Path
+    dataset: Path
+    output: Path
+    records: list[FrameRecord]
+    ctx: Context
+    url_prefix: str | None = None
+    linked: int = 0
+    copied: int = 0
+    dirs: set[Path] = field(default_factory=set)
+
+    def image(self, record: FrameRecord, rel: str) -> None:
+        """Links (or copies) a frame's image to ``rel`` under the export."""
+        target = self.root / rel
+        self.dirs.add(target.parent)
+        if link_or_copy(self.dataset / record.image, target, sync_parent=False):
+            self.linked += 1
+        else:
+            self.copied += 1
+
+    def write(self, rel: str, data: bytes | str) -> None:
+        """Writes one file of the export (durably; the folders are flushed once at the end)."""
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.dirs.add(target.parent)
+        atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data, sync_parent=False)
+
+    def split(self, name: str) -> list[FrameRecord]:
+        """The frames of one split, in journal order."""
+        return [r for r in self.records if r.split == name]
+
+
+def image_name(record: FrameRecord) -> str:
+    """A frame's image file name."""
+    return f"{record.name}{IMAGE_SUFFIX}"
+
+
+class Format:
+    """A dataset format. Subclasses set ``name`` and ``help`` and override what they support.
+
+    Attributes:
+        name: The name in ``--format`` and ``export --to``.
+        help: One line for ``--help`` and docs.
+        frame_dirs: The folders its frame files go in (flushed before the journal line).
+        dataset_format: It can be part of a dataset (``run --format``, ``merge``).
+    """
+
+    name: str = ""
+    help: str = ""
+    frame_dirs: tuple[str, ...] = ()
+    dataset_format: bool = True
+
+    def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
+        """A frame's files in a dataset, by path relative to the dataset (none by default)."""
+        return {}
+
+    def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
+        """The dataset's files in this format, from every kept frame in journal order, each with its split."""
+        return {}
+
+    def notes(self, ctx: Context) -> list[str]:
+        """Why some of its files cannot be written for these classes (said in the run summary)."""
+        return []
+
+    def classes_changed(self, root: Path, ctx: Context) -> None:
+        """The class list grew while the dataset is written: rewrite files that list the classes (if present)."""
+
+    def export(self, out: ExportFolder) -> str:
+        """Writes the export layout into ``out``; returns one line saying how to load it.
+
+        The default: every frame's image under ``images/``, its frame files and the dataset files.
+        """
+        for r in out.records:
+            out.image(r, f"{IMAGES}/{image_name(r)}")
+            for rel, data in self.frame_files(r, out.ctx).items():
+                out.write(rel, data)
+        for rel, data in self.dataset_files(out.records, out.ctx).items():
+            out.write(rel, data)
+        return f"{self.name} files in {out.output}"
+
+    def read(self, path: Path, ctx: ReadContext) -> Annotations:
+        """The boxes that ``path`` (a file or folder in this format) holds."""
+        from autolabel.errors import InputError
+
+        raise InputError(f"{path}: reading the {self.name} format is not supported")
+
+    def readable(self) -> bool:
+        """Whether :meth:`read` is implemented."""
+        return type(self).read is not Format.read
+
+    def detect(self, path: Path) -> bool:
+        """Whether ``path`` looks like this format (for ``import`` without ``--from``)."""
+        return False
+
+
+def by_split(records: Iterable[FrameRecord]) -> dict[str, list[FrameRecord]]:
+    """Records grouped by split (train and val always present), journal order kept."""
+    out: dict[str, list[FrameRecord]] = {s: [] for s in SPLITS}
+    for r in records:
+        if r.split in out:
+            out[r.split].append(r)
+    return out
+
+
+class Constant:
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a JSON file: kept as a marker, refused where a number is read."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def show(value) -> str:
+    """A value from a file, short, for messages."""
+    import json
+
+    if isinstance(value, Constant):
+        return value.literal
+    text = json.dumps(value, default=lambda v: v.literal if isinstance(v, Constant) else str(v))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load_json(path: Path, what: str):
+    """A JSON file's content; one line naming the file (and line:column) when it cannot be read.
+
+    A leading BOM is allowed (Windows tools write one); ``NaN`` and the infinities become
+    :class:`Constant` markers; a number Python will not parse (thousands of digits) is an error.
+    """
+    import json
+
+    from autolabel.errors import InputError
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        return json.loads(text, parse_constant=Constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: JSON nested too deeply to be {what}") from exc
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise InputError(f"{path}: a number in it is too long to read ({str(exc).split(':')[0]})") from exc
+
+
+def number(value, where: str) -> float:
+    """A finite number read from a file, else an InputError saying what was there."""
+    from autolabel.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{where}: expected a finite number, got {show(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise InputError(f"{where}: expected a finite number, got a number too large") from None
+    if not math.isfinite(out):
+        raise InputError(f"{where}: expected a finite number, got {show(value)}")
+    return out

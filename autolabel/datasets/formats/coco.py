@@ -1,0 +1,220 @@
+"""COCO: ``coco_train.json`` and ``coco_val.json`` in a dataset; ``annotations/instances_*.json`` as an export.
+
+``info`` and ``licenses`` are present (pycocotools' ``loadRes`` needs ``info``); image ids
+are positions in the journal and annotation ids ``image_id * block + box index + 1``, so
+that an import that changes one frame's boxes renumbers no other frame's; every box has
+a ``score`` (1.0 on reviewed frames, which also carry ``reviewed: true``), so the file can
+be read as results too. Category ids start at 1 (supervision's).
+
+Reading takes a COCO file as CVAT, FiftyOne and our export write it (or a folder holding
+``annotations/instances_*.json`` or ``coco_*.json``): frames by image file name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from autolabel.datasets.formats.base import (
+    Annotations,
+    Context,
+    ExportFolder,
+    Format,
+    ReadContext,
+    by_split,
+    image_name,
+    load_json,
+    number,
+    show,
+)
+from autolabel.datasets.layout import SPLITS
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.errors import InputError
+
+# COCO annotation ids are image_id * block + box index + 1; the block grows past 999 boxes a frame.
+MIN_ID_BLOCK = 1000
+COCO_DESCRIPTION = "Labeled by autolabel (Grounding DINO or another base model), reviewed where 'reviewed' is true"
+EDGE_PX = 0.5
+
+
+def coco_categories(classes: list[str]) -> list[dict]:
+    """COCO categories, ids from 1 (supervision's)."""
+    from supervision.dataset.formats.coco import classes_to_coco_categories
+
+    return classes_to_coco_categories(list(classes))
+
+
+def id_block(records: list[FrameRecord]) -> int:
+    """The annotation id block: the smallest power of ten, at least 1000, above every frame's box count."""
+    most = max((len(r.boxes) for r in records), default=0)
+    block = MIN_ID_BLOCK
+    while block <= most:
+        block *= 10
+    return block
+
+
+def coco_files(
+    records: list[FrameRecord], classes: list[str], file_name: Callable[[FrameRecord], str]
+) -> dict[str, dict]:
+    """The COCO dict of each split.
+
+    Args:
+        records: Every kept frame in journal order, each with its split.
+        classes: The dataset's class names.
+        file_name: A frame's ``file_name`` as the layout wants it.
+
+    Image ids are positions in ``records`` (from 1), the same whichever split a frame
+    is in; annotation ids are ``image_id * block + box index + 1``.
+    """
+    from autolabel import __version__
+
+    block = id_block(records)
+    categories = coco_categories(classes)
+    files = {
+        split: {
+            "info": {"description": COCO_DESCRIPTION, "version": __version__, "contributor": "autolabel"},
+            "licenses": [],
+            "images": [],
+            "annotations": [],
+            "categories": categories,
+        }
+        for split in SPLITS
+    }
+    for image_id, r in enumerate(records, start=1):
+        if r.split not in files:
+            continue
+        out = files[r.split]
+        out["images"].append({"id": image_id, "file_name": file_name(r), "width": r.width, "height": r.height})
+        for j, b in enumerate(r.boxes):
+            x, y, w, h = float(b.x1), float(b.y1), float(b.x2 - b.x1), float(b.y2 - b.y1)
+            score = 1.0 if r.reviewed or b.confidence is None else float(b.confidence)
+            out["annotations"].append(
+                {
+                    "id": image_id * block + j + 1,
+                    "image_id": image_id,
+                    "category_id": b.class_id + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "segmentation": [],
+                    "iscrowd": 0,
+                    "score": score,
+                    "reviewed": r.reviewed,
+                }
+            )
+    return files
+
+
+def dumps(body: dict) -> bytes:
+    """A COCO file's bytes (compact, UTF-8)."""
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def _object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected an object, got {show(value)}")
+    return value
+
+
+def _list(body: dict, key: str, where: str) -> list:
+    value = body.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"{where}: '{key}' must be a list, got {show(value)}")
+    return value
+
+
+def _int_id(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InputError(f"{where}: expected an id, got {show(value)}")
+    return value
+
+
+def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
+    """Adds one COCO file's frames (by image file name) and boxes to ``out``."""
+    body = _object(load_json(path, "a COCO file"), str(path))
+    categories: dict = {}
+    for k, cat in enumerate(_list(body, "categories", str(path))):
+        where = f"{path}: categories[{k}]"
+        cat = _object(cat, where)
+        name = cat.get("name")
+        if name not in ctx.classes:
+            raise InputError(f"{where}: class {show(name)} is not one of the dataset's classes {ctx.classes}")
+        categories[_int_id(cat.get("id"), where)] = ctx.classes.index(name)
+    images: dict = {}
+    for k, image in enumerate(_list(body, "images", str(path))):
+        where = f"{path}: images[{k}]"
+        image = _object(image, where)
+        file_name = image.get("file_name")
+        if not isinstance(file_name, str):
+            raise InputError(f"{where}: file_name: expected a file name, got {show(file_name)}")
+        name = Path(file_name.replace("\\", "/")).stem
+        if name not in ctx.sizes:
+            raise InputError(f"{where}: no frame {name!r} in the dataset (an export of another dataset?)")
+        if name in out.frames:
+            raise InputError(f"{where}: frame {name!r} is listed twice (also {out.where[name]})")
+        images[_int_id(image.get("id"), where)] = name
+        out.frames[name], out.where[name] = [], where
+    for k, ann in enumerate(_list(body, "annotations", str(path))):
+        where = f"{path}: annotations[{k}]"
+        ann = _object(ann, where)
+        name = images.get(_int_id(ann.get("image_id"), f"{where}.image_id"))
+        if name is None:
+            raise InputError(f"{where}: image_id {show(ann.get('image_id'))} is not one of the file's images")
+        cls = categories.get(_int_id(ann.get("category_id"), f"{where}.category_id"))
+        if cls is None:
+            raise InputError(f"{where}: category_id {show(ann.get('category_id'))} is not one of its categories")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise InputError(f"{where}: bbox: expected [x, y, width, height], got {show(bbox)}")
+        x, y, w, h = (number(v, f"{where}.bbox") for v in bbox)
+        width, height = ctx.sizes[name]
+        if w <= 0 or h <= 0:
+            raise InputError(f"{where}: box of width {w:g} and height {h:g}: both must be above 0")
+        if x < -EDGE_PX or y < -EDGE_PX or x + w > width + EDGE_PX or y + h > height + EDGE_PX:
+            raise InputError(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {width}x{height} image")
+        box = Box(cls, max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
+        out.frames[name].append(box)
+    info = body.get("info")
+    if isinstance(info, dict) and isinstance(info.get("autolabel_dataset"), str):
+        out.dataset_id = info["autolabel_dataset"]
+
+
+class Coco(Format):
+    name = "coco"
+    help = "COCO (coco_train.json, coco_val.json; an export: annotations/instances_*.json with images/)"
+
+    def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
+        files = coco_files(records, ctx.classes, lambda r: r.image)
+        return {f"coco_{split}.json": dumps(body) for split, body in files.items()}
+
+    def export(self, out: ExportFolder) -> str:
+        for r in out.records:
+            out.image(r, f"images/{r.split}/{image_name(r)}")
+        (out.root / "annotations").mkdir(exist_ok=True)
+        for split, body in coco_files(out.records, out.ctx.classes, image_name).items():
+            out.write(f"annotations/instances_{split}.json", dumps(body))
+        return f"COCO(annotations/instances_train.json), images in images/train/ (and val) under {out.output}"
+
+    def read(self, path: Path, ctx: ReadContext) -> Annotations:
+        if path.is_dir():
+            files = sorted((path / "annotations").glob("instances_*.json")) or sorted(path.glob("coco_*.json"))
+            if not files:
+                raise InputError(f"{path}: no COCO files (annotations/instances_*.json or coco_*.json) there")
+        else:
+            files = [path]
+        out = Annotations()
+        for file in files:
+            parse_coco(file, ctx, out)
+        return out
+
+    def detect(self, path: Path) -> bool:
+        if path.is_dir():
+            return any((path / "annotations").glob("instances_*.json")) or any(path.glob("coco_*.json"))
+        if path.suffix.lower() != ".json":
+            return False
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        return b'"images"' in head or b'"info"' in head or b'"categories"' in head
+
+
+__all__ = ["Coco", "by_split", "coco_files", "id_block"]

@@ -1,0 +1,193 @@
+"""CVAT for images 1.1: ``annotations.xml`` (in ``annotations.zip``) for a task made of the frames' images.
+
+Exported as ``images/`` (the frames, flat) and ``annotations.zip``: in CVAT, create a task
+from the images, then upload the zip as "CVAT 1.1". Read back from the XML, the zip, or a
+folder holding either (a task CVAT exported).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from xml.dom.minidom import parseString
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.errors import InputError
+
+CVAT_ZIP = "annotations.zip"
+CVAT_XML = "annotations.xml"
+# Zip entries get a fixed time stamp: the same dataset exports to the same bytes.
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+MAX_XML_BYTES = 1 << 30
+EDGE_PX = 0.5
+
+
+def cvat_xml(records: list[FrameRecord], classes: list[str], task: str) -> str:
+    """CVAT for images 1.1 ``annotations.xml`` for a task made of these frames (flat image names).
+
+    ``records`` in the task's frame order (CVAT sorts uploaded files by name): each
+    ``<image>``'s ``id`` is its frame number, which CVAT falls back on when a name does
+    not match. No ``subset`` attribute: CVAT writes it only for projects, and readers drop
+    such images from a task file.
+    """
+    root = Element("annotations")
+    SubElement(root, "version").text = "1.1"
+    meta = SubElement(SubElement(root, "meta"), "task")
+    SubElement(meta, "name").text = task
+    SubElement(meta, "size").text = str(len(records))
+    SubElement(meta, "mode").text = "annotation"
+    labels = SubElement(meta, "labels")
+    for name in classes:
+        label = SubElement(labels, "label")
+        SubElement(label, "name").text = name
+        SubElement(label, "type").text = "rectangle"
+        SubElement(label, "attributes")
+    for i, r in enumerate(records):
+        image = SubElement(
+            root, "image", {"id": str(i), "name": image_name(r), "width": str(r.width), "height": str(r.height)}
+        )
+        for b in r.boxes:
+            SubElement(
+                image,
+                "box",
+                {
+                    "label": classes[b.class_id],
+                    "source": "auto" if b.confidence is not None and not r.reviewed else "manual",
+                    "occluded": "0",
+                    "xtl": f"{b.x1:.2f}",
+                    "ytl": f"{b.y1:.2f}",
+                    "xbr": f"{b.x2:.2f}",
+                    "ybr": f"{b.y2:.2f}",
+                    "z_order": "0",
+                },
+            )
+    return parseString(tostring(root, encoding="unicode")).toprettyxml(indent="  ", encoding="utf-8").decode("utf-8")
+
+
+def cvat_zip(xml: str) -> bytes:
+    """``annotations.zip`` holding ``annotations.xml`` (fixed time stamp: the same input, the same bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        entry = zipfile.ZipInfo(CVAT_XML, ZIP_TIME)
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(entry, xml)
+    return buf.getvalue()
+
+
+def _xml_bytes(path: Path) -> tuple[bytes, str]:
+    """The XML of a CVAT export: the file itself, the entry of a zip, or either inside a folder."""
+    if path.is_dir():
+        for candidate in (path / CVAT_XML, path / CVAT_ZIP):
+            if candidate.is_file():
+                return _xml_bytes(candidate)
+        raise InputError(f"{path}: no {CVAT_XML} or {CVAT_ZIP} there")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if Path(n).name == CVAT_XML]
+                if not names:
+                    raise InputError(f"{path}: no {CVAT_XML} in the zip (a CVAT for images 1.1 export?)")
+                info = zf.getinfo(names[0])
+                if info.file_size > MAX_XML_BYTES:
+                    raise InputError(f"{path}: {names[0]} is {info.file_size} bytes unpacked; too large")
+                return zf.read(names[0]), f"{path}:{names[0]}"
+        return path.read_bytes(), str(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def _coordinate(box, key: str, where: str) -> float:
+    text = box.get(key)
+    try:
+        if text is None or len(text) > 40:
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {key} must be a number, got {str(text)[:20]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InputError(f"{where}: {key} must be finite")
+    return value
+
+
+def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:
+    """The frames (by image name) and rectangles of a CVAT for images 1.1 file."""
+    from defusedxml import ElementTree as SafeET
+    from defusedxml.common import DefusedXmlException
+
+    data, where = _xml_bytes(path)
+    try:
+        root = SafeET.fromstring(data)
+    except (SafeET.ParseError, DefusedXmlException) as exc:
+        raise InputError(f"{where}: not a CVAT annotations file (XML: {exc})") from exc
+    if root.tag != "annotations":
+        raise InputError(f"{where}: not a CVAT for images 1.1 file (root element <{root.tag}>)")
+    if root.find("track") is not None:
+        raise InputError(f"{where}: holds tracks (CVAT for video); export the task as CVAT for images 1.1")
+    out = Annotations()
+    dataset = root.find("meta/task/autolabel_dataset")
+    if dataset is not None and dataset.text:
+        out.dataset_id = dataset.text.strip()
+    for k, image in enumerate(root.findall("image")):
+        at = f"{where}: image {image.get('name') or k}"
+        name = Path((image.get("name") or "").replace("\\", "/")).stem
+        if name not in ctx.sizes:
+            raise InputError(f"{at}: no frame {name!r} in the dataset (a task of another dataset?)")
+        if name in out.frames:
+            raise InputError(f"{at}: listed twice")
+        width, height = ctx.sizes[name]
+        boxes = []
+        for j, shape in enumerate(image):
+            here = f"{at}, {shape.tag} {j + 1}"
+            if shape.tag == "tag":
+                continue
+            if shape.tag != "box":
+                raise InputError(
+                    f"{here}: {shape.tag} shapes cannot be imported (only boxes), and importing the rest would "
+                    "drop them; draw them as boxes (or delete them) in CVAT and export again"
+                )
+            label = shape.get("label")
+            if label not in ctx.classes:
+                raise InputError(f"{here}: class {label!r} is not one of the dataset's classes {ctx.classes}")
+            if float(shape.get("rotation") or 0):
+                raise InputError(f"{here}: rotated boxes are not supported")
+            x1, y1, x2, y2 = (_coordinate(shape, key, here) for key in ("xtl", "ytl", "xbr", "ybr"))
+            if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
+                raise InputError(f"{here}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the image")
+            if x2 <= x1 or y2 <= y1:
+                raise InputError(f"{here}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has no area")
+            clipped = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+            boxes.append(Box(ctx.classes.index(label), *clipped))
+        out.frames[name], out.where[name] = boxes, at
+    return out
+
+
+class Cvat(Format):
+    name = "cvat"
+    help = "CVAT for images 1.1 (an export: images/ and annotations.zip for a CVAT task)"
+    dataset_format = False
+
+    def export(self, out: ExportFolder) -> str:
+        for r in out.records:
+            out.image(r, f"images/{image_name(r)}")
+        xml = cvat_xml(sorted(out.records, key=lambda r: r.name), out.ctx.classes, out.ctx.title)
+        out.write(CVAT_ZIP, cvat_zip(xml))
+        return (
+            f"in CVAT, create a task from the images in {out.output / 'images'}, then Actions > Upload "
+            f"annotations > format 'CVAT 1.1' > {out.output / CVAT_ZIP}"
+        )
+
+    def read(self, path: Path, ctx: ReadContext) -> Annotations:
+        return parse_cvat(path, ctx)
+
+    def detect(self, path: Path) -> bool:
+        if path.is_dir():
+            return (path / CVAT_XML).is_file() or (path / CVAT_ZIP).is_file()
+        if path.suffix.lower() == ".zip":
+            return zipfile.is_zipfile(path)
+        if path.suffix.lower() == ".xml":
+            with path.open("rb") as fh:
+                return b"<annotations" in fh.read(4096)
+        return False

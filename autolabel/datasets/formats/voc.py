@@ -1,0 +1,211 @@
+"""Pascal VOC: ``annotations/<name>.xml`` per frame and ``labelmap.txt``; the devkit layout as an export.
+
+Corners are the devkit's 1-based inclusive pixels (supervision's; detectron2 and
+supervision subtract 1 when reading, FiftyOne's and datumaro's VOC readers do not and so
+read boxes 1-1.5 px off); every object has ``<pose>``, ``<truncated>`` (the box touches
+the image border) and ``<difficult>``; ``<database>`` names us. ``labelmap.txt`` lists
+every class in id order as datumaro (and CVAT) read it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from xml.dom.minidom import parseString
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+import numpy as np
+
+from autolabel.datasets.formats.base import Annotations, Context, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.layout import ANNOTATIONS, LABELMAP, SPLITS
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.errors import InputError
+
+VOC_DATABASE = "autolabel"
+# Pixels from the border within which a box counts as cut by the image edge (VOC <truncated>).
+EDGE_PX = 0.5
+# An annotation file larger than this is not one frame's.
+MAX_XML_BYTES = 16 << 20
+
+
+def _touches_edge(box: Box, width: int, height: int) -> bool:
+    return box.x1 <= EDGE_PX or box.y1 <= EDGE_PX or box.x2 >= width - EDGE_PX or box.y2 >= height - EDGE_PX
+
+
+def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> str:
+    """A frame's Pascal VOC XML (names XML-escaped by ElementTree)."""
+    from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
+
+    root = Element("annotation")
+    SubElement(root, "folder").text = folder
+    SubElement(root, "filename").text = image_name(record)
+    source = SubElement(root, "source")
+    SubElement(source, "database").text = VOC_DATABASE
+    size = SubElement(root, "size")
+    for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):
+        SubElement(size, tag).text = str(value)
+    SubElement(root, "segmented").text = "0"
+    for b in record.boxes:
+        obj = object_to_pascal_voc(np.array([b.x1, b.y1, b.x2, b.y2]), classes[b.class_id])
+        # A sliver under half a pixel at the far edge would round past it: keep corners in 1..size.
+        for tag in ("xmin", "xmax", "ymin", "ymax"):
+            side = record.width if tag[0] == "x" else record.height
+            corner = obj.find(f"bndbox/{tag}")
+            corner.text = str(min(int(corner.text), side))
+        truncated = str(int(_touches_edge(b, record.width, record.height)))
+        # The devkit's order: name, pose, truncated, difficult, bndbox.
+        for i, (tag, value) in enumerate((("pose", "Unspecified"), ("truncated", truncated), ("difficult", "0")), 1):
+            child = Element(tag)
+            child.text = value
+            obj.insert(i, child)
+        root.append(obj)
+    return parseString(tostring(root, encoding="unicode")).toprettyxml(indent="  ")
+
+
+def labelmap_text(classes: list[str]) -> str:
+    """``labelmap.txt`` as datumaro (and CVAT) read it: every class, boxes or not, in id order.
+
+    ``name:r,g,b:parts:actions`` per line after a header; ``background`` first, as the
+    VOC convention has it (readers skip it for detection). A name holding ``:`` cannot
+    be written in this format (see :func:`labelmap_problem`).
+    """
+    lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+    for i, name in enumerate(classes, start=1):
+        r, g, b = voc_color(i)
+        lines.append(f"{name}:{r},{g},{b}::")
+    return "\n".join(lines) + "\n"
+
+
+def voc_color(index: int) -> tuple[int, int, int]:
+    """The VOC palette's color for a label index (the devkit's bit-interleaving)."""
+    r = g = b = 0
+    c = index
+    for shift in range(7, -1, -1):
+        r |= (c & 1) << shift
+        g |= ((c >> 1) & 1) << shift
+        b |= ((c >> 2) & 1) << shift
+        c >>= 3
+    return r, g, b
+
+
+def labelmap_problem(classes: list[str]) -> str | None:
+    """Why ``labelmap.txt`` cannot list these classes (its fields are split on ``:``), or None."""
+    for name in classes:
+        if ":" in name or name.lstrip().startswith("#") or name != name.strip():
+            return f"class {name!r} cannot be written in labelmap.txt (no ':', no leading '#' or spaces)"
+    return None
+
+
+def annotation_path(name: str) -> str:
+    """A frame's VOC file, relative to the dataset."""
+    return f"{ANNOTATIONS}/{name}.xml"
+
+
+def _number(obj, tag: str, where: str) -> float:
+    node = obj.find(tag)
+    text = (node.text or "").strip() if node is not None else ""
+    try:
+        if len(text) > 20:
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: <{tag}> must be a number, got {text[:20]!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: <{tag}> must be finite, got {text[:20]!r}")
+    return value
+
+
+def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
+    """One VOC file's frame name (its ``<filename>``'s stem, else the file's) and boxes in pixels."""
+    from defusedxml import ElementTree as SafeET
+    from defusedxml.common import DefusedXmlException
+
+    try:
+        if path.stat().st_size > MAX_XML_BYTES:
+            raise InputError(f"{path}: {path.stat().st_size} bytes is not one frame's VOC annotation")
+        root = SafeET.fromstring(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (SafeET.ParseError, DefusedXmlException) as exc:
+        raise InputError(f"{path}: not a VOC annotation (XML: {exc})") from exc
+    if root.tag != "annotation":
+        raise InputError(f"{path}: not a VOC annotation (root element <{root.tag}>)")
+    filename = (root.findtext("filename") or "").strip()
+    name = Path(filename).stem if filename else path.stem
+    if name not in ctx.sizes:
+        raise InputError(f"{path}: no frame {name!r} in the dataset (an annotation of another dataset?)")
+    width, height = ctx.sizes[name]
+    boxes = []
+    for k, obj in enumerate(root.findall("object")):
+        where = f"{path}: object {k + 1}"
+        label = (obj.findtext("name") or "").strip()
+        if label not in ctx.classes:
+            raise InputError(f"{where}: class {label!r} is not one of the dataset's classes {ctx.classes}")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise InputError(f"{where}: no <bndbox>")
+        xmin, ymin, xmax, ymax = (_number(bndbox, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive -> pixel edges
+        if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
+            raise InputError(f"{where}: box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] lies outside the image")
+        if x2 < x1 or y2 < y1:
+            raise InputError(f"{where}: box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] has its corners reversed")
+        boxes.append(
+            Box(ctx.classes.index(label), max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+        )
+    return name, boxes
+
+
+class Voc(Format):
+    name = "voc"
+    help = "Pascal VOC (annotations/<frame>.xml, 1-based pixel corners, and labelmap.txt)"
+    frame_dirs = (ANNOTATIONS,)
+
+    def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
+        return {annotation_path(record.name): voc_xml(record, ctx.classes).encode("utf-8")}
+
+    def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
+        if labelmap_problem(ctx.classes) is not None:
+            return {}
+        return {LABELMAP: labelmap_text(ctx.classes).encode("utf-8")}
+
+    def notes(self, ctx: Context) -> list[str]:
+        problem = labelmap_problem(ctx.classes)
+        return [f"no labelmap.txt: {problem}"] if problem else []
+
+    def classes_changed(self, root: Path, ctx: Context) -> None:
+        from autolabel.fileio import atomic_write_text
+
+        if (root / LABELMAP).is_file() and labelmap_problem(ctx.classes) is None:
+            atomic_write_text(root / LABELMAP, labelmap_text(ctx.classes))
+
+    def export(self, out: ExportFolder) -> str:
+        """``JPEGImages/``, ``Annotations/``, ``ImageSets/Main/{train,val}.txt``, ``labelmap.txt``."""
+        for r in out.records:
+            out.image(r, f"JPEGImages/{image_name(r)}")
+            out.write(f"Annotations/{r.name}.xml", voc_xml(r, out.ctx.classes, folder="JPEGImages"))
+        for split in SPLITS:
+            names = sorted(r.name for r in out.split(split))
+            out.write(f"ImageSets/Main/{split}.txt", "".join(f"{n}\n" for n in names))
+        problem = labelmap_problem(out.ctx.classes)
+        if problem:
+            raise InputError(f"{out.dataset}: {problem}, which VOC readers (datumaro, CVAT) need; rename the class")
+        out.write(LABELMAP, labelmap_text(out.ctx.classes))
+        return f"a Pascal VOC folder: {out.output} (labelmap.txt lists the classes)"
+
+    def read(self, path: Path, ctx: ReadContext) -> Annotations:
+        folder = next((path / d for d in ("Annotations", ANNOTATIONS) if (path / d).is_dir()), path)
+        files = [folder] if folder.is_file() else sorted(folder.glob("*.xml")) if folder.is_dir() else []
+        if not files:
+            raise InputError(f"{path}: no VOC annotations (.xml files) there")
+        out = Annotations()
+        for file in files:
+            name, boxes = parse_voc(file, ctx)
+            if name in out.frames:
+                raise InputError(f"{file}: frame {name!r} is also annotated in {out.where[name]}")
+            out.frames[name], out.where[name] = boxes, str(file)
+        return out
+
+    def detect(self, path: Path) -> bool:
+        folder = next((path / d for d in ("Annotations", ANNOTATIONS) if (path / d).is_dir()), path)
+        return folder.is_dir() and any(folder.glob("*.xml"))

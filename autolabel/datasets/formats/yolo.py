@@ -1,0 +1,212 @@
+"""YOLO labels: ``labels/<name>.txt``, one ``class cx cy w h`` line per box, normalized to the image.
+
+Coordinates are integers on a grid of 1e-6 of the image side (6 decimals), rounded so
+that no box reaches past the image (``cx + w/2 <= 1`` and ``cx - w/2 >= 0``, also in
+float32, as Ultralytics reads them): a box the model returns past the edge is shrunk
+to the image. Every dataset has them (``data.yaml`` and the split lists point at them).
+
+Reading takes a labels folder (labelImg's, a run's ``.autolabel/edited/labels``, or a
+folder holding ``labels/``); ``classes.txt`` (labelImg) or ``data.yaml`` beside it, when
+present, name the ids, which then map to the dataset's classes by name.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.datasets.formats.base import Annotations, Context, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.layout import IMAGES, LABELS
+from autolabel.datasets.records import Box, FrameRecord
+from autolabel.errors import InputError
+
+# YOLO coordinates are integers on this grid (1e-6 of the image side: 0.002 px at 1920 px).
+YOLO_GRID = 1_000_000
+# A box may reach this far past the image edge (rounding in other tools); it is cut at the edge.
+EDGE_PX = 0.5
+# A label file longer than this is not one frame's labels.
+MAX_LABEL_BYTES = 16 << 20
+
+
+def _fits(center: int, size: int) -> bool:
+    for dtype in (np.float64, np.float32):
+        c, s = dtype(center / YOLO_GRID), dtype(size / YOLO_GRID)
+        if c - s / dtype(2) < 0 or c + s / dtype(2) > 1:
+            return False
+    return True
+
+
+def _yolo_span(lo: float, hi: float, side: int) -> tuple[int, int]:
+    """Center and size of ``[lo, hi]`` on the YOLO grid, inside ``[0, 1]``."""
+    a = min(max(round(min(lo, hi) / side * YOLO_GRID), 0), YOLO_GRID)
+    b = min(max(round(max(lo, hi) / side * YOLO_GRID), 0), YOLO_GRID)
+    if (a + b) % 2:  # an even size puts both edges exactly on the grid
+        if b - a > 1:
+            b -= 1
+        elif b < YOLO_GRID:
+            b += 1
+        else:
+            a -= 1
+    center, size = (a + b) // 2, b - a
+    while size > 0 and not _fits(center, size):  # decimal-to-binary rounding at the very edge
+        size -= 2
+    return center, size
+
+
+def _grid(value: int) -> str:
+    return f"{value // YOLO_GRID}.{value % YOLO_GRID:06d}"
+
+
+def yolo_line(box: Box, width: int, height: int) -> str:
+    """One YOLO label line (no newline)."""
+    cx, w = _yolo_span(box.x1, box.x2, width)
+    cy, h = _yolo_span(box.y1, box.y2, height)
+    return f"{box.class_id} {_grid(cx)} {_grid(cy)} {_grid(w)} {_grid(h)}"
+
+
+def yolo_lines(record: FrameRecord) -> str:
+    """A frame's YOLO label file; empty when it has no boxes."""
+    return "".join(f"{yolo_line(b, record.width, record.height)}\n" for b in record.boxes)
+
+
+def label_path(name: str) -> str:
+    """A frame's label file, relative to the dataset."""
+    return f"{LABELS}/{name}.txt"
+
+
+def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int], n_classes: int) -> list[Box]:
+    """The boxes of one YOLO label file in pixels; InputError naming the file and line when malformed.
+
+    Args:
+        path: The ``.txt`` file.
+        size: The frame's (width, height).
+        ids: The file's class ids to the dataset's (empty: the same ids).
+        n_classes: How many classes the dataset has.
+    """
+    try:
+        if path.stat().st_size > MAX_LABEL_BYTES:
+            raise InputError(f"{path}: {path.stat().st_size} bytes is not a label file")
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    width, height = size
+    boxes = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) != 5:
+            raise InputError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+        if not fields[0].isdigit() or len(fields[0]) > 6:
+            raise InputError(f"{where}: class {fields[0][:20]!r} is not a class id")
+        cls = int(fields[0])
+        cls = ids.get(cls, cls) if ids else cls
+        if ids and int(fields[0]) not in ids or not 0 <= cls < n_classes:
+            raise InputError(f"{where}: class id {fields[0]} is not one of the dataset's {n_classes} classes")
+        try:
+            if any(len(v) > 40 for v in fields[1:]):
+                raise ValueError
+            cx, cy, w, h = (float(v) for v in fields[1:])
+        except ValueError:
+            raise InputError(f"{where}: coordinates must be numbers") from None
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)) or w <= 0 or h <= 0:
+            raise InputError(f"{where}: box of width {w:g} and height {h:g}: both must be finite and above 0")
+        x1, y1, x2, y2 = (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
+        if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
+            raise InputError(f"{where}: box [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px lies outside the image")
+        boxes.append(Box(cls, max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2), None))
+    return boxes
+
+
+def class_names_beside(folder: Path) -> list[str] | None:
+    """The class names a labels folder comes with (labelImg's ``classes.txt``, or a ``data.yaml``), if any."""
+    for candidate in (folder / "classes.txt", folder.parent / "classes.txt"):
+        if candidate.is_file():
+            return [line.strip() for line in candidate.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    for candidate in (folder / "data.yaml", folder.parent / "data.yaml"):
+        if candidate.is_file():
+            from autolabel.config import read_yaml
+
+            names = (read_yaml(candidate) or {}).get("names")
+            if isinstance(names, dict):
+                return [str(names[k]) for k in sorted(names)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+    return None
+
+
+def id_map(names: list[str] | None, classes: list[str], where: Path) -> dict[int, int]:
+    """A source's class ids to the dataset's, by name; empty when the source names none."""
+    if names is None:
+        return {}
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise InputError(f"{where}: class {unknown[0]!r} is not one of the dataset's classes {classes}")
+    return {i: classes.index(n) for i, n in enumerate(names)}
+
+
+def read_label_folder(folder: Path, ctx: ReadContext, ids: dict[int, int]) -> Annotations:
+    """Every ``.txt`` of a labels folder whose stem is a frame of the dataset (others are an error)."""
+    out = Annotations()
+    for path in sorted(folder.glob("*.txt")):
+        if path.name == "classes.txt":
+            continue
+        if path.stem not in ctx.sizes:
+            raise InputError(f"{path}: no frame {path.stem!r} in the dataset (a label file of another dataset?)")
+        out.frames[path.stem] = parse_label_file(path, ctx.sizes[path.stem], ids, len(ctx.classes))
+        out.where[path.stem] = str(path)
+    return out
+
+
+class Yolo(Format):
+    name = "yolo"
+    help = "YOLO labels (labels/<frame>.txt; always written: data.yaml and the split lists point at them)"
+    frame_dirs = (LABELS,)
+
+    def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
+        return {label_path(record.name): yolo_lines(record).encode("utf-8")}
+
+    def export(self, out: ExportFolder) -> str:
+        """A flat YOLO folder as labelImg and CVAT's "YOLO 1.1" read it: images/, labels/, classes.txt."""
+        for r in out.records:
+            out.image(r, f"{IMAGES}/{image_name(r)}")
+            out.write(label_path(r.name), yolo_lines(r))
+        out.write("classes.txt", "".join(f"{name}\n" for name in out.ctx.classes))
+        return f"a YOLO folder: images in {out.output / IMAGES}, labels in {out.output / LABELS} (classes.txt)"
+
+    def read(self, path: Path, ctx: ReadContext) -> Annotations:
+        folder = path / LABELS if (path / LABELS).is_dir() else path
+        if not folder.is_dir():
+            raise InputError(f"{path}: not a YOLO labels folder")
+        return read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes, folder))
+
+    def detect(self, path: Path) -> bool:
+        folder = path / LABELS if (path / LABELS).is_dir() else path
+        return folder.is_dir() and any(folder.glob("*.txt"))
+
+
+def data_yaml_text(classes: list[str], has_val: bool, train: str = "train.txt", val: str = "val.txt") -> str:
+    """An Ultralytics ``data.yaml`` without ``path:``, so the folder can move.
+
+    ``train`` and ``val``: the split lists or image folders, relative to the yaml's folder.
+    """
+    import yaml
+
+    body = {
+        "train": train,
+        "val": val if has_val else train,
+        "nc": len(classes),
+        "names": dict(enumerate(classes)),
+    }
+    header = (
+        "# Written by autolabel. No 'path:' key on purpose: Ultralytics then resolves\n"
+        "# train/val against this file's folder, so the dataset trains wherever it is moved.\n"
+    )
+    if not has_val:
+        header += "# No validation frames (val_fraction 0 or a single frame): val reuses train.\n"
+    return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)

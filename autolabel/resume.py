@@ -1,0 +1,308 @@
+"""Resume: what a product's run does given what its dataset holds — start, resume, relabel, or refuse.
+
+A dataset records the settings its labels were made with (its fingerprint: ontology,
+sampling, model files by content, thresholds, filters). A re-run with the same settings
+labels only what is missing; one with other settings is refused unless ``--overwrite``
+asks to relabel. Sources count by content: a renamed video keeps its frames, a replaced
+one is a change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from autolabel.config import RunConfig
+from autolabel.datasets import formats
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.layout import JOURNAL, MERGED_DIR, RUN_YAML, STATE
+from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.state import PRODUCT, SourceState, State, product_id
+from autolabel.errors import InputError, OutputError
+from autolabel.fileio import TMP_MARK, sync_dir
+from autolabel.identity import DigestCache, source_identity
+from autolabel.jobs import Job
+from autolabel.labelers import registry
+from autolabel.ontology import Ontology
+from autolabel.sampling import estimated_count
+from autolabel.selection import DUPLICATE, SIGNAL
+from autolabel.sources import Product, Source, list_sources
+from autolabel.weights import cache_dir
+
+log = logging.getLogger(__name__)
+
+BACKUPS = ".autolabel-backups"
+RESERVED_OUTPUTS = {MERGED_DIR}
+
+
+def model_identity(mc, cache: str | None) -> dict[str, str | None]:
+    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime.
+
+    A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
+    """
+    spec = registry.get(mc.base_model)
+    digests = DigestCache(cache_dir(cache))
+    try:
+        files = sorted(spec.model_files(mc, cache).items())
+        identity = {k: digests.identity(p) if p.exists() else None for k, p in files}
+    finally:
+        digests.save()
+    return identity | spec.identity(mc)
+
+
+def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:
+    """The settings that decide a product's labels; a resumed run must match them.
+
+    Model files count by content (sha256), not by name: a retrained ``best.pt`` under
+    the same name is another model.
+    """
+    m, s = config.model, config.sampling
+    spec = registry.get(m.base_model)
+    return {
+        "ontology": ontology.to_mapping(),
+        "sampling": {
+            "frame_rate": s.frame_rate if s.fps is None else None,
+            "fps": s.fps,
+            # Absent unless set, so datasets made before these settings existed resume as they are.
+            **({"dedup": s.dedup} if s.dedup else {}),
+            **({"max_frames": s.max_frames} if s.max_frames is not None else {}),
+            **({"selection_signal": SIGNAL} if s.dedup or s.max_frames is not None else {}),
+        },
+        "model": {
+            "base_model": m.base_model,
+            "files": dict(model_id or {}),
+            "box_threshold": m.box_threshold,
+            "text_threshold": m.text_threshold,
+            "nms_iou": m.nms_iou,
+            "image_size": m.image_size,
+            "max_size": m.max_size,
+            "precision": m.precision,
+            # A model's own section (discover's), so datasets of the other models resume as they are.
+            **({spec.section: spec.settings(m)} if spec.section else {}),
+        },
+        "filters": dataclasses.asdict(config.filters),
+        "jpeg_quality": config.dataset.jpeg_quality,
+    }
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What changed between two fingerprints, in words (model files not on disk yet are passed over)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if prefix == "model.files." and (a is None or b is None):
+            continue  # a file not on disk yet: checked again once the model is loaded
+        if isinstance(a, dict) and isinstance(b, dict) and key != "ontology":
+            diffs += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            if key == "ontology":
+                diffs.append("ontology.json changed")
+            elif prefix == "model.files.":
+                diffs.append(f"model file {key} has other content (sha256 {a[:12]}... -> {b[:12]}...)")
+            else:
+                diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def check_target(ds: Dataset, product: str) -> State | None:
+    """The state of ``ds`` when it holds this product's dataset, None when absent or empty; refuses anything else."""
+    out = ds.root
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file; remove it or choose another --output")
+    # A run killed before its first state write leaves only an empty .autolabel/: that is an empty folder.
+    if ds.state is None and not ds.exists_empty():
+        raise OutputError(f"{out}: exists and is not an autolabel dataset; remove it or choose another --output")
+    if ds.state is not None and ds.state.kind != PRODUCT:
+        raise OutputError(f"{out}: holds a {ds.state.kind} dataset, not product {product!r}'s; choose another --output")
+    return ds.state
+
+
+def _source_changes(
+    state: State, sources: list[Source], done: dict[str, set[int]], ids: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Sources replaced since their frames were labeled (hard changes), and sources gone (soft)."""
+    replaced = []
+    present = {s.path.name for s in sources}
+    for source in sources:
+        info = state.sources.get(source.path.name)
+        if info and done.get(info.stem) and info.id != ids[source.path.name]:
+            replaced.append(f"{source.path.name} was replaced since its frames were labeled")
+    gone = [
+        f"{name} is gone; its {len(done.get(info.stem, ()))} frames are kept (--overwrite relabels without them)"
+        for name, info in sorted(state.sources.items())
+        if name not in present and done.get(info.stem)
+    ]
+    return replaced, gone
+
+
+def _carry_renames(state: State, sources: list[Source], ids: dict[str, str]) -> list[Source]:
+    """A source renamed since it was labeled (same content, new name) keeps its stem and frames.
+
+    Without this, the renamed file would be labeled again under a new stem while the old
+    frames stay: every frame twice, and twins across train and val.
+    """
+    recorded = state.sources
+    present = {s.path.name for s in sources}
+    gone = {info.id: name for name, info in recorded.items() if name not in present}
+    if not gone:
+        return sources
+    carried = []
+    for source in sources:
+        old = gone.pop(ids[source.path.name], None) if source.path.name not in recorded else None
+        if old is not None:
+            entry = recorded.pop(old)
+            recorded[source.path.name] = entry
+            source = dataclasses.replace(source, stem=entry.stem)
+            log.info("%s: %s was renamed to %s; its frames are kept", source.path.parent, old, source.path.name)
+        carried.append(source)
+    return carried
+
+
+def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, model_id: dict[str, str | None]) -> Job:
+    """Decides, without writing, what a product's run does: start, resume, relabel, or refuse.
+
+    Args:
+        ds: The product's dataset folder, opened (locked) for the run.
+        product: The product.
+        config: The run's settings.
+        overwrite: ``--overwrite`` was given.
+        model_id: The model files' identity (:func:`model_identity`).
+    """
+    if product.slug.lower() in RESERVED_OUTPUTS:
+        raise InputError(
+            f"{product.folder}: the product name {product.name!r} is reserved for merge output; rename the folder"
+        )
+    if registry.get(config.model.base_model).open_classes and not product.ontology_path.exists():
+        ontology = Ontology.empty()  # every discovered object keeps the name the model gives it
+    else:
+        ontology = Ontology.load(product.ontology_path)
+    out = ds.root
+    state = check_target(ds, product.name)
+    recorded = {name: info.stem for name, info in state.sources.items()} if state is not None else {}
+    sources = list_sources(product, recorded)
+    ids = {s.path.name: source_identity(s.path) for s in sources}
+    if state is not None:
+        sources = _carry_renames(state, sources, ids)
+    records = list(ds.records()) if state is not None else []
+    done: dict[str, set[int]] = {}
+    for record in records:
+        done.setdefault(record.source, set()).add(record.index)
+    relabel, notes = False, []
+    reviewed = sum(1 for r in records if r.reviewed)
+    if state is not None:
+        changes = differences(state.fingerprint or {}, fingerprint(config, ontology, model_id))
+        replaced, gone = _source_changes(state, sources, done, ids)
+        changes += replaced
+        if changes or (overwrite and gone):
+            if not overwrite:
+                raise OutputError(
+                    f"{out}: was labeled with other settings or sources ({'; '.join(changes[:3])}); "
+                    "re-run with --overwrite to relabel it, or pick another --output"
+                )
+            if reviewed and product.name not in (config.products or []):
+                raise OutputError(
+                    f"{out}: holds {reviewed} reviewed frames (autolabel import) and would be relabeled "
+                    f"({'; '.join((changes or gone)[:2])}); to relabel it anyway, name it: "
+                    f"--overwrite --product {product.name!r} (the reviewed labels are backed up first)"
+                )
+            relabel, state, done, records = True, None, {}, []
+        else:
+            notes = gone
+    duplicates: dict[str, set[int]] = {}
+    for record in records:
+        if record.dropped == DUPLICATE:
+            duplicates.setdefault(record.source, set()).add(record.index)
+    complete = state.complete_sources() if state is not None else set()
+    pending = 0  # for the progress bar only: a source is done when read to its end, whatever its header says
+    s = config.sampling
+    for source in sources:
+        if source.path.name not in complete:
+            try:
+                count = estimated_count(source, s.frame_rate, s.fps)
+                if s.max_frames is not None and source.is_video:
+                    count = min(count, s.max_frames)
+            except InputError:
+                count = 1  # reported when it is read
+            pending += max(0, count - len(done.get(source.stem, ())))
+    missing = _missing_images(out, records, state, sources)
+    needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
+    job = Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
+    job.reviewed = reviewed
+    job.missing_images = len(missing)
+    job.source_ids = ids
+    job.duplicates = duplicates
+    return job
+
+
+def _missing_images(out: Path, records: list[FrameRecord], state: State | None, sources: list[Source]) -> list:
+    """Journaled frames whose image is gone; an error when one cannot be made again."""
+    missing = [r for r in records if r.dropped is None and not (out / r.image).is_file()]
+    if not missing:
+        return []
+    by_stem = {info.stem: name for name, info in state.sources.items()}
+    present = {s.path.name for s in sources}
+    lost = [r for r in missing if r.reviewed or by_stem.get(r.source) not in present]
+    if lost:
+        raise InputError(
+            f"{out / lost[0].image}: image missing and cannot be made again "
+            f"({'it holds a review' if lost[0].reviewed else 'its source is gone'}; {len(lost)} such frames); "
+            "restore it, or relabel with --overwrite"
+        )
+    return missing
+
+
+def init_output(ds: Dataset, job: Job, config: RunConfig, model_id: dict[str, str | None]) -> State:
+    """Creates (or, for --overwrite, replaces) the product's folder; records its sources before any frame.
+
+    Returns the state as written. An --overwrite moves the old folder aside in one
+    rename before deleting it, so a crash leaves either the old dataset or none, never
+    a half-deleted one that claims to be complete.
+    """
+    out = job.out
+    if job.relabel and out.exists():
+        if job.reviewed:
+            backup = out.parent / BACKUPS / f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            backup.mkdir(parents=True, exist_ok=True)
+            for name in (JOURNAL, STATE, RUN_YAML):
+                if (out / name).is_file():
+                    shutil.copy2(out / name, backup / Path(name).name)
+            log.warning("%s: %d reviewed frames backed up to %s before relabeling", out, job.reviewed, backup)
+        aside = out.with_name(f".{out.name}{TMP_MARK}overwritten")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(out, aside)
+        sync_dir(out.parent)
+        shutil.rmtree(aside)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.repair_journal()
+    fresh = job.state is None
+    state = dataclasses.replace(job.state) if not fresh else _new_state(job, config, model_id)
+    state.complete = False  # unfinished again until finalized
+    state.formats = formats.ordered([*state.formats, *config.dataset.formats])
+    sources = dict(state.sources)
+    for source in job.sources:
+        info = dataclasses.replace(sources.get(source.path.name) or SourceState(source.stem))
+        identity = job.source_ids[source.path.name]
+        if info.id != identity:  # new, or changed before any of its frames was labeled
+            info.id, info.complete = identity, False
+        sources[source.path.name] = info
+    state.sources = sources
+    if state.id is None:  # a new dataset, or one an older autolabel made: named by what it was made from
+        state.id = product_id(job.product.name, state.fingerprint, state.sources)
+    ds.state = state
+    ds.save()
+    return state
+
+
+def _new_state(job: Job, config: RunConfig, model_id: dict[str, str | None]) -> State:
+    return State(
+        kind=PRODUCT,
+        product=job.product.name,
+        classes=list(job.ontology.classes),
+        fingerprint=fingerprint(config, job.ontology, model_id),
+        formats=list(config.dataset.formats),
+    )
