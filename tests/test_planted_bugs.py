@@ -31,9 +31,13 @@ import pytest
 import supervision as sv
 
 from autolabel.config import FilterConfig
-from autolabel.datasets.finalize import write_coco, write_json
-from autolabel.datasets.formats import yolo_line, yolo_lines
-from autolabel.datasets.layout import ANNOTATIONS, IMAGES, JOURNAL, LABELS, Box, FrameRecord, read_journal
+from autolabel.datasets import formats
+from autolabel.datasets.derive import sync_dataset_files
+from autolabel.datasets.formats import Context
+from autolabel.datasets.formats.yolo import yolo_line, yolo_lines
+from autolabel.datasets.journal import read_journal
+from autolabel.datasets.layout import ANNOTATIONS, IMAGES, JOURNAL, LABELS
+from autolabel.datasets.records import Box, FrameRecord
 from autolabel.datasets.split import assign_splits
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.fileio import atomic_write_bytes, atomic_write_text, link_or_copy, publish, stage_bytes
@@ -219,19 +223,14 @@ def test_link_or_copy_fsyncs_the_folder_after_linking(tmp_path, monkeypatch) -> 
     assert log.ops(link=dst, folder=dst.parent) == [("replace", "link"), ("fsync", "folder")]
 
 
-def test_write_json_and_write_coco_fsync_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
-    """Bug 1: ``finalize.write_json`` renames an unflushed file; ``write_coco`` leaves the folder unflushed."""
+def test_dataset_files_fsync_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
+    """Bug 1: a format's dataset files (COCO's) renamed unflushed, or the folder left unflushed after."""
     log = SyncLog(monkeypatch)
-    write_json(tmp_path / "doc.json", {"a": [1, 2]})
-    assert (tmp_path / "doc.json").read_text() == '{"a": [1, 2]}'
-    assert log.ops(file=tmp_path / "doc.json") == [("fsync", "file"), ("replace", "file")]
-
-    log.events.clear()
     records = [
         FrameRecord("clip_000000", "clip", 0, 0.0, W, H, [Box(0, 1, 2, 30, 40, 0.9)], split="train"),
         FrameRecord("clip_000002", "clip", 2, 0.2, W, H, [], split="val"),
     ]
-    write_coco(tmp_path, records, ["mug"])
+    sync_dataset_files(tmp_path, records, Context(["mug"]), [formats.get("coco")])
     assert log.ops(train=tmp_path / "coco_train.json", val=tmp_path / "coco_val.json", folder=tmp_path) == [
         ("fsync", "train"),
         ("replace", "train"),
