@@ -19,7 +19,8 @@ from autolabel.config import RunConfig
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.finalize import finalize_product
 from autolabel.datasets.ingest import restore_missing_images, write_product
-from autolabel.engines.base import Engine, make_engine
+from autolabel.engines import make_engine
+from autolabel.engines.base import Engine
 from autolabel.errors import AutolabelError, InputError, OutputError
 from autolabel.events import Event
 from autolabel.fileio import output_errors

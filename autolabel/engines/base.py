@@ -9,7 +9,7 @@ journaled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -43,17 +43,6 @@ class Engine(AbstractContextManager, Protocol):
     def status(self) -> dict | None:
         """The progress bar's postfix (None: nothing to add)."""
         ...
-
-
-def make_engine(config, labeler_factory: Callable[[], Labeler]) -> Engine:
-    """The engine ``config.engine.name`` names (Ray imported only for ``ray``)."""
-    if config.engine.name == "ray":
-        from autolabel.engines.ray_engine import RayEngine
-
-        return RayEngine(config, labeler_factory)
-    from autolabel.engines.local import LocalEngine
-
-    return LocalEngine(config, labeler_factory)
 
 
 def batches(items: Iterator, size: int) -> Iterator[list[Frame | Duplicate] | SourceEnd | SourceFailed]:
