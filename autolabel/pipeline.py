@@ -63,8 +63,7 @@ from autolabel.sampling import Frame, estimated_count, frame_name, iter_frames
 from autolabel.selection import DUPLICATE, SIGNAL, Deduper, embedding, farthest_point, thumbnail
 from autolabel.sources import Product, Source, discover_products, list_sources
 from autolabel.threads import Worker, prefetch
-from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, cache_dir, cached_path
-from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS
+from autolabel.weights import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -181,52 +180,30 @@ class Labeled:
 Event = Labeled | Duplicate | SourceEnd | SourceFailed
 
 
-def model_files(mc, cache: str | None) -> dict[str, Path]:
-    """The local files that make the model (given, else their cache or default place); nothing downloads."""
+def model_files(mc, cache: str | None) -> dict[str, Path | None]:
+    """Where the files that make the model are on disk now (None: not yet); nothing downloads."""
+    from autolabel.fetch import locate
+    from autolabel.labelers import model_files as files_of
+
     root = cache_dir(cache)
-    if mc.base_model == "grounding-dino":
-        from autolabel.labelers.grounding_dino import default_model_config
-
-        return {
-            "weights": Path(mc.weights).expanduser() if mc.weights else cached_path(GROUNDING_DINO_WEIGHTS, root),
-            "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
-            "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else bundled_text_encoder(),
-        }
-    if mc.base_model == "hf":
-        from autolabel.labelers.hf import is_local
-
-        return {"hf_model": Path(mc.hf_model).expanduser()} if is_local(mc.hf_model) else {}
-    if mc.base_model == "discover":
-        from autolabel.labelers.discover import hub_cache_file
-
-        files = {}
-        for key, name, given in (
-            ("backbone_weights", mc.discover.backbone, mc.discover.backbone_weights),
-            ("classifier_weights", mc.discover.classifier, mc.discover.classifier_weights),
-        ):
-            path = Path(given).expanduser() if given else hub_cache_file(name)
-            if path is not None:  # not downloaded yet: identified once the model is loaded
-                files[key] = path
-        return files
-    return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
+    return {f.key: locate(f, root) for f in files_of(mc, cache)}
 
 
 def model_identity(mc, cache: str | None) -> dict[str, str | None]:
-    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime.
+    """What each model file is (None where it is not on disk yet): sha256, cached by path, size and mtime.
 
     A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
     """
-    digests = DigestCache(cache_dir(cache))
+    from autolabel.fetch import identity, locate
+    from autolabel.labelers import model_files as files_of
+
+    root = cache_dir(cache)
+    digests = DigestCache(root)
     try:
-        files = sorted(model_files(mc, cache).items())
-        identity = {k: digests.identity(p) if p.exists() else None for k, p in files}
+        found = [(f, locate(f, root)) for f in files_of(mc, cache)]
+        return {f.key: identity(f, path, digests) if path is not None else None for f, path in found}
     finally:
         digests.save()
-    if mc.base_model == "hf" and not files:
-        from autolabel.labelers.hf import hub_identity
-
-        identity["hf_model"] = hub_identity(mc.hf_model, mc.hf_revision)
-    return identity
 
 
 def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:

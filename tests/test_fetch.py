@@ -15,6 +15,7 @@ from autolabel import fetch, fileio
 from autolabel.errors import MissingWeightsError
 from autolabel.fetch import Hub, ModelFile
 from autolabel.identity import DigestCache
+from tests.conftest import make_product
 
 DATA = b"weights" * 50_000  # 350 kB: several reads, a visible half-way point
 
@@ -306,3 +307,42 @@ def test_the_hub_command_can_be_pasted_into_a_shell():
     words = shlex.split(Hub("org/model", revision="my branch", allow=("*.json", "*.txt")).command())
     assert words == ["hf", "download", "org/model", "--revision", "my branch", "--include", "*.json", "*.txt"]
     assert shlex.split(Hub("org/m", "a b.pth").command()) == ["hf", "download", "org/m", "a b.pth"]
+
+
+def test_discover_offline_names_both_weights_in_one_line_within_seconds(tmp_path):
+    """The issue's case: nothing cached, offline; before, one file per run after 24-57 s of hub retries."""
+    import timm  # noqa: F401  (imported before timing: what is timed is the fetch, not the import)
+
+    from autolabel.config import load_config
+    from autolabel.labelers import create_labeler
+
+    mc = load_config(None, {"model.base_model": "discover", "model.device": "cpu"}).model
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError) as err:
+        create_labeler(mc, str(tmp_path / "cache"), progress=False)
+    assert time.perf_counter() - start < 2.0
+    msg = str(err.value)
+    assert msg.startswith("missing 2 model files (AUTOLABEL_OFFLINE=1): discovery backbone weights for ")
+    assert "run `hf download timm/vit_small_patch16_224.dino model.safetensors`, or pass --backbone-weights" in msg
+    assert "run `hf download timm/convnext_base.fb_in22k model.safetensors`, or pass --classifier-weights" in msg
+
+
+def test_unreachable_hosts_make_the_run_one_line_without_any_hub_call(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from autolabel.cli import app
+
+    monkeypatch.delenv("AUTOLABEL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(fetch, "probe", lambda hosts, timeout=3.0: f"{hosts[0]} cannot be reached (no route)")
+    monkeypatch.setattr(fetch, "_hub_download", lambda *a: pytest.fail("no hub download when offline"))
+    fetch.reset_offline()
+    try:
+        make_product(tmp_path / "videos", "mug", None, {"a.mp4": 3})
+        args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "discover", "-q"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        fetch.reset_offline()
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "missing 2 model files (https://huggingface.co cannot be reached (no route)): " in lines[0]
