@@ -16,8 +16,9 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from autolabel.errors import OutputError
 
@@ -64,17 +65,24 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def stage_bytes(path: Path, data: bytes) -> Path:
-    """Writes ``data`` to a temporary file beside ``path`` and flushes it to disk; returns it (unpublished).
+def stage_stream(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Runs ``write`` on a temporary file beside ``path``, then flushes it to disk; returns it (unpublished).
 
-    Safe from any thread. :func:`publish` renames it into place; a process killed before
-    that leaves only a temporary file, which the next run removes.
+    The file gets the permissions the umask allows (``mkstemp`` alone makes it 0600) and
+    is fsynced before this returns. Safe from any thread. :func:`publish` renames it into
+    place; if ``write`` raises, the temporary file is removed, and a process killed before
+    the rename leaves only a temporary file, which the next run removes.
+
+    Args:
+        path: The target the file is staged for.
+        write: Writes the content to the open binary file it is given (streaming is fine);
+            raising (a failed download, a wrong hash) leaves nothing behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
@@ -82,6 +90,11 @@ def stage_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """:func:`stage_stream` of ``data``: a temporary file beside ``path``, flushed to disk (unpublished)."""
+    return stage_stream(path, lambda fh: fh.write(data))
 
 
 def publish(staged: Path, path: Path) -> None:
@@ -93,18 +106,24 @@ def publish(staged: Path, path: Path) -> None:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> None:
-    """Writes ``data`` beside ``path``, fsyncs it, renames it into place.
+def atomic_write_stream(path: Path, write: Callable[[BinaryIO], object], sync_parent: bool = True) -> None:
+    """Writes ``path`` through ``write`` (given the open file) beside it, fsyncs it, renames it into place.
 
     Args:
         path: The target.
-        data: Its new content.
+        write: Writes the content to the binary file it is given; if it raises, ``path`` is
+            left as it was and no temporary file stays.
         sync_parent: Also flush the folder after the rename. Writers of many files pass
             False and call :func:`sync_dir` once for the lot, before journaling them.
     """
-    publish(stage_bytes(path, data), path)
+    publish(stage_stream(path, write), path)
     if sync_parent:
         sync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync_parent: bool = True) -> None:
+    """Writes ``data`` beside ``path``, fsyncs it, renames it into place (:func:`atomic_write_stream`)."""
+    atomic_write_stream(path, lambda fh: fh.write(data), sync_parent)
 
 
 def atomic_write_text(path: Path, text: str, sync_parent: bool = True) -> None:
@@ -234,6 +253,33 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Holds an exclusive OS lock (``flock``) on the lock file ``path``, waiting for it when another holds it.
+
+    For work that a second process should wait for rather than repeat (a download into a
+    shared cache). The OS releases the lock when its holder dies.
+
+    Args:
+        path: The lock file (created; left in place so every process locks the same file).
+        on_wait: Called once when the lock is held elsewhere, before waiting (to say so).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

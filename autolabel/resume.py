@@ -40,18 +40,20 @@ RESERVED_OUTPUTS = {MERGED_DIR}
 
 
 def model_identity(mc, cache: str | None) -> dict[str, str | None]:
-    """sha256 of each model file (None where it is not on disk yet), cached by path, size and mtime.
+    """What each model file is (None where it is not on disk yet): sha256, cached by path, size and mtime.
 
     A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
+    Nothing downloads.
     """
-    spec = registry.get(mc.base_model)
-    digests = DigestCache(cache_dir(cache))
+    from autolabel.fetch import identity, locate
+
+    root = cache_dir(cache)
+    digests = DigestCache(root)
     try:
-        files = sorted(spec.model_files(mc, cache).items())
-        identity = {k: digests.identity(p) if p.exists() else None for k, p in files}
+        found = [(f, locate(f, root)) for f in registry.get(mc.base_model).model_files(mc, cache)]
+        return {f.key: identity(f, path, digests) if path is not None else None for f, path in found}
     finally:
         digests.save()
-    return identity | spec.identity(mc)
 
 
 def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:

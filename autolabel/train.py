@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autolabel import progress
 from autolabel.config import read_yaml, show
 from autolabel.errors import ConfigError, InputError
 from autolabel.yolo import load_yolo, ultralytics_env
@@ -186,7 +187,7 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
     check_export_formats(options.export)
     model_name = str(settings.pop("model"))
     settings["device"] = pick_train_device(settings.get("device"))
-    model = load_yolo(model_name)
+    model = load_yolo(model_name, cache=cache, progress=progress.enabled())
     project = Path(settings.pop("project", "runs")).expanduser().resolve()
     metrics = model.train(data=str(data.resolve()), project=str(project), **settings)
     trainer = model.trainer
@@ -195,7 +196,8 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
         best = Path(trainer.last)
     exported = []
     for fmt in options.export:
-        exported.append(Path(load_yolo(str(best)).export(format=fmt, simplify=False, device=settings["device"])))
+        trained = load_yolo(str(best), cache=cache)
+        exported.append(Path(trained.export(format=fmt, simplify=False, device=settings["device"])))
     box = getattr(metrics, "box", None)
     return TrainOutcome(
         best=best,

@@ -1,9 +1,10 @@
 """Ultralytics set-up shared by training and the Ultralytics labeler.
 
-Ultralytics is told to stay offline (``YOLO_OFFLINE``, no auto-install) and to keep its
-settings in autolabel's cache, not the user's home config. A local checkpoint or an
-architecture yaml never touches the network; a checkpoint name that is not local gets
-one clear error with its download address (``YOLO_OFFLINE=0`` lets Ultralytics fetch it).
+Ultralytics is told never to download or install anything itself (``YOLO_OFFLINE``, no
+auto-install) and to keep its settings in autolabel's cache, not the user's home config.
+A local checkpoint or an architecture yaml is used as it is; a bare checkpoint name
+(``yolo11n.pt``) that is not on disk is fetched by :mod:`autolabel.fetch` from Ultralytics'
+assets release into autolabel's cache, like every other model file.
 """
 
 from __future__ import annotations
@@ -12,46 +13,60 @@ import os
 import pickle
 from pathlib import Path
 
-from autolabel.errors import InputError, MissingWeightsError
+from autolabel.errors import InputError
+from autolabel.fetch import ModelFile, fetch
 from autolabel.weights import cache_dir
 
 DEFAULT_ULTRALYTICS_WEIGHTS = "yolo11n.pt"
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
+# Published sha256 of the assets we know; others are fetched without a hash check.
+ASSET_SHA256 = {"yolo11n.pt": "0ebbc80d4a7680d14987a577cd21342b65ecfd94632bd9a8da63ae6417644ee1"}
+YAML = (".yaml", ".yml")
 
 
 def ultralytics_env(cache: str | None = None) -> None:
-    """Offline, no auto-install, settings under autolabel's cache (call before importing ultralytics)."""
+    """No downloads or installs by Ultralytics itself, settings under autolabel's cache (call before importing it)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir(cache) / "ultralytics"))
 
 
-def load_yolo(model: str, flag: str = "--model"):
-    """A YOLO model from a local checkpoint, an architecture yaml, or an Ultralytics name."""
-    ultralytics_env()
+def checkpoint_file(model: str, flag: str = "--model", key: str = "base_weights") -> ModelFile | None:
+    """The file a YOLO model needs: a local file, or a bare asset name (``yolo11n.pt``) from Ultralytics' release.
+
+    None for an architecture yaml that is no local file (Ultralytics builds it from its own).
+    """
+    path = Path(model).expanduser()
+    if path.exists() or (path.suffix in YAML and path.parent != Path(".")):
+        return ModelFile(key, "YOLO model", flag, path=path)
+    if path.suffix in YAML:
+        return None
+    if path.parent != Path(".") or path.suffix != ".pt":
+        return ModelFile(key, "YOLO checkpoint", flag, path=path)  # given, not there: an error naming the flag
+    hint = "start from an architecture yaml such as yolo11n.yaml" if flag == "--model" else None
+    return ModelFile(
+        key, "Ultralytics checkpoint", flag, url=f"{ULTRALYTICS_ASSETS}/{path.name}", cache_name=path.name,
+        digest=ASSET_SHA256.get(path.name), hint=hint,
+    )  # fmt: skip
+
+
+def load_yolo(model: str, flag: str = "--model", cache: str | None = None, progress: bool = True):
+    """A YOLO model from a local checkpoint, an architecture yaml, or an Ultralytics name (fetched when missing)."""
+    f = checkpoint_file(model, flag)
+    files = fetch([f], cache_dir(cache), progress) if f is not None else {}
+    return open_yolo(model, files.get(f.key) if f is not None else None, flag, cache)
+
+
+def open_yolo(model: str, path: Path | None, flag: str = "--model", cache: str | None = None):
+    """Builds the YOLO model ``model`` names from ``path``, the file :func:`checkpoint_file` fetched (None: a yaml)."""
+    ultralytics_env(cache)
     from ultralytics import YOLO
 
-    path = Path(model).expanduser()
-    if path.suffix in (".yaml", ".yml"):
+    if path is None or path.suffix in YAML:
         try:
-            return YOLO(str(path) if path.exists() else model)
+            return YOLO(str(path) if path is not None else model)
         except (FileNotFoundError, KeyError, ValueError, SyntaxError) as exc:
             raise InputError(f"{model}: not a YOLO architecture yaml ({exc})") from exc
-    if not path.exists():
-        if path.parent != Path(".") or path.suffix != ".pt":
-            raise MissingWeightsError(f"{model}: file not found (given by {flag})")
-        if os.environ.get("YOLO_OFFLINE") == "1" or os.environ.get("AUTOLABEL_OFFLINE") == "1":
-            raise MissingWeightsError(
-                f"{model}: checkpoint not found locally and downloads are off (YOLO_OFFLINE=1): download "
-                f"{ULTRALYTICS_ASSETS}/{path.name} and give its path with {flag}, set YOLO_OFFLINE=0 to let "
-                "Ultralytics fetch it, or start from an architecture yaml such as yolo11n.yaml"
-            )
-        try:
-            return YOLO(model)
-        except (FileNotFoundError, ConnectionError, OSError) as exc:
-            raise MissingWeightsError(
-                f"{model}: checkpoint not found locally and could not be downloaded ({exc})"
-            ) from exc
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an Ultralytics checkpoint (given by {flag})")
     if path.suffix.lower() != ".pt":  # Ultralytics would take it for an exported model and fail at predict

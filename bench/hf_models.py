@@ -4,7 +4,7 @@ Builds Grounding DINO (Swin-T, BERT-base: the shape of IDEA-Research/grounding-d
 MM-Grounding-DINO (the same backbone and text encoder: the shape of the tiny MM-Grounding-DINO
 and LLMDet checkpoints) and OWLv2 (ViT-B/16 at 960 px: google/owlv2-base-patch16-ensemble)
 from ``transformers``' default configs, saves each with ``save_pretrained`` and labels frames
-through ``HfLabeler.from_config``, as ``autolabel run --base-model hf --hf-model FOLDER`` does.
+through ``create_labeler``, as ``autolabel run --base-model hf --hf-model FOLDER`` does.
 The Grounding DINO family uses the bert-base-uncased vocabulary bundled with autolabel; OWLv2
 a small character vocabulary (speed does not depend on it). A second ontology of 120 captions
 passes the 256-token limit and is split into several prompts. Prints seconds per frame.
@@ -69,7 +69,7 @@ def main() -> int:
     import torch
 
     from autolabel.config import load_config
-    from autolabel.labelers.hf import HfLabeler
+    from autolabel.labelers import create_labeler
     from autolabel.ontology import Ontology
 
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def main() -> int:
             folder = Path(tmp) / name
             build(folder)
             settings = {"model.base_model": "hf", "model.hf_model": str(folder), "model.device": args.device}
-            labeler = HfLabeler.from_config(load_config(None, settings).model, progress=False)
+            labeler = create_labeler(load_config(None, settings).model, progress=False)
             for label, ontology in (("3 captions", small), (f"{len(large.captions)} captions", large)):
                 labeler.prepare(ontology)
                 prompts = len(labeler.prompts(ontology)) if labeler.grounding else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -216,3 +217,76 @@ def write_state(root: Path, state: dict) -> None:
 
     (root / STATE).parent.mkdir(parents=True, exist_ok=True)
     (root / STATE).write_text(json.dumps(state), encoding="utf-8")
+
+
+class Served:
+    """Files served over HTTP on 127.0.0.1 (a release page stand-in), with every request recorded.
+
+    ``hold`` (when set) pauses each response after its first half until the test sets it,
+    so a test can act while a download is in progress; ``started`` is set at that point.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.hold: threading.Event | None = None
+        self.started = threading.Event()
+        self.base = ""
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+
+@pytest.fixture
+def served():
+    """A local HTTP server for download tests (no network needed); 404 for a name it does not hold."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = Served()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            name = self.path.lstrip("/")
+            state.requests.append(name)
+            data = state.files.get(name)
+            if data is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            half = len(data) // 2
+            self.wfile.write(data[:half])
+            self.wfile.flush()
+            state.started.set()
+            if state.hold is not None:
+                state.hold.wait(10)
+            self.wfile.write(data[half:])
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        if state.hold is not None:
+            state.hold.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Downloads allowed: no offline variables, and a reachability probe that always answers (no network)."""
+    from autolabel import fetch
+
+    monkeypatch.delenv("AUTOLABEL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(fetch, "probe", lambda hosts, timeout=fetch.PROBE_TIMEOUT: None)
+    fetch.reset_offline()
+    yield
+    fetch.reset_offline()

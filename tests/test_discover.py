@@ -175,16 +175,31 @@ def test_missing_weights_and_unknown_models_are_one_line(tmp_path, tiny_discover
     make_product(tmp_path / "videos", "mug", None, {"a.mp4": 3})
     base = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "discover"]
     offline = runner.invoke(app, [*base, "--device", "cpu"])
-    assert offline.exit_code == 2
-    assert "missing discovery backbone weights for vit_small_patch16_224.dino" in offline.stderr
-    assert "--backbone-weights FILE" in offline.stderr
+    assert offline.exit_code == 2 and len(offline.stderr.strip().splitlines()) == 1, offline.stderr
+    # Both files in one line, each with its source and its flag: not one per run.
+    first = "missing 2 model files (AUTOLABEL_OFFLINE=1): discovery backbone weights for vit_small_patch16_224.dino: "
+    assert first in offline.stderr
+    assert "--backbone-weights FILE; discovery classifier weights for convnext_base.fb_in22k: run `hf download" in (
+        offline.stderr
+    )
+    assert "--classifier-weights FILE" in offline.stderr
+    # A given file and a missing hub file: both named at once too.
+    given = runner.invoke(app, [*base, "--backbone-weights", str(tmp_path / "nope.safetensors")])
+    assert given.exit_code == 2 and f"{tmp_path / 'nope.safetensors'} does not exist (given by --backbone-weights)" in (
+        given.stderr
+    )
+    assert "missing discovery classifier weights for convnext_base.fb_in22k (AUTOLABEL_OFFLINE=1)" in given.stderr
     unknown = runner.invoke(app, [*base, "--discover-backbone", "vit_smal_patch16_224.dino"])
     assert unknown.exit_code == 2 and "is not a timm model (closest: vit_small_patch16_224.dino" in unknown.stderr
-    wrong = [*base, "--discover-backbone", "test_vit", "--backbone-weights", str(tiny_discover["classifier"])]
-    assert "these weights do not fit discovery backbone 'test_vit'" in runner.invoke(app, wrong).stderr
+    # Checked before anything is fetched: the classifier's (larger) weights are missing here, and not asked for.
     convnext = [*base, "--discover-backbone", "test_convnext", "--backbone-weights", str(tiny_discover["classifier"])]
     not_vit = runner.invoke(app, convnext)
     assert not_vit.exit_code == 2 and "'test_convnext' (--discover-backbone) is not a ViT" in not_vit.stderr
+    base += ["--discover-classifier", "test_convnext", "--classifier-weights", str(tiny_discover["classifier"])]
+    wrong = [*base, "--discover-backbone", "test_vit", "--backbone-weights", str(tiny_discover["classifier"])]
+    wrong_result = runner.invoke(app, wrong)
+    assert "these weights do not fit discovery backbone 'test_vit'" in wrong_result.stderr
+    assert "(given by --backbone-weights)" in wrong_result.stderr
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     garbage = runner.invoke(app, [*base, "--discover-backbone", "test_vit", "--backbone-weights", str(bad)])
@@ -193,12 +208,13 @@ def test_missing_weights_and_unknown_models_are_one_line(tmp_path, tiny_discover
 
 def test_batched_equals_one_by_one(tiny_discover):
     from autolabel.config import load_config
-    from autolabel.labelers.discover import DiscoverLabeler
+    from autolabel.labelers import create_labeler
     from autolabel.ontology import Ontology
 
     mc = load_config(
         None,
         {
+            "model.base_model": "discover",
             "model.device": "cpu",
             "model.discover.backbone": "test_vit",
             "model.discover.backbone_weights": str(tiny_discover["backbone"]),
@@ -206,7 +222,7 @@ def test_batched_equals_one_by_one(tiny_discover):
             "model.discover.classifier_weights": str(tiny_discover["classifier"]),
         },
     ).model
-    labeler = DiscoverLabeler.from_config(mc)
+    labeler = create_labeler(mc, progress=False)
     rng = np.random.default_rng(1)
     images = []
     for i in range(4):
@@ -222,6 +238,51 @@ def test_batched_equals_one_by_one(tiny_discover):
         assert np.array_equal(alone.xyxy, together.xyxy)
         assert list(alone.data.get("class_name", [])) == list(together.data.get("class_name", []))
         assert np.allclose(alone.confidence, together.confidence, rtol=1e-4) if len(alone) else True
+
+
+def test_timms_hub_weights_in_the_hugging_face_cache_are_loaded_like_given_files(tmp_path, tiny_discover):
+    """Without --backbone-weights, the file timm's pretrained download would fetch is used (found offline)."""
+    import hashlib
+    import os
+
+    import torch
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from autolabel.config import load_config
+    from autolabel.labelers import create_labeler
+    from autolabel.resume import model_identity
+
+    snapshots = {}
+    for repo_id, source in (("timm/test_vit.r160_in1k", "backbone"), ("timm/test_convnext.r160_in1k", "classifier")):
+        repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+        assert not repo.exists() and repo.is_relative_to(os.environ["HF_HOME"])  # the tests' own cache
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("c0ffee")
+        (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+        snapshots[source] = repo / "snapshots" / "c0ffee" / "model.safetensors"
+        if source == "backbone":
+            shutil.copyfile(tiny_discover["backbone"], snapshots[source])
+        else:
+            save_file(torch.load(tiny_discover["classifier"], weights_only=True), str(snapshots[source]))
+    settings = {"model.base_model": "discover", "model.device": "cpu"}
+    settings |= {"model.discover.backbone": "test_vit", "model.discover.classifier": "test_convnext"}
+    mc = load_config(None, settings).model
+    try:
+        labeler = create_labeler(mc, str(tmp_path / "cache"), progress=False)
+        assert labeler.names[:1] == ["organism, being"] and len(labeler.names) == 21841
+        given = create_labeler(
+            load_config(None, settings | {"model.discover.classifier_weights": str(tiny_discover["classifier"])}).model,
+            progress=False,
+        )
+        for a, b in zip(labeler.classifier.state_dict().values(), given.classifier.state_dict().values(), strict=True):
+            assert torch.equal(a, b)  # the same weights, whichever way they came
+        files = model_identity(mc, str(tmp_path / "cache"))
+        assert files == {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in (
+            ("backbone_weights", snapshots["backbone"]), ("classifier_weights", snapshots["classifier"]))}  # fmt: skip
+    finally:
+        for path in snapshots.values():
+            shutil.rmtree(path.parents[2])
 
 
 def check_class_ids_recorded(ds: Path) -> None:

@@ -1,7 +1,7 @@
 """``--base-model hf``: tiny random Grounding DINO, MM-Grounding-DINO and OWLv2 built from their configs.
 
 Each is saved with ``save_pretrained`` (model and processor) and loaded the way users load
-theirs, through the CLI or ``HfLabeler.from_config``. Thresholds are 0 so that a random
+theirs, through the CLI or ``create_labeler``. Thresholds are 0 so that a random
 model's boxes are all kept and the assertions see real outputs.
 """
 
@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from autolabel.cli import app
 from autolabel.config import load_config
 from autolabel.errors import InputError
+from autolabel.labelers import create_labeler
 from autolabel.labelers.gdino_random import tiny_vocab
 from autolabel.labelers.grounding_dino import plan_prompts
 from autolabel.labelers.hf import HfLabeler, decode_owl
@@ -127,7 +128,7 @@ def models(tmp_path_factory):
 def _labeler(folder, **overrides) -> HfLabeler:
     settings = {"model.base_model": "hf", "model.hf_model": str(folder), "model.device": "cpu"}
     settings |= {"model.box_threshold": 0.0, "model.text_threshold": 0.0, **overrides}
-    return HfLabeler.from_config(load_config(None, settings).model, progress=False)
+    return create_labeler(load_config(None, settings).model, progress=False)
 
 
 def _frames(n: int = 4, shape=(64, 96, 3)) -> list[np.ndarray]:
@@ -333,7 +334,8 @@ def test_a_hub_that_never_answers_falls_back_to_the_cache_instead_of_hanging(tmp
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    offline = ("AUTOLABEL_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if k not in offline}
     env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}", "HF_HUB_ETAG_TIMEOUT": "1"}
     env |= {"HF_HOME": str(tmp_path / "hf")}
     make_product(tmp_path / "videos", "box", ONTOLOGY, {"clip.mp4": 2})
@@ -342,7 +344,10 @@ def test_a_hub_that_never_answers_falls_back_to_the_cache_instead_of_hanging(tmp
     try:
         missing = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
         assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
-        assert "not in the cache (the hub cannot be reached: ReadTimeout)" in missing.stderr
+        port = server.getsockname()[1]
+        assert f"(http://127.0.0.1:{port} cannot be reached (timed out)): run `hf download autolabel-tests/model" in (
+            missing.stderr
+        )
         # The same model in the hub cache: used as it is.
         repo = tmp_path / "hf" / "hub" / "models--autolabel-tests--model"
         shutil.copytree(models["owlv2"], repo / "snapshots" / ("0" * 40))
@@ -369,9 +374,12 @@ def test_neither_a_folder_nor_a_hub_id_is_one_line(tmp_path, spec):
 def test_the_fetch_command_can_be_pasted_into_a_shell():
     import shlex
 
-    from autolabel.labelers.hf import fetch_command
+    from autolabel.labelers.hf import model_files
 
-    words = shlex.split(fetch_command("org/model", "my branch"))
+    settings = {"model.base_model": "hf", "model.hf_model": "org/model", "model.hf_revision": "my branch"}
+    [f] = model_files(load_config(None, settings).model)
+    assert (f.key, f.flag, f.folder, f.path) == ("hf_model", "--hf-model", True, None)
+    words = shlex.split(f.hub.command())
     assert words[:5] == ["hf", "download", "org/model", "--revision", "my branch"]
     assert words[5:8] == ["--include", "*.json", "*.txt"]
 

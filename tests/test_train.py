@@ -79,8 +79,9 @@ def test_missing_checkpoint_name_is_one_line(merged, tmp_path):
     result = runner.invoke(app, train_args(merged, tmp_path, "yolo11s.pt"))
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "yolo11s.pt: checkpoint not found locally" in result.stderr
-    assert "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt" in result.stderr
+    assert "missing Ultralytics checkpoint yolo11s.pt (AUTOLABEL_OFFLINE=1)" in result.stderr
+    assert "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt and put it at" in result.stderr
+    assert "or pass --model FILE, or start from an architecture yaml such as yolo11n.yaml" in result.stderr
 
 
 def test_unknown_train_setting(merged, tmp_path):

@@ -1,5 +1,6 @@
 """The Ultralytics base model: real COCO weights on the bundled videos, and its errors."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -93,9 +94,13 @@ def test_missing_and_bad_weights(tmp_path):
     make_product(tmp_path / "videos", "box", {"person": "hand"}, {"a.mp4": 2})
     base = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "ds"), "--base-model", "ultralytics", "-q"]
     missing = runner.invoke(app, [*base, "--base-weights", str(tmp_path / "nope.pt")])
-    assert missing.exit_code == 2 and "nope.pt: file not found (given by --base-weights)" in missing.stderr
+    assert missing.exit_code == 2 and "nope.pt does not exist (given by --base-weights)" in missing.stderr
     offline = runner.invoke(app, [*base, "--base-weights", "yolo11x.pt"])
-    assert offline.exit_code == 2 and "yolo11x.pt: checkpoint not found locally and downloads are off" in offline.stderr
+    assert offline.exit_code == 2 and "missing Ultralytics checkpoint yolo11x.pt (AUTOLABEL_OFFLINE=1): download " in (
+        offline.stderr
+    )
+    assert "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11x.pt and put it at " in offline.stderr
+    assert "or pass --base-weights FILE" in offline.stderr
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x04not a checkpoint")
     bad = runner.invoke(app, [*base, "--base-weights", str(junk)])
@@ -106,6 +111,41 @@ def test_missing_and_bad_weights(tmp_path):
     assert f"{image}: not an Ultralytics checkpoint (a PyTorch .pt file; given by --base-weights)" in jpg.stderr
     for r in (missing, offline, bad, jpg):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@needs_weights
+def test_a_bare_checkpoint_name_is_fetched_into_the_cache_with_its_hash_checked(tmp_path, served, online, monkeypatch):
+    """``--base-weights yolo11n.pt`` with no such file: downloaded from the assets release, then used from the cache."""
+    import hashlib
+
+    from autolabel import yolo
+
+    data = YOLO11N.read_bytes()
+    served.files["yolo11n.pt"] = data
+    served.files["yolo11s.pt"] = data  # not yolo11s's published hash: refused
+    monkeypatch.setitem(yolo.ASSET_SHA256, "yolo11s.pt", "0" * 64)
+    monkeypatch.setattr(yolo, "ULTRALYTICS_ASSETS", served.base)
+    monkeypatch.chdir(tmp_path)  # no yolo11n.pt in the working folder
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUTOLABEL_CACHE", str(cache))
+    make_product(tmp_path / "videos", "box", {"person": "hand"}, {"a.mp4": 2})
+
+    def run(weights: str, *more: str, out: str = "ds"):
+        args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / out), "--base-model", "ultralytics"]
+        return runner.invoke(app, [*args, "--base-weights", weights, "--device", "cpu", "--no-report", "-q", *more])
+
+    result = run("yolo11n.pt")
+    assert result.exit_code == 0, result.stderr
+    assert hashlib.sha256((cache / "yolo11n.pt").read_bytes()).hexdigest() == yolo.ASSET_SHA256["yolo11n.pt"]
+    assert served.requests == ["yolo11n.pt"]
+    state = json.loads((tmp_path / "ds" / "box" / ".autolabel" / "state.json").read_text())
+    assert state["fingerprint"]["model"]["files"] == {"base_weights": yolo.ASSET_SHA256["yolo11n.pt"]}
+    again = run("yolo11n.pt", "--overwrite")
+    assert again.exit_code == 0 and served.requests == ["yolo11n.pt"]  # from the cache now
+    bad = run("yolo11s.pt", out="other")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert f"{served.base}/yolo11s.pt gave a file with hash " in bad.stderr and "expected 0000" in bad.stderr
+    assert not (cache / "yolo11s.pt").exists()
 
 
 def test_open_vocabulary_checkpoint_without_its_text_encoder(tmp_path):

@@ -1,78 +1,73 @@
+"""The Grounding DINO checkpoint as a model file: its addresses, its hash, its hub copy, its messages."""
+
 import hashlib
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
+from autolabel.config import load_config
 from autolabel.errors import MissingWeightsError
-from autolabel.weights import RemoteFile, cached_path, file_digest, resolve
+from autolabel.fetch import Hub, fetch
+from autolabel.labelers.grounding_dino import default_model_config, model_files
+from autolabel.weights import GDINO_RELEASE, bundled_text_encoder
 
 
-def test_download_checks_the_hash_and_lands_atomically(tmp_path, monkeypatch):
-    monkeypatch.delenv("AUTOLABEL_OFFLINE", raising=False)
-    src = tmp_path / "served.bin"
-    src.write_bytes(b"weights" * 1000)
-    good = RemoteFile("m/model.bin", src.as_uri(), hashlib.sha256(src.read_bytes()).hexdigest(), 7000)
+def test_the_checkpoint_has_its_release_address_its_hash_and_its_hub_copy(tmp_path):
+    files = model_files(load_config(None, {}).model)
+    assert [f.key for f in files] == ["weights", "model_config", "text_encoder"]
+    weights, config, text = files
+    assert weights.url == f"{GDINO_RELEASE}/groundingdino_swint_ogc.pth" and weights.cache_name == weights.url[-27:]
+    assert weights.digest == "3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799"
+    assert weights.hub == Hub("ShilongLiu/GroundingDINO", "groundingdino_swint_ogc.pth") and weights.flag == "--weights"
+    assert (config.path, config.given) == (default_model_config(), False)
+    assert (text.path, text.given, text.folder) == (bundled_text_encoder(), False, True)
+    given = model_files(load_config(None, {"model.weights": str(tmp_path / "w.pth")}).model)[0]
+    assert given.path == tmp_path / "w.pth" and given.given
+
+
+def test_missing_everywhere_names_both_sources_the_place_and_the_flag(tmp_path):
+    """Offline (AUTOLABEL_OFFLINE=1 in the tests) with nothing cached."""
     cache = tmp_path / "cache"
-    path = resolve(good, None, cache, "test weights", "--weights", progress=False)
-    assert path == cache / "m" / "model.bin" and path.read_bytes() == src.read_bytes()
-    assert [p.name for p in (cache / "m").iterdir()] == ["model.bin"]
-
-    bad = RemoteFile("m/other.bin", src.as_uri(), "0" * 64, 7000)
-    with pytest.raises(MissingWeightsError, match="expected 0000"):
-        resolve(bad, None, cache, "test weights", "--weights", progress=False)
-    assert [p.name for p in (cache / "m").iterdir()] == ["model.bin"]
-
-
-def test_unreachable_download_names_file_address_and_place(tmp_path, monkeypatch):
-    monkeypatch.delenv("AUTOLABEL_OFFLINE", raising=False)
-    remote = RemoteFile("w.pth", (tmp_path / "nowhere.pth").as_uri(), "0" * 64, 1)
     with pytest.raises(MissingWeightsError) as err:
-        resolve(remote, None, tmp_path / "cache", "test weights", "--weights", progress=False)
+        fetch(model_files(load_config(None, {}).model), cache, progress=False)
+    assert str(err.value) == (
+        "missing Grounding DINO weights groundingdino_swint_ogc.pth (AUTOLABEL_OFFLINE=1): download "
+        f"{GDINO_RELEASE}/groundingdino_swint_ogc.pth and put it at {cache / 'groundingdino_swint_ogc.pth'}, "
+        "or run `hf download ShilongLiu/GroundingDINO groundingdino_swint_ogc.pth`, or pass --weights FILE"
+    )
+
+
+def test_given_paths_that_do_not_exist_are_named_with_their_flags(tmp_path):
+    settings = {"model.text_encoder": str(tmp_path / "bert"), "model.model_config": str(tmp_path / "c.py")}
+    with pytest.raises(MissingWeightsError) as err:
+        fetch(model_files(load_config(None, settings).model), tmp_path / "cache", progress=False)
     msg = str(err.value)
-    assert msg.startswith("missing test weights w.pth (download failed")
-    assert f"put it at {tmp_path / 'cache' / 'w.pth'}" in msg and "--weights PATH" in msg
+    assert f"Grounding DINO model config: {tmp_path / 'c.py'} does not exist (given by --model-config)" in msg
+    assert f"text encoder: {tmp_path / 'bert'} does not exist (given by --text-encoder)" in msg
+    assert "missing Grounding DINO weights groundingdino_swint_ogc.pth (AUTOLABEL_OFFLINE=1)" in msg  # all at once
 
 
-def test_git_blob_digest_matches_git(tmp_path):
-    f = tmp_path / "x"
-    f.write_bytes(b"hello\n")
-    # `git hash-object` of "hello\n"
-    assert file_digest(f, "0" * 40) == "ce013625030ba8dba906f756967f9e9ca394464a"
+def test_a_hub_copy_is_found_without_network_and_used_only_with_the_published_hash(tmp_path):
+    from huggingface_hub import constants
 
+    from autolabel.fetch import locate
+    from autolabel.resume import model_identity
 
-def _hub_cache(root, repo_id: str, filename: str, data: bytes):
-    """The Hugging Face cache layout: models--org--name/{refs/main, snapshots/<commit>/<file>}."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
+    repo = Path(constants.HF_HUB_CACHE) / "models--ShilongLiu--GroundingDINO"
+    assert not repo.exists() and repo.is_relative_to(os.environ["HF_HOME"])  # the tests' own cache
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("c0ffee")
-    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
-    (repo / "snapshots" / "c0ffee" / filename).write_bytes(data)
-    return repo / "snapshots" / "c0ffee" / filename
-
-
-def test_a_checkpoint_in_the_hub_cache_is_used_after_the_same_hash_check(tmp_path):
-    data = b"checkpoint" * 100
-    nowhere = (tmp_path / "nowhere.pth").as_uri()
-    remote = RemoteFile("ckpt.pth", nowhere, hashlib.sha256(data).hexdigest(), len(data), hub=("org/gd", "ckpt.pth"))
-    hub = tmp_path / "hub"
-    copy = _hub_cache(hub, "org/gd", "ckpt.pth", data)
-    path = resolve(remote, None, tmp_path / "cache", "test weights", "--weights", progress=False, hub_cache=hub)
-    assert path == copy  # no download, no second copy in our cache
-    assert not (tmp_path / "cache" / "ckpt.pth").exists()
-    # What a resumed run hashes is that same file, found without any download.
-    assert cached_path(remote, tmp_path / "cache", hub_cache=hub) == copy
-    assert cached_path(remote, tmp_path / "cache", hub_cache=tmp_path / "empty") == tmp_path / "cache" / "ckpt.pth"
-
-    other = RemoteFile("other.pth", nowhere, "0" * 64, len(data), hub=("org/bad", "other.pth"))
-    _hub_cache(hub, "org/bad", "other.pth", data)
-    with pytest.raises(MissingWeightsError, match="expected 0000"):
-        resolve(other, None, tmp_path / "cache", "test weights", "--weights", progress=False, hub_cache=hub)
-
-
-def test_missing_everywhere_names_both_sources(tmp_path):
-    """Offline (AUTOLABEL_OFFLINE=1, HF_HUB_OFFLINE=1 in the tests) with nothing cached."""
-    remote = RemoteFile("ckpt.pth", "https://example.invalid/ckpt.pth", "0" * 64, 1, hub=("org/gd", "ckpt.pth"))
-    with pytest.raises(MissingWeightsError) as err:
-        resolve(remote, None, tmp_path / "cache", "test weights", "--weights", progress=False, hub_cache=tmp_path)
-    msg = str(err.value)
-    assert msg.startswith("missing test weights ckpt.pth (AUTOLABEL_OFFLINE=1; hub: ")
-    assert "https://example.invalid/ckpt.pth" in msg and "`hf download org/gd ckpt.pth`" in msg
+    copy = repo / "snapshots" / "c0ffee" / "groundingdino_swint_ogc.pth"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"not the checkpoint")
+    mc, cache = load_config(None, {}).model, str(tmp_path / "cache")
+    try:
+        weights = next(f for f in model_files(mc, cache) if f.key == "weights")
+        assert locate(weights, Path(cache)) == copy  # what a resumed run identifies: that same file
+        assert model_identity(mc, cache)["weights"] == hashlib.sha256(b"not the checkpoint").hexdigest()
+        with pytest.raises(MissingWeightsError, match=f"^{copy} \\(Grounding DINO weights .*\\) has hash .*; not used"):
+            fetch(model_files(mc), tmp_path / "cache", progress=False)
+    finally:
+        shutil.rmtree(repo)

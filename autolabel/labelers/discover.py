@@ -12,21 +12,26 @@ are open-ended, and the pipeline numbers them as they are discovered. Without an
 ontology every name is kept; with one, captions name ImageNet classes by lemma
 (case-insensitive) and their boxes take the caption's class; the others are dropped,
 or kept under their own name with ``keep_unmapped``.
+
+Weights are files: given (``--backbone-weights``, ``--classifier-weights``) or the ones timm's
+pretrained download takes from the hub, fetched by :mod:`autolabel.fetch`; either is loaded the
+same way, as a state dict without running pickled code, into a model timm builds without download.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import supervision as sv
 
-from autolabel.errors import ConfigError, InputError, MissingWeightsError
+from autolabel.errors import ConfigError, InputError
+from autolabel.fetch import Hub, ModelFile
 from autolabel.labelers import lost
 from autolabel.labelers.base import CLASS_NAME, autocast, label_by_size, label_in_batches, pick_device, pick_dtype
 from autolabel.ontology import Ontology
@@ -79,15 +84,13 @@ def class_map(names: list[str], ontology: Ontology, keep_unmapped: bool) -> list
     return out
 
 
-def _read_state_dict(path: Path, flag: str) -> dict:
+def _read_state_dict(path: Path, origin: str) -> dict:
     """A state dict from safetensors or a PyTorch file, loaded without running pickled code."""
     import pickle
 
     import torch
     from safetensors import SafetensorError
 
-    if not path.is_file():
-        raise MissingWeightsError(f"{path}: does not exist (given by {flag})")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -96,87 +99,154 @@ def _read_state_dict(path: Path, flag: str) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
-        raise InputError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc}) (given by {flag})") from exc
+        raise InputError(f"{path}: not a readable state dict ({type(exc).__name__}: {exc}) ({origin})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: expected a state dict of tensors (given by {flag})")
+        raise InputError(f"{path}: expected a state dict of tensors ({origin})")
     return state
 
 
-def hub_cache_file(name: str) -> Path | None:
-    """The weights file timm's hub download of ``name`` left in the Hugging Face cache, if any."""
+# timm's own choice between a hub repo's files: its safetensors copy first, then the PyTorch file.
+_SAFE_ALTERNATIVE = {
+    "pytorch_model.bin": "model.safetensors",
+    "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
+}
+
+
+def pretrained_file(key: str, name: str, what: str, flag: str, given: str | None) -> ModelFile:
+    """The weights of timm model ``name``: the file given, else the one timm's pretrained download fetches.
+
+    That is the model's hub file (``get_pretrained_cfg(name).hf_hub_id``), or its release URL
+    for the few models with no hub copy; either is loaded like a file given by ``flag``.
+    """
     from timm.models import get_pretrained_cfg
 
+    words = f"{what} weights for {name}"
+    if given:
+        return ModelFile(key, words, flag, path=Path(given).expanduser())
     try:
         cfg = get_pretrained_cfg(name)
     except RuntimeError:
-        return None
+        cfg = None
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not repo:
-        return None
-    from huggingface_hub import try_to_load_from_cache
+    if repo:
+        repo_id, _, revision = repo.partition("@")
+        filename = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
+        safe = _SAFE_ALTERNATIVE.get(filename)
+        hub = Hub(repo_id, safe or filename, revision or None, fallbacks=(filename,) if safe else ())
+        return ModelFile(key, words, flag, hub=hub)
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    if url:
+        return ModelFile(key, words, flag, url=url, cache_name=f"timm-{Path(urllib.parse.urlsplit(url).path).name}")
+    raise ConfigError(f"{what} {name!r} has no pretrained weights that timm knows of: pass {flag} FILE")
 
-    for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo, filename)
-        if isinstance(found, str):
-            return Path(found)
-    return None
+
+def check_models(dc) -> None:
+    """ConfigError for a backbone or classifier that timm does not know, or a backbone LOST cannot read.
+
+    Checked before any weights are fetched: the backbone is built on the meta device (no memory, no weights).
+    """
+    import timm
+    import torch
+
+    for what, name, flag in (
+        ("discovery backbone", dc.backbone, "--discover-backbone"),
+        ("discovery classifier", dc.classifier, "--discover-classifier"),
+    ):
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(pretrained=True), n=3, cutoff=0.6)
+            raise ConfigError(
+                f"{what} {name!r} (given by {flag}) is not a timm model"
+                + (f" (closest: {', '.join(close)})" if close else "")
+            )
+    try:
+        with torch.device("meta"):
+            backbone = timm.create_model(dc.backbone, pretrained=False, num_classes=0, dynamic_img_size=True)
+    except TypeError as exc:  # only ViTs take dynamic_img_size (any input size, whole patches)
+        raise ConfigError(_NOT_A_VIT.format(name=dc.backbone)) from exc
+    except (NotImplementedError, RuntimeError):  # a model that cannot be built on meta: checked once loaded
+        return
+    check_backbone(backbone, dc.backbone)
 
 
-def load_model(name: str, weights: str | None, what: str, flag: str, flag_name: str, **kwargs):
-    """A timm model with weights from ``weights`` (a file) or timm's hub download (its cache first)."""
+def model_files(mc, cache: str | None = None) -> list[ModelFile]:
+    """The backbone's and the classifier's weights: given, or timm's pretrained files on the hub."""
+    dc = mc.discover
+    check_models(dc)
+    return [
+        pretrained_file("backbone_weights", dc.backbone, "discovery backbone", "--backbone-weights",
+                        dc.backbone_weights),
+        pretrained_file("classifier_weights", dc.classifier, "discovery classifier", "--classifier-weights",
+                        dc.classifier_weights),
+    ]  # fmt: skip
+
+
+def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> DiscoverLabeler:
+    """Loads the backbone and the classifier from their fetched files on the configured device."""
+    dc = mc.discover
+    device = pick_device(mc.device)
+    try:
+        backbone = load_model(
+            dc.backbone, files["backbone_weights"], "discovery backbone",
+            _origin(files["backbone_weights"], dc.backbone_weights, "--backbone-weights"),
+            num_classes=0, dynamic_img_size=True,
+        )  # fmt: skip
+    except TypeError as exc:  # only ViTs take dynamic_img_size (any input size, whole patches)
+        raise ConfigError(_NOT_A_VIT.format(name=dc.backbone)) from exc
+    check_backbone(backbone, dc.backbone)
+    classifier = load_model(
+        dc.classifier, files["classifier_weights"], "discovery classifier",
+        _origin(files["classifier_weights"], dc.classifier_weights, "--classifier-weights"),
+    )  # fmt: skip
+    return DiscoverLabeler(
+        backbone, classifier, dc, device, pick_dtype(mc.precision, device), mc.image_size, mc.max_size,
+        mc.batch_size,
+    )  # fmt: skip
+
+
+def _origin(path: Path, given: str | None, flag: str) -> str:
+    """Where a weights file came from, for messages."""
+    return f"given by {flag}" if given else f"timm's pretrained file {path}; pass {flag} FILE for another"
+
+
+def load_model(name: str, path: Path, what: str, origin: str, **kwargs):
+    """A timm model built without download and loaded from the state dict in ``path``.
+
+    Args:
+        name: The timm model name.
+        path: Its weights: a file given by the user or timm's pretrained file, fetched.
+        what: Words for messages ("discovery backbone").
+        origin: Where ``path`` came from, for messages ("given by --backbone-weights").
+        **kwargs: For ``timm.create_model`` (``num_classes=0``: no head).
+    """
     import timm
 
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(pretrained=True), n=3, cutoff=0.6)
-        raise ConfigError(
-            f"{what} {name!r} (given by {flag_name}) is not a timm model"
-            + (f" (closest: {', '.join(close)})" if close else "")
-        )
-    if weights:
-        path = Path(weights).expanduser()
-        state = _read_state_dict(path, flag)
-        if kwargs.get("num_classes") != 0:  # the head the file has (e.g. 21,841 classes), whatever the default
-            head = f"{getattr(timm.models.get_pretrained_cfg(name), 'classifier', None) or 'head'}.weight"
-            found = [state[k] for k in (head, "head.fc.weight", "head.weight", "fc.weight") if k in state]
-            if found and found[0].ndim == 2:
-                kwargs["num_classes"] = int(found[0].shape[0])
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        try:
-            # timm's own conversion of a model's official release checkpoints (DINO's, ConvNeXt's) to its layout
-            convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
-            if convert is not None:
-                state = convert(state, model)
-            expected = model.state_dict()
-            # A backbone is built without a head: a head in the file is not needed.
-            state = {k: v for k, v in state.items() if k in expected or not k.startswith(("head.", "fc."))}
-            model.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError, IndexError) as exc:
-            first = str(exc).strip().splitlines() or [type(exc).__name__]
-            raise InputError(
-                f"{path}: these weights do not fit {what} {name!r} ({first[1].strip() if len(first) > 1 else first[0]})"
-                f" (given by {flag})"
-            ) from exc
-        return model, path
-    cached = hub_cache_file(name)
-    if cached is None and os.environ.get("AUTOLABEL_OFFLINE") == "1":
-        raise MissingWeightsError(
-            f"missing {what} weights for {name} (AUTOLABEL_OFFLINE=1 and not in the Hugging Face cache): "
-            f"fetch them once with network access (python -c \"import timm; timm.create_model('{name}', "
-            f'pretrained=True)"), or pass {flag} FILE'
-        )
+    state = _read_state_dict(path, origin)
+    if kwargs.get("num_classes") != 0:  # the head the file has (e.g. 21,841 classes), whatever the default
+        head = f"{getattr(timm.models.get_pretrained_cfg(name), 'classifier', None) or 'head'}.weight"
+        found = [state[k] for k in (head, "head.fc.weight", "head.weight", "fc.weight") if k in state]
+        if found and found[0].ndim == 2:
+            kwargs["num_classes"] = int(found[0].shape[0])
+    model = timm.create_model(name, pretrained=False, **kwargs)
     try:
-        model = timm.create_model(name, pretrained=True, **kwargs)
-    except (OSError, ConnectionError) as exc:  # huggingface_hub's and requests' errors are OSErrors
-        raise MissingWeightsError(
-            f"cannot download {what} weights for {name} ({type(exc).__name__}): fetch them once with network "
-            f"access (python -c \"import timm; timm.create_model('{name}', pretrained=True)\"), "
-            f"or pass {flag} FILE"
+        # timm's own conversion of a model's official release checkpoints (DINO's, ConvNeXt's) to its layout
+        convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if convert is not None:
+            state = convert(state, model)
+        expected = model.state_dict()
+        # A backbone is built without a head: a head in the file is not needed.
+        state = {k: v for k, v in state.items() if k in expected or not k.startswith(("head.", "fc."))}
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise InputError(
+            f"{path}: these weights do not fit {what} {name!r} ({first[1].strip() if len(first) > 1 else first[0]})"
+            f" ({origin})"
         ) from exc
-    return model, hub_cache_file(name)
+    return model
 
 
 _NOT_A_VIT = (
@@ -228,28 +298,6 @@ class DiscoverLabeler:
         self._ontology: Ontology | None = None
         self._map: list[str | None] = list(self.names)
         self._keys = None
-
-    @classmethod
-    def from_config(cls, mc) -> DiscoverLabeler:
-        """Loads the backbone and the classifier named in ``model.discover`` on the configured device."""
-        dc = mc.discover
-        device = pick_device(mc.device)
-        try:
-            backbone, _ = load_model(
-                dc.backbone, dc.backbone_weights, "discovery backbone", "--backbone-weights", "--discover-backbone",
-                num_classes=0, dynamic_img_size=True,
-            )  # fmt: skip
-        except TypeError as exc:  # only ViTs take dynamic_img_size (any input size, whole patches)
-            raise ConfigError(_NOT_A_VIT.format(name=dc.backbone)) from exc
-        check_backbone(backbone, dc.backbone)  # before the classifier's larger download
-        classifier, _ = load_model(
-            dc.classifier, dc.classifier_weights, "discovery classifier", "--classifier-weights",
-            "--discover-classifier",
-        )  # fmt: skip
-        return cls(
-            backbone, classifier, dc, device, pick_dtype(mc.precision, device), mc.image_size, mc.max_size,
-            mc.batch_size,
-        )  # fmt: skip
 
     def describe(self) -> dict:
         """Model identity and the settings that change its output."""
@@ -376,21 +424,3 @@ def _normalize(x, mean, std):
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
-
-
-def model_files(mc, cache: str | None) -> dict[str, Path]:
-    """The backbone's and classifier's weights (given, else timm's hub cache when downloaded); nothing downloads."""
-    files = {}
-    for key, name, given in (
-        ("backbone_weights", mc.discover.backbone, mc.discover.backbone_weights),
-        ("classifier_weights", mc.discover.classifier, mc.discover.classifier_weights),
-    ):
-        path = Path(given).expanduser() if given else hub_cache_file(name)
-        if path is not None:  # not downloaded yet: identified once the model is loaded
-            files[key] = path
-    return files
-
-
-def create(mc, cache: str | None = None, progress: bool = True) -> DiscoverLabeler:
-    """The registry's factory."""
-    return DiscoverLabeler.from_config(mc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.resources
 import io
@@ -27,9 +28,10 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
+from autolabel.fetch import ModelFile
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.ontology import Ontology
-from autolabel.weights import GROUNDING_DINO_WEIGHTS, cache_dir, resolve, resolve_text_encoder
+from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, resolve_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,52 @@ STD = (0.229, 0.224, 0.225)
 def default_model_config() -> Path:
     """The SwinT OGC config that ships inside the groundingdino package."""
     return Path(str(importlib.resources.files("groundingdino.config") / "GroundingDINO_SwinT_OGC.py"))
+
+
+def model_files(mc, cache: str | None = None) -> list[ModelFile]:
+    """The checkpoint (given, cached, or from its GitHub release / hub copy), the model config, the text encoder."""
+    weights = GROUNDING_DINO_WEIGHTS
+    if mc.weights:
+        weights = dataclasses.replace(weights, path=Path(mc.weights).expanduser())
+    given_config = Path(mc.model_config).expanduser() if mc.model_config else None
+    given_text = Path(mc.text_encoder).expanduser() if mc.text_encoder else None
+    return [
+        weights,
+        ModelFile(
+            "model_config", "Grounding DINO model config", "--model-config",
+            path=given_config or default_model_config(), given=given_config is not None,
+        ),
+        ModelFile(
+            "text_encoder", "text encoder", "--text-encoder",
+            path=given_text or bundled_text_encoder(), given=given_text is not None, folder=True,
+        ),
+    ]  # fmt: skip
+
+
+def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
+    """Loads the model from its fetched files (see :func:`model_files`) on the configured device."""
+    weights, config = files["weights"], files["model_config"]
+    text_encoder = resolve_text_encoder(str(files["text_encoder"]) if mc.text_encoder else None)
+    device = pick_device(mc.device)
+    model = load_model(config, weights, text_encoder)
+    identity = {
+        "base_model": "grounding-dino",
+        "weights": _file_id(weights),
+        "model_config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
+        "text_encoder": text_encoder.name,
+    }
+    return GroundingDinoLabeler(
+        model,
+        device=device,
+        precision=mc.precision,
+        image_size=mc.image_size or DEFAULT_IMAGE_SIZE,
+        max_size=mc.max_size,
+        box_threshold=mc.box_threshold,
+        text_threshold=mc.text_threshold,
+        batch_size=mc.batch_size,
+        identity=identity,
+        nms_iou=mc.nms_iou,
+    )
 
 
 def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
@@ -368,36 +416,6 @@ class GroundingDinoLabeler:
         self._mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
-    @classmethod
-    def from_config(cls, mc, cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
-        """Resolves the files (flags, cache, download) and loads the model."""
-        cache_path = cache_dir(cache)
-        weights = resolve(
-            GROUNDING_DINO_WEIGHTS, mc.weights, cache_path, "Grounding DINO weights", "--weights", progress
-        )
-        text_encoder = resolve_text_encoder(mc.text_encoder)
-        config = Path(mc.model_config).expanduser() if mc.model_config else default_model_config()
-        device = pick_device(mc.device)
-        model = load_model(config, weights, text_encoder)
-        identity = {
-            "base_model": "grounding-dino",
-            "weights": _file_id(weights),
-            "model_config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
-            "text_encoder": text_encoder.name,
-        }
-        return cls(
-            model,
-            device=device,
-            precision=mc.precision,
-            image_size=mc.image_size or DEFAULT_IMAGE_SIZE,
-            max_size=mc.max_size,
-            box_threshold=mc.box_threshold,
-            text_threshold=mc.text_threshold,
-            batch_size=mc.batch_size,
-            identity=identity,
-            nms_iou=mc.nms_iou,
-        )
-
     def describe(self) -> dict:
         """Model identity and the settings that change its output."""
         return {
@@ -480,21 +498,3 @@ class GroundingDinoLabeler:
             for frame_parts, detections in zip(parts, decoded, strict=True):
                 frame_parts.append(detections)
         return [merge_parts(p, self.nms_iou) for p in parts]
-
-
-def model_files(mc, cache: str | None) -> dict[str, Path]:
-    """The checkpoint, config and text-encoder folder (given, else cached or bundled); nothing downloads."""
-    from autolabel.weights import bundled_text_encoder, cached_path
-
-    return {
-        "weights": Path(mc.weights).expanduser()
-        if mc.weights
-        else cached_path(GROUNDING_DINO_WEIGHTS, cache_dir(cache)),
-        "model_config": Path(mc.model_config).expanduser() if mc.model_config else default_model_config(),
-        "text_encoder": Path(mc.text_encoder).expanduser() if mc.text_encoder else bundled_text_encoder(),
-    }
-
-
-def create(mc, cache: str | None = None, progress: bool = True) -> GroundingDinoLabeler:
-    """The registry's factory: files resolved (downloaded when needed), the model loaded."""
-    return GroundingDinoLabeler.from_config(mc, cache=cache, progress=progress)

@@ -1,8 +1,8 @@
 """Zero-shot detectors from Hugging Face ``transformers``: the Grounding DINO family and OWL-ViT/OWLv2.
 
 Anything ``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor`` load, from a hub id
-(through ``huggingface_hub``: its cache, ``HF_ENDPOINT`` mirrors, ``HF_HUB_OFFLINE``,
-resumable downloads) or a local folder:
+(fetched by :mod:`autolabel.fetch` through ``huggingface_hub``: its cache, ``HF_ENDPOINT``
+mirrors, resumable downloads) or a local folder:
 
 - Grounding DINO, MM-Grounding-DINO and LLMDet (an MM-Grounding-DINO checkpoint): all
   captions in one prompt ``a . b .``; each box takes the class of the caption whose tokens
@@ -17,8 +17,6 @@ Frames of one size go through one forward, preprocessed by the model's own image
 from __future__ import annotations
 
 import logging
-import os
-import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
+from autolabel.fetch import Hub, ModelFile
 from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
 from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, pixel_detections, plan_prompts
 from autolabel.ontology import Ontology
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 GROUNDING = ("grounding-dino", "mm-grounding-dino")
 OWL = ("owlv2", "owlvit")
 # Only what from_pretrained reads: configs, tokenizer files and safetensors weights (no ONNX, no duplicates).
-HUB_FILES = ["*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken"]
+HUB_FILES = ("*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken")
 
 
 def is_local(spec: str) -> bool:
@@ -57,82 +56,49 @@ def check_hub_id(spec: str) -> None:
         ) from exc
 
 
-def hub_identity(repo_id: str, revision: str | None = None) -> str | None:
-    """``repo_id@commit`` of the cached snapshot (no network), or None when it is not cached yet."""
-    from huggingface_hub import try_to_load_from_cache
-
-    check_hub_id(repo_id)
-    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    if not isinstance(cached, str):
-        return None
-    return f"{repo_id}@{Path(cached).parent.name}"
-
-
-def fetch_command(repo_id: str, revision: str | None = None) -> str:
-    """The command that puts a hub model into the Hugging Face cache: the files we load, not its other formats."""
-    rev = f" --revision {shlex.quote(revision)}" if revision else ""
-    include = " ".join(shlex.quote(pattern) for pattern in HUB_FILES)
-    return f"hf download {shlex.quote(repo_id)}{rev} --include {include}"
-
-
-def resolve_model(spec: str, revision: str | None = None, progress: bool = True) -> tuple[Path, str | None]:
-    """The local folder of a model: ``spec`` itself, or its hub snapshot (downloaded when needed).
-
-    Returns (folder, commit) where commit is None for a local folder.
-    """
+def model_files(mc, cache: str | None = None) -> list[ModelFile]:
+    """The model folder: the one given, or the hub snapshot (configs, tokenizer files, safetensors)."""
+    spec = mc.hf_model
     if is_local(spec):
-        if revision:
-            raise ConfigError(f"--hf-revision {revision}: only for a hub id; --hf-model {spec} is a local folder")
-        path = Path(spec).expanduser()
-        if not (path / "config.json").is_file():
-            raise MissingWeightsError(f"--hf-model {spec}: no config.json there (a folder written by save_pretrained)")
-        return path, None
+        if mc.hf_revision:
+            raise ConfigError(f"--hf-revision {mc.hf_revision}: only for a hub id; --hf-model {spec} is a local folder")
+        return [
+            ModelFile("hf_model", "Hugging Face model folder", "--hf-model", path=Path(spec).expanduser(), folder=True)
+        ]
     check_hub_id(spec)
-    import requests
-    from huggingface_hub import HfApi, constants, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    hub = Hub(spec, revision=mc.hf_revision, allow=HUB_FILES)
+    return [ModelFile("hf_model", f"Hugging Face model {spec}", "--hf-model", hub=hub, folder=True)]
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-    (enable_progress_bars if progress else disable_progress_bars)()
-    unreachable = None
-    try:
-        if not offline:
-            # snapshot_download's own look-up has no timeout (a proxy that never answers hangs it):
-            # ask first, with the hub's timeout; unanswered, the cached snapshot is used, if any.
-            try:
-                HfApi().model_info(spec, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                unreachable = type(exc).__name__
-        local_only = offline or unreachable is not None
-        folder = Path(snapshot_download(spec, revision=revision, allow_patterns=HUB_FILES, local_files_only=local_only))
-    except (LocalEntryNotFoundError, FileNotFoundError) as exc:
-        why = "HF_HUB_OFFLINE=1" if offline else f"the hub cannot be reached: {unreachable or type(exc).__name__}"
+
+def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> HfLabeler:
+    """Loads the fetched model folder (see :func:`model_files`) on the configured device."""
+    folder = files["hf_model"]
+    commit = None if is_local(mc.hf_model) else folder.name  # a snapshot folder is named by its commit
+    if not (folder / "config.json").is_file():
         raise MissingWeightsError(
-            f"Hugging Face model {spec} is not in the cache ({why}): fetch it with `{fetch_command(spec, revision)}`, "
-            "or pass a local folder to --hf-model"
-        ) from exc
-    except GatedRepoError as exc:
-        raise MissingWeightsError(
-            f"Hugging Face model {spec} is gated: accept its terms on the hub, `hf auth login`, then retry"
-        ) from exc
-    except RevisionNotFoundError as exc:
-        raise MissingWeightsError(f"Hugging Face model {spec} has no revision {revision!r}") from exc
-    except RepositoryNotFoundError as exc:
-        raise MissingWeightsError(f"Hugging Face model {spec} does not exist on the hub (or is private)") from exc
-    except HfHubHTTPError as exc:
-        raise MissingWeightsError(f"Hugging Face model {spec}: download failed: {str(exc).splitlines()[0]}") from exc
-    if not any(folder.glob("*.safetensors")):
-        raise MissingWeightsError(
-            f"Hugging Face model {spec}: no .safetensors weights in {folder} (only those are loaded: no pickles)"
+            f"--hf-model {mc.hf_model}: no config.json in {folder} (a folder written by save_pretrained)"
         )
-    return folder, folder.name
+    if commit and not any(folder.glob("*.safetensors")):  # a local folder may hold other weights: loading says
+        raise MissingWeightsError(
+            f"--hf-model {mc.hf_model}: no .safetensors weights in {folder} (only those are loaded: no pickles)"
+        )
+    model, processor = load(folder, f"--hf-model {mc.hf_model}")
+    identity = {"base_model": "hf", "hf_model": mc.hf_model, "model_type": model.config.model_type}
+    if commit:
+        identity["revision"] = commit
+    return HfLabeler(
+        model,
+        processor,
+        device=pick_device(mc.device),
+        precision=mc.precision,
+        image_size=mc.image_size,
+        max_size=mc.max_size,
+        box_threshold=mc.box_threshold,
+        text_threshold=mc.text_threshold,
+        nms_iou=mc.nms_iou,
+        batch_size=mc.batch_size,
+        identity=identity,
+    )
 
 
 def load(folder: Path, what: str):
@@ -216,28 +182,6 @@ class HfLabeler:
         self._identity = identity or {"base_model": "hf", "hf_model": self.kind}
         self._prompts: dict[tuple[str, ...], list[tuple[tuple[int, ...], Prompt]]] = {}
         self._queries: dict[tuple[str, ...], dict] = {}
-
-    @classmethod
-    def from_config(cls, mc, progress: bool = True) -> HfLabeler:
-        """Resolves ``model.hf_model`` (folder or hub id, downloaded when needed) and loads it."""
-        folder, commit = resolve_model(mc.hf_model, mc.hf_revision, progress)
-        model, processor = load(folder, f"--hf-model {mc.hf_model}")
-        identity = {"base_model": "hf", "hf_model": mc.hf_model, "model_type": model.config.model_type}
-        if commit:
-            identity["revision"] = commit
-        return cls(
-            model,
-            processor,
-            device=pick_device(mc.device),
-            precision=mc.precision,
-            image_size=mc.image_size,
-            max_size=mc.max_size,
-            box_threshold=mc.box_threshold,
-            text_threshold=mc.text_threshold,
-            nms_iou=mc.nms_iou,
-            batch_size=mc.batch_size,
-            identity=identity,
-        )
 
     def describe(self) -> dict:
         """Model identity and the settings that change its output."""
@@ -367,20 +311,3 @@ def validate(mc) -> None:
     """A model must be named."""
     if not mc.hf_model:
         raise ConfigError("--base-model hf needs a model: --hf-model HUB_ID_OR_FOLDER (config model.hf_model)")
-
-
-def model_files(mc, cache: str | None) -> dict[str, Path]:
-    """A local model folder; a hub model counts by its snapshot's commit instead (:func:`identity`)."""
-    return {"hf_model": Path(mc.hf_model).expanduser()} if mc.hf_model and is_local(mc.hf_model) else {}
-
-
-def identity(mc) -> dict[str, str | None]:
-    """A hub model's ``ORG/NAME@<commit>`` from its cached snapshot (None before it is downloaded)."""
-    if not mc.hf_model or is_local(mc.hf_model):
-        return {}
-    return {"hf_model": hub_identity(mc.hf_model, mc.hf_revision)}
-
-
-def create(mc, cache: str | None = None, progress: bool = True) -> HfLabeler:
-    """The registry's factory."""
-    return HfLabeler.from_config(mc, progress=progress)

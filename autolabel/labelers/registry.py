@@ -3,12 +3,12 @@
 The spec is light (the CLI builds its flags from it without importing torch); the module
 it names does the work, through functions of fixed names:
 
-- ``create(mc, cache, progress) -> Labeler``: loads the model (``mc``: the ``model:`` config).
-- ``model_files(mc, cache) -> dict[str, Path]``: the local files that make the model, where
-  they are (or will be) on disk, without downloading; they count by content in the
-  resume fingerprint.
-- optional ``identity(mc) -> dict[str, str | None]``: identity of model files that are not
-  local paths (a hub model's cached commit).
+- ``model_files(mc, cache) -> list[autolabel.fetch.ModelFile]``: the files that make the model
+  (``mc``: the ``model:`` config): a path given, or where to download it from. They are
+  fetched in one go (one line naming every missing file when offline) and count by content
+  in the resume fingerprint.
+- ``create(mc, files, cache, progress) -> Labeler``: loads the model from the fetched files
+  (``files``: each file's key to its path).
 - optional ``validate(mc)``: a ConfigError for settings the model cannot use.
 
 Built-ins are listed here; third-party base models register a :class:`BaseModel` under the
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -80,17 +79,17 @@ class BaseModel:
         return importlib.import_module(self.module)
 
     def create(self, mc: Any, cache: str | None = None, progress: bool = True):
-        """Loads the model."""
-        return self.load().create(mc, cache, progress)
+        """Fetches the model's files (one line naming every missing one when offline), then loads the model."""
+        from autolabel.fetch import fetch
+        from autolabel.weights import cache_dir
 
-    def model_files(self, mc: Any, cache: str | None) -> dict[str, Path]:
-        """The local files that make the model (nothing downloads)."""
+        module = self.load()
+        files = fetch(module.model_files(mc, cache), cache_dir(cache), progress)
+        return module.create(mc, files, cache, progress)
+
+    def model_files(self, mc: Any, cache: str | None) -> list:
+        """The files that make the model (:class:`autolabel.fetch.ModelFile`); nothing downloads."""
         return self.load().model_files(mc, cache)
-
-    def identity(self, mc: Any) -> dict[str, str | None]:
-        """Identity of model files that are not local paths (a hub snapshot), if the module knows any."""
-        fn = getattr(self.load(), "identity", None)
-        return fn(mc) if fn is not None else {}
 
     def validate(self, mc: Any) -> None:
         """The module's own checks of the settings, if it has any."""

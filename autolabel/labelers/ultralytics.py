@@ -18,11 +18,34 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
+from autolabel.fetch import ModelFile
 from autolabel.labelers.base import label_by_size, pick_device
 from autolabel.ontology import Ontology
-from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS, load_yolo
+from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS, checkpoint_file, open_yolo
 
 log = logging.getLogger(__name__)
+
+
+def model_files(mc, cache: str | None = None) -> list[ModelFile]:
+    """``model.base_weights`` (default yolo11n.pt): a local file, or an Ultralytics asset name fetched to the cache."""
+    f = checkpoint_file(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS, flag="--base-weights")
+    return [f] if f is not None else []
+
+
+def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> UltralyticsLabeler:
+    """Loads the fetched checkpoint (or builds an architecture yaml) on the configured device."""
+    weights = mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS
+    model = open_yolo(weights, files.get("base_weights"), "--base-weights", cache)
+    if getattr(model, "task", "detect") not in ("detect", "segment", "pose", "obb"):
+        raise InputError(f"{weights}: a {model.task} model has no boxes; use a detection checkpoint")
+    device = pick_device(mc.device)
+    half = device.startswith("cuda") and mc.precision in ("auto", "fp16")
+    if device.startswith("cuda") and mc.precision == "bf16":
+        log.warning("Ultralytics predicts in fp16 or fp32; using fp16 for precision bf16")
+        half = True
+    return UltralyticsLabeler(
+        model, Path(weights).name, device, half, mc.image_size, mc.box_threshold, mc.nms_iou, mc.batch_size
+    )
 
 
 class UltralyticsLabeler:
@@ -54,20 +77,6 @@ class UltralyticsLabeler:
         self.batch_size = batch_size or (32 if device != "cpu" else 4)
         self._ontology: Ontology | None = None
         self._class_map: dict[int, int] = {}
-
-    @classmethod
-    def from_config(cls, mc) -> UltralyticsLabeler:
-        """Loads ``model.base_weights`` (default yolo11n.pt) on the configured device."""
-        weights = mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS
-        model = load_yolo(weights, flag="--base-weights")
-        if getattr(model, "task", "detect") not in ("detect", "segment", "pose", "obb"):
-            raise InputError(f"{weights}: a {model.task} model has no boxes; use a detection checkpoint")
-        device = pick_device(mc.device)
-        half = device.startswith("cuda") and mc.precision in ("auto", "fp16")
-        if device.startswith("cuda") and mc.precision == "bf16":
-            log.warning("Ultralytics predicts in fp16 or fp32; using fp16 for precision bf16")
-            half = True
-        return cls(model, Path(weights).name, device, half, mc.image_size, mc.box_threshold, mc.nms_iou, mc.batch_size)
 
     def describe(self) -> dict:
         """Model identity and the settings that change its output."""
@@ -150,13 +159,3 @@ class UltralyticsLabeler:
             det.data = {}
             out.append(det)
         return out
-
-
-def model_files(mc, cache: str | None) -> dict[str, Path]:
-    """The checkpoint (``model.base_weights``, default yolo11n.pt); nothing downloads."""
-    return {"base_weights": Path(mc.base_weights or DEFAULT_ULTRALYTICS_WEIGHTS).expanduser()}
-
-
-def create(mc, cache: str | None = None, progress: bool = True) -> UltralyticsLabeler:
-    """The registry's factory."""
-    return UltralyticsLabeler.from_config(mc)
