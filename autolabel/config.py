@@ -62,6 +62,8 @@ class ModelConfig:
     hf_model: str | None = None
     hf_revision: str | None = None
     box_threshold: float = 0.35
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    keep_threshold: float = 0.1
     text_threshold: float = 0.25
     nms_iou: float = 0.5
     image_size: int | None = None
@@ -138,10 +140,13 @@ class RunConfig:
             raise ConfigError(
                 f"sampling.max_frames (--max-frames) must be >= 1 (or null for all), got {show(s.max_frames)}"
             )
-        for name in ("box_threshold", "text_threshold", "nms_iou"):
+        for name in ("box_threshold", "keep_threshold", "text_threshold", "nms_iou"):
             value = getattr(m, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"model.{name} must be between 0 and 1, got {value}")
+        for name, value in m.class_thresholds.items():
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"model.class_thresholds: {show(name)} must be between 0 and 1, got {value}")
         from autolabel.labelers import registry
 
         if m.base_model not in registry.names():
@@ -254,6 +259,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {show(value)}")
+        return {_coerce(k, key_type, f"{where}"): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):

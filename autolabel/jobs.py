@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autolabel.datasets.rederive import Rederived
 from autolabel.datasets.state import State
 from autolabel.ontology import Ontology
 from autolabel.sources import Product, Source
@@ -65,6 +66,7 @@ class Job:
         missing_images: Journaled frames whose image was deleted: labeled again.
         source_ids: File name -> content identity, read once.
         duplicates: Source stem -> indices journaled as duplicates.
+        rederived: Only the box thresholds changed: the journal settled anew (written when the run starts).
     """
 
     product: Product
@@ -81,3 +83,4 @@ class Job:
     missing_images: int = 0
     source_ids: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, set[int]] = field(default_factory=dict)
+    rederived: Rederived | None = None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autolabel.config import RunConfig
+from autolabel.datasets import rederive
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.finalize import finalize_product
 from autolabel.datasets.ingest import restore_missing_images, write_product
@@ -26,7 +27,7 @@ from autolabel.events import Event
 from autolabel.fileio import output_errors
 from autolabel.jobs import Job, ProductResult
 from autolabel.labelers.base import Labeler
-from autolabel.resume import differences, fingerprint, init_output, model_identity, plan
+from autolabel.resume import differences, fingerprint, init_output, model_floor, model_identity, plan
 from autolabel.sources import discover_products
 
 log = logging.getLogger(__name__)
@@ -125,12 +126,15 @@ def _start_job(
             labeler.prepare(job.ontology)  # an ontology the model cannot label creates nothing
         with output_errors(job.out):
             state = init_output(ds, job, config, model_id)
+            if job.rederived is not None:
+                rederive.apply(ds, job.rederived)
             if job.missing_images:
                 restore_missing_images(ds, job)
             if job.needs_work:
                 model = labeler.describe() | {"files": state.model_files()}
-                if state.model != model:
-                    state.model = model
+                floor = model_floor(config) if state.floor is None else max(state.floor, model_floor(config))
+                if state.model != model or state.floor != floor:
+                    state.model, state.floor = model, floor
                     ds.save()
         return True
     except (InputError, OutputError) as exc:

@@ -108,3 +108,64 @@ def apply_filters(record: FrameRecord, f: FilterConfig, stats: FilterStats) -> s
         stats.removed["frames_multi"] += 1
         return "multi"
     return None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The box thresholds a dataset is written with: one for every class, or one of its own per class.
+
+    The model's boxes at or above ``model.keep_threshold`` are journaled; the dataset's files
+    hold those scoring above their class's threshold. A box without a score (a person's) is
+    always kept; so is every box of a model that scores none by these (``applies`` False).
+    """
+
+    box: float
+    classes: dict[int, float] = field(default_factory=dict)
+    applies: bool = True
+
+    def of(self, class_id: int) -> float:
+        """The threshold of one class."""
+        return self.classes.get(class_id, self.box)
+
+    def passes(self, box: Box) -> bool:
+        """Whether a journaled box of the model belongs in the dataset's files."""
+        return not self.applies or box.confidence is None or box.confidence > self.of(box.class_id)
+
+    def lowest(self) -> float:
+        """The lowest threshold of any class (what the journal must hold for these to be served)."""
+        return min([self.box, *self.classes.values()])
+
+    @classmethod
+    def from_model(cls, model: dict, classes: list[str]) -> Thresholds:
+        """The thresholds of a ``model`` config or fingerprint section (``box_threshold``, ``class_thresholds``,
+        ``base_model``), by class id; a class named in no threshold takes ``box_threshold``."""
+        from autolabel.labelers import registry
+
+        ids = {name: i for i, name in enumerate(classes)}
+        per_class = {ids[n]: float(t) for n, t in (model.get("class_thresholds") or {}).items() if n in ids}
+        spec = registry.registry().get(model.get("base_model"))
+        applies = spec is None or "box_threshold" in spec.thresholds
+        return cls(float(model.get("box_threshold", 0.0)), per_class, applies)
+
+    @classmethod
+    def of_run(cls, config, classes: list[str]) -> Thresholds:
+        """A run's thresholds."""
+        m = config.model
+        section = {"box_threshold": m.box_threshold, "class_thresholds": m.class_thresholds}
+        return cls.from_model(section | {"base_model": m.base_model}, classes)
+
+
+def settle(record: FrameRecord, model: list[Box], thresholds: Thresholds, filters: FilterConfig | None,
+           stats: FilterStats | None = None) -> None:  # fmt: skip
+    """Sets a frame's dataset boxes from what the model said: its thresholds, then the filters.
+
+    ``record.boxes`` becomes the boxes the dataset's files hold; ``record.model_boxes`` keeps
+    the model's own when they differ (None when the same); ``record.dropped`` says why a
+    filter left the frame out. A fresh run and a run that re-derives a dataset from its
+    journal both settle frames here, so they write the same files.
+    """
+    record.boxes = [b for b in model if thresholds.passes(b)]
+    record.dropped = None
+    if filters is not None and filters_active(filters):
+        record.dropped = apply_filters(record, filters, stats if stats is not None else FilterStats())
+    record.model_boxes = None if record.boxes == model else list(model)

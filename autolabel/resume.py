@@ -16,11 +16,12 @@ import shutil
 import time
 from pathlib import Path
 
-from autolabel.config import RunConfig
+from autolabel.config import FilterConfig, RunConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.layout import JOURNAL, MERGED_DIR, RUN_YAML, STATE
 from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.rederive import rederive as rederive_journal
 from autolabel.datasets.state import PRODUCT, SourceState, State, product_id
 from autolabel.errors import InputError, OutputError
 from autolabel.fileio import TMP_MARK, sync_dir
@@ -28,6 +29,7 @@ from autolabel.identity import DigestCache, source_identity
 from autolabel.jobs import Job
 from autolabel.labelers import registry
 from autolabel.ontology import Ontology
+from autolabel.postprocess import Thresholds
 from autolabel.sampling import estimated_count
 from autolabel.selection import DUPLICATE, SIGNAL
 from autolabel.sources import Product, Source, list_sources
@@ -78,6 +80,8 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
             "base_model": m.base_model,
             "files": dict(model_id or {}),
             "box_threshold": m.box_threshold,
+            # Absent unless set, so datasets made before it existed resume as they are.
+            **({"class_thresholds": dict(sorted(m.class_thresholds.items()))} if m.class_thresholds else {}),
             "text_threshold": m.text_threshold,
             "nms_iou": m.nms_iou,
             "image_size": m.image_size,
@@ -89,6 +93,33 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
         "filters": dataclasses.asdict(config.filters),
         "jpeg_quality": config.dataset.jpeg_quality,
     }
+
+
+# Settings a dataset can change without labeling again: its files are derived from the journal anew.
+SOFT = ("model.box_threshold", "model.class_thresholds")
+
+
+def stored_filters(fp: dict) -> FilterConfig:
+    """The filters a dataset's fingerprint records."""
+    return FilterConfig(**(fp.get("filters") or {}))
+
+
+def model_floor(config: RunConfig) -> float:
+    """The score down to which a run journals the model's boxes: keep_threshold, or a lower box threshold."""
+    m = config.model
+    return min([m.keep_threshold, m.box_threshold, *m.class_thresholds.values()])
+
+
+def refresh_soft(fp: dict | None, config: RunConfig) -> None:
+    """Puts a run's box thresholds into a dataset's fingerprint (they change without labeling again)."""
+    if fp is None or "model" not in fp:
+        return
+    m = config.model
+    fp["model"]["box_threshold"] = m.box_threshold
+    if m.class_thresholds:
+        fp["model"]["class_thresholds"] = dict(sorted(m.class_thresholds.items()))
+    else:
+        fp["model"].pop("class_thresholds", None)
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -193,10 +224,21 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
     done: dict[str, set[int]] = {}
     for record in records:
         done.setdefault(record.source, set()).add(record.index)
-    relabel, notes = False, []
+    relabel, notes, rederive = False, [], False
     reviewed = sum(1 for r in records if r.reviewed)
     if state is not None:
         changes = differences(state.fingerprint or {}, fingerprint(config, ontology, model_id))
+        soft = [c for c in changes if c.startswith(SOFT)]
+        changes = [c for c in changes if not c.startswith(SOFT)]
+        if soft:
+            lowest = Thresholds.of_run(config, state.classes)
+            if lowest.applies and (state.floor is None or lowest.lowest() < state.floor):
+                kept = f"down to {state.floor:g}" if state.floor is not None else "only at the old threshold"
+                changes.append(
+                    f"box threshold {lowest.lowest():g}: the journal holds boxes {kept}, so the model must label again"
+                )
+            else:
+                rederive = True
         replaced, gone = _source_changes(state, sources, done, ids)
         changes += replaced
         if changes or (overwrite and gone):
@@ -211,9 +253,25 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
                     f"({'; '.join((changes or gone)[:2])}); to relabel it anyway, name it: "
                     f"--overwrite --product {product.name!r} (the reviewed labels are backed up first)"
                 )
-            relabel, state, done, records = True, None, {}, []
+            relabel, state, done, records, rederive = True, None, {}, [], False
         else:
-            notes = gone
+            notes = gone + (
+                [
+                    f"new box thresholds ({'; '.join(soft)}): every format derived again from the journal, "
+                    "no frame labeled again"
+                ]
+                if rederive
+                else []
+            )
+    rederived = None
+    if rederive:
+        rederived = rederive_journal(ds, records, Thresholds.of_run(config, state.classes), config.filters)
+        by_stem = {info.stem: name for name, info in state.sources.items()}
+        for r in rederived.unimaged:  # let in again, but never written: labeled again
+            done[r.source].discard(r.index)
+            state.sources[by_stem[r.source]].complete = False
+        if rederived.unimaged:
+            notes.append(f"{len(rederived.unimaged)} frames a filter had left out are let in: labeling them again")
     duplicates: dict[str, set[int]] = {}
     for record in records:
         if record.dropped == DUPLICATE:
@@ -230,9 +288,10 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
             except InputError:
                 count = 1  # reported when it is read
             pending += max(0, count - len(done.get(source.stem, ())))
-    missing = _missing_images(out, records, state, sources)
+    missing = _missing_images(out, rederived.records if rederived else records, state, sources)
     needs_work = state is None or bool(missing) or any(src.path.name not in complete for src in sources)
     job = Job(product, ontology, sources, out, done, pending, needs_work, state, relabel, notes=notes)
+    job.rederived = rederived
     job.reviewed = reviewed
     job.missing_images = len(missing)
     job.source_ids = ids
@@ -293,6 +352,8 @@ def init_output(ds: Dataset, job: Job, config: RunConfig, model_id: dict[str, st
             info.id, info.complete = identity, False
         sources[source.path.name] = info
     state.sources = sources
+    if not fresh:  # a changed box threshold is no relabel: the fingerprint takes the new one
+        refresh_soft(state.fingerprint, config)
     if state.id is None:  # a new dataset, or one an older autolabel made: named by what it was made from
         state.id = product_id(job.product.name, state.fingerprint, state.sources)
     ds.state = state

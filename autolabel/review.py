@@ -162,6 +162,8 @@ def import_annotations(root: Path, source: Path, from_: str | None = None) -> Im
             if boxes is None:
                 continue
             if not _same_boxes(r.boxes, boxes):
+                if r.model_boxes is None:  # the model's boxes were the frame's: kept beside the review
+                    r.model_boxes = r.boxes
                 r.boxes = boxes
                 changed.add(r.name)
             journal_changed |= not r.reviewed

@@ -185,10 +185,10 @@ def test_crash_while_overwrite_deletes_leaves_no_trusted_dataset(tmp_path, monke
 
     monkeypatch.setattr(shutil, "rmtree", dying_rmtree)
     with pytest.raises(KeyboardInterrupt):
-        run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler, overwrite=True)
+        run(run_config(tmp_path, **{"model.nms_iou": 0.6}), FakeLabeler, overwrite=True)
     monkeypatch.setattr(shutil, "rmtree", real_rmtree)
     assert read_state(tmp_path / "dataset" / "mug") is None  # nothing a later run would trust
-    (r,) = run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.nms_iou": 0.6}), FakeLabeler)
     assert r.ok and r.frames == 3
     assert_consistent(r.output)
     assert not [p for p in (tmp_path / "dataset").iterdir() if "autolabel-tmp" in p.name]

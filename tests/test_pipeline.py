@@ -97,9 +97,9 @@ def test_resume_after_interrupt_gives_the_same_files(tmp_path):
 def test_changed_settings_are_refused_then_overwritten(tmp_path):
     make_product(tmp_path / "videos", "box", {"box": "box"}, {"a.mp4": 6})
     run(run_config(tmp_path), FakeLabeler)
-    (r,) = run(run_config(tmp_path, **{"model.box_threshold": 0.5}), FakeLabeler)
+    (r,) = run(run_config(tmp_path, **{"model.text_threshold": 0.5}), FakeLabeler)
     assert r.output is None
-    assert "model.box_threshold: 0.35 -> 0.5" in r.errors[0] and "--overwrite" in r.errors[0]
+    assert "model.text_threshold: 0.25 -> 0.5" in r.errors[0] and "--overwrite" in r.errors[0]
     (r,) = run(run_config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler)
     assert "sampling.frame_rate: 2 -> 3" in r.errors[0]
     (r,) = run(run_config(tmp_path, **{"sampling.frame_rate": 3}), FakeLabeler, overwrite=True)

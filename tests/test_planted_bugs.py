@@ -325,7 +325,6 @@ def test_split_of_a_single_source_follows_its_seed() -> None:
 # --- 4. every label-changing setting in the resume fingerprint -----------------------------------
 
 CHANGED_SETTINGS = [
-    ("model.box_threshold", 0.5),
     ("model.text_threshold", 0.3),
     ("model.nms_iou", 0.7),
     ("model.image_size", 640),

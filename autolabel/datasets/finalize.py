@@ -115,6 +115,9 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     journaled = result.new_frames + result.new_duplicates
     earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
+    if state.pending:  # a re-derivation (new box thresholds) was killed before all its files were written
+        sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)
+        state.pending = False
     if ds.outdated():  # an older autolabel's label files: rewritten in today's format
         upgraded = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)
         if upgraded:

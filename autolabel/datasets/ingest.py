@@ -24,7 +24,7 @@ from autolabel.datasets.records import FrameRecord
 from autolabel.datasets.writer import DatasetWriter, encode_jpeg
 from autolabel.events import Duplicate, Event, SourceEnd, SourceFailed
 from autolabel.jobs import Job, ProductResult
-from autolabel.postprocess import FilterStats, apply_filters, filters_active
+from autolabel.postprocess import FilterStats, Thresholds, settle
 from autolabel.threads import Worker
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def write_product(
     class_ids = {name: i for i, name in enumerate(classes)}
     writer = DatasetWriter(job.out, classes, state.formats, config.dataset.jpeg_quality)
     stats = FilterStats()
-    filters = config.filters if filters_active(config.filters) else None
+    thresholds = Thresholds.of_run(config, classes)
     done_count = sum(len(v) for v in job.done.values())
     quality = config.dataset.jpeg_quality
     encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="autolabel-jpeg")
@@ -131,8 +131,7 @@ def write_product(
                     if event.names is not None and number_classes(record, event.names, class_ids):
                         writer.classes[:] = list(class_ids)
                         worker.put(_NewClasses(tuple(class_ids)))
-                    if filters is not None:
-                        record.dropped = apply_filters(record, filters, stats)
+                    settle(record, record.boxes, thresholds, config.filters, stats)
                     staged = encoders.submit(stage, record, event.image) if record.dropped is None else None
                     worker.put((record, staged))
                     result.new_frames += 1

@@ -52,6 +52,10 @@ class State:
         sources: A product's media files by file name.
         model: What labeled it (the labeler's description and its files' sha256).
         source_errors: Sources that could not be read to their end.
+        floor: The score down to which the journal holds the model's boxes (box thresholds at or
+            above it can change without labeling again); None: not known.
+        pending: A re-derivation of the files from the journal was under way (finished by the next run).
+        settings: A merged dataset's products' box thresholds and filters (what ``eval`` scores).
         inputs: A merged dataset's product dataset folders.
         products: A merged dataset's products.
     """
@@ -67,8 +71,11 @@ class State:
     sources: dict[str, SourceState] = field(default_factory=dict)
     model: dict | None = None
     source_errors: list[str] = field(default_factory=list)
+    floor: float | None = None
+    pending: bool = False
     inputs: list[str] = field(default_factory=list)
     products: list[str] = field(default_factory=list)
+    settings: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to disk (only the fields of its kind)."""
@@ -81,7 +88,7 @@ class State:
             "complete": self.complete,
         }
         if self.kind == MERGED:
-            out |= {"inputs": list(self.inputs), "products": list(self.products)}
+            out |= {"inputs": list(self.inputs), "products": list(self.products), "settings": self.settings}
         else:
             out |= {
                 "product": self.product,
@@ -89,6 +96,8 @@ class State:
                 "sources": {name: dataclasses.asdict(s) for name, s in self.sources.items()},
                 "model": self.model,
                 "source_errors": list(self.source_errors),
+                "floor": self.floor,
+                "pending": self.pending,
             }
         return out
 
@@ -154,11 +163,18 @@ def parse_state(path: Path, data: Any) -> State:
         # Version 3 and older listed a merge's inputs under 'sources'.
         state.inputs = _names(path, data, "inputs" if "inputs" in data else "sources")
         state.products = _names(path, data, "products")
+        state.settings = _typed(path, data, "settings", dict, {})
         return state
     state.product = _typed(path, data, "product", str, None)
     state.fingerprint = _typed(path, data, "fingerprint", dict, None)
     state.model = _typed(path, data, "model", dict, None)
     state.source_errors = _names(path, data, "source_errors")
+    floor = data.get("floor")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)):
+        raise _fail(path, "'floor' has the wrong type")
+    # A dataset from before the journal kept the model's boxes holds them down to its box threshold.
+    state.floor = float(floor) if floor is not None else None if "floor" in data else _old_floor(state)
+    state.pending = bool(_typed(path, data, "pending", bool, False))
     sources = _typed(path, data, "sources", dict, {})
     for name, info in sources.items():
         if not isinstance(info, dict) or not isinstance(info.get("stem"), str):
@@ -168,6 +184,21 @@ def parse_state(path: Path, data: Any) -> State:
             raise _fail(path, f"source {name!r} has an id of the wrong type")
         state.sources[name] = SourceState(info["stem"], ident, bool(info.get("complete", False)))
     return state
+
+
+def _old_floor(state: State) -> float | None:
+    """Before version 4 the journal held the boxes above the box threshold, after the filters.
+
+    Where a filter was on, what it removed is lost: no box threshold can be served (None).
+    """
+    fp = state.fingerprint or {}
+    f = fp.get("filters") or {}
+    if f.get("min_box_size", 0) > 0 or f.get("max_box_size", 1) < 1 or f.get("overlap_iou") is not None:
+        return None
+    if f.get("drop_empty") or f.get("drop_multi"):
+        return None
+    value = (fp.get("model") or {}).get("box_threshold")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def read_state(root: Path) -> State | None:

@@ -1,0 +1,77 @@
+"""New box thresholds without labeling again: every frame settled anew from what its journal says the model said.
+
+The journal keeps each frame's model boxes down to ``model.keep_threshold``, so a run whose
+only change is its box thresholds (global or per class) derives the dataset again from it:
+no ``--overwrite``, no model, no weights file. Reviewed frames keep their reviewer's boxes;
+near-duplicates stay out. The result is the dataset a fresh run with those thresholds writes,
+since both settle frames through :func:`autolabel.postprocess.settle`. A frame a filter had
+left out (so without an image) and that the new thresholds let in is labeled again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from autolabel.config import FilterConfig
+from autolabel.datasets import formats
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.derive import sync_frame_files
+from autolabel.datasets.formats import Context
+from autolabel.datasets.records import FrameRecord
+from autolabel.postprocess import Thresholds, settle
+from autolabel.selection import DUPLICATE
+
+
+@dataclass
+class Rederived:
+    """A dataset's journal settled at new thresholds (in memory, nothing written yet).
+
+    Attributes:
+        records: The new journal, in order (without ``unimaged`` frames).
+        changed: Frames whose boxes or drop reason changed.
+        unimaged: Frames let in again that have no image: unjournaled, so the run labels them.
+    """
+
+    records: list[FrameRecord]
+    changed: set[str] = field(default_factory=set)
+    unimaged: list[FrameRecord] = field(default_factory=list)
+
+
+def rederive(ds: Dataset, records: list[FrameRecord], thresholds: Thresholds, filters: FilterConfig) -> Rederived:
+    """Each unreviewed, not duplicate frame of ``records`` settled again at ``thresholds`` and ``filters``."""
+    out = Rederived([])
+    for r in records:
+        if r.reviewed or r.dropped == DUPLICATE:
+            out.records.append(r)
+            continue
+        model = r.model_boxes if r.model_boxes is not None else r.boxes
+        new = dataclasses.replace(r)
+        settle(new, [dataclasses.replace(b) for b in model], thresholds, filters)
+        if (new.boxes, new.dropped, new.model_boxes) == (r.boxes, r.dropped, r.model_boxes):
+            out.records.append(r)
+            continue
+        out.changed.add(r.name)
+        if r.dropped is not None and new.dropped is None and not (ds.root / r.image).is_file():
+            out.unimaged.append(r)
+            continue
+        out.records.append(new)
+    return out
+
+
+def apply(ds: Dataset, done: Rederived) -> None:
+    """Writes a re-derivation: marked pending, the journal in one rewrite, then the changed frames' files.
+
+    A crash after the journal leaves ``pending`` set: the next run finishes the files from the
+    journal without taking them for hand edits.
+    """
+    state = ds.state
+    state.pending = True
+    by_stem = {info.stem: name for name, info in state.sources.items()}
+    for r in done.unimaged:
+        state.sources[by_stem[r.source]].complete = False
+    ds.save()
+    ds.rewrite_journal(done.records)
+    ctx = Context(state.classes, state.product or ds.root.name, state.id)
+    kept = [r for r in done.records if r.dropped is None]
+    sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), done.changed, keep_edits=False)
