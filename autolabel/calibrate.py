@@ -82,7 +82,19 @@ def choose(scored: list[tuple[float, bool]], truth: int, floor: float, target: f
         key = f1 if f1 is not None else -1.0
         if best_key is None or key > best_key:
             best, best_key = t, key
-    return best
+    return None if best is None else _midway(scored, best, floor)
+
+
+def _midway(scored: list[tuple[float, bool]], t: float, floor: float) -> float:
+    """The threshold halfway between the lowest score ``t`` keeps and the highest it leaves out: the same boxes
+    on these frames, with a margin either side for frames it has not seen."""
+    kept = [s for s, _ in scored if s > t]
+    left = [s for s, _ in scored if s <= t]
+    if not kept:
+        return t
+    low = max(left) if left else floor
+    mid = round((min(kept) + max(low, floor)) / 2, 4)
+    return mid if max(low, floor) <= mid < min(kept) else t
 
 
 def _fold(name: str, k: int) -> int:
@@ -147,3 +159,29 @@ def thresholds_yaml(fits: list[Fit]) -> str:
         "# Apply with: autolabel run --class-thresholds thresholds.yaml (no relabeling above keep_threshold).\n"
     )
     return header + yaml.safe_dump({f.name: f.threshold for f in fits}, sort_keys=False, allow_unicode=True)
+
+
+THRESHOLDS_YAML = "thresholds.yaml"
+
+
+def fit_dataset(root, target: float | None = None) -> tuple[list[Fit], object]:
+    """Fits every class's threshold on a dataset's reviewed frames and writes ``thresholds.yaml`` into it."""
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.errors import ConfigError
+    from autolabel.evaluate import dataset_settings
+    from autolabel.fileio import atomic_write_text, output_errors
+
+    if target is not None and not 0.0 < target <= 1.0:
+        raise ConfigError(f"--target-precision must be in (0, 1], got {target}")
+    Dataset.peek(root)
+    with output_errors(root), Dataset.open(root, "eval") as ds:
+        unscored = set(ds.state.unscored)
+        records = [r for r in ds.records() if r.name not in unscored]
+        settings = dataset_settings(ds)
+        thresholds = settings.get(None)[0] if not ds.is_merged() else next(iter(settings.values()))[0]
+        current = {c: thresholds.of(c) for c in range(len(ds.classes))}
+        floor = ds.state.floor if ds.state.floor is not None else min(current.values(), default=0.0)
+        fits = fit_thresholds(records, ds.classes, current, floor, target)
+        path = root / THRESHOLDS_YAML
+        atomic_write_text(path, thresholds_yaml(fits))
+    return fits, path

@@ -270,3 +270,35 @@ def evaluate(
             f"{skipped} frames were reviewed before the model's boxes were kept (autolabel < 0.2): not scored"
         )
     return Evaluation(overall, result, len(frames), min_iou, warnings, skipped)
+
+
+EVAL_JSON = "eval.json"
+
+
+def dataset_settings(ds) -> dict[str | None, tuple[Thresholds, FilterConfig | None]]:
+    """The box thresholds and filters a dataset's frames were written with (per product for a merged one)."""
+    if ds.is_merged():
+        return {
+            product: (Thresholds.from_model(s.get("model") or {}, ds.classes), FilterConfig(**(s.get("filters") or {})))
+            for product, s in ds.state.settings.items()
+        } | {None: (Thresholds(0.0, applies=False), None)}
+    fp = ds.state.fingerprint or {}
+    return {None: (Thresholds.from_model(fp.get("model") or {}, ds.classes), FilterConfig(**(fp.get("filters") or {})))}
+
+
+def evaluate_dataset(root, min_iou: float = 0.5) -> Evaluation:
+    """Scores a dataset (product or merged) and writes ``eval.json`` into it."""
+    import json
+
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.errors import ConfigError
+    from autolabel.fileio import atomic_write_text, output_errors
+
+    if not 0.0 < min_iou <= 1.0:
+        raise ConfigError(f"--iou must be in (0, 1], got {min_iou}")
+    Dataset.peek(root)
+    with output_errors(root), Dataset.open(root, "eval") as ds:
+        records = list(ds.records())
+        result = evaluate(records, ds.classes, dataset_settings(ds), min_iou, set(ds.state.unscored))
+        atomic_write_text(root / EVAL_JSON, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return result

@@ -110,6 +110,14 @@ def _classes(states: list[tuple[Path, State]], unite_case: bool) -> tuple[list[s
     return classes, spelling
 
 
+def _settings(ds: Dataset) -> dict:
+    """What a product's frames were written with: its box thresholds (by class name) and filters, for ``eval``."""
+    fp = ds.state.fingerprint or {}
+    model = fp.get("model") or {}
+    keys = ("base_model", "box_threshold", "class_thresholds")
+    return {"model": {k: model[k] for k in keys if k in model}, "filters": fp.get("filters") or {}}
+
+
 def _check_labels(folder: Path, record: FrameRecord) -> None:
     path = folder / label_path(record.name)
     try:
@@ -224,6 +232,13 @@ def _merge(
         merged.state.id = ident
         merged.state.inputs = [str(d.root) for d in datasets]
         merged.state.products = result.products
+        merged.state.floor = max((d.state.floor for d in datasets if d.state.floor is not None), default=None)
+        merged.state.settings = {d.state.product or d.root.name: _settings(d) for d in datasets}
+        merged.state.unscored = sorted(
+            f"{safe_name(str(d.state.product or d.root.name))}{SEPARATOR}{name}"
+            for d in datasets
+            for name in d.state.unscored
+        )
         merged.save()
         replace_dir(staging, output)
     except BaseException:

@@ -149,7 +149,7 @@ def import_annotations(root: Path, source: Path, from_: str | None = None) -> Im
         kept = [r for r in records if r.dropped is None]
         sync_derived(ds, kept)
         if ds.outdated():  # its derived files are now in this version's format
-            ds.upgrade()
+            ds.upgrade([r.name for r in records if r.reviewed])
             ds.save()
         by_name = {r.name: r for r in kept}
         ctx = ReadContext(ds.classes, {r.name: (r.width, r.height) for r in kept})

@@ -79,6 +79,17 @@ def _run_flags() -> list[Flag]:
         *model_flags(),
         Flag(("--box-threshold",), float, "Keep a box scoring above this.", key="model.box_threshold"),
         Flag(
+            ("--class-thresholds",),
+            Path,
+            "YAML file of a box threshold per class name (autolabel eval --fit-thresholds writes one).",
+        ),  # fmt: skip
+        Flag(
+            ("--keep-threshold",),
+            float,
+            "The journal keeps the model's boxes down to this, so thresholds can change without labeling again.",
+            key="model.keep_threshold",
+        ),  # fmt: skip
+        Flag(
             ("--text-threshold",),
             float,
             "Grounding DINO family: ... and its best token above this.",
@@ -191,7 +202,10 @@ def _run(given: Given) -> int:
 
     if given["frame_rate"] is not None and given["fps"] is not None:
         raise ConfigError("give either --frame-rate (a stride) or --fps, not both")
-    cfg = load_config(given["config"], given.overrides())
+    overrides = given.overrides()
+    if given["class_thresholds"] is not None:
+        overrides["model.class_thresholds"] = _class_thresholds(given["class_thresholds"])
+    cfg = load_config(given["config"], overrides)
     given.check_needs(cfg)
     if given["frame_rate"] is not None:
         cfg.sampling.fps = None
@@ -229,6 +243,35 @@ def _run(given: Given) -> int:
             outcome = train_model(TrainOptions(data=merged.output / "data.yaml"))
             echo(outcome.describe())
     return 1 if failed else 0
+
+
+def _class_thresholds(path: Path) -> dict:
+    """A ``thresholds.yaml``: ``class name: threshold``."""
+    from autolabel.config import read_yaml
+
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"{path}: expected 'class name: threshold' lines (as autolabel eval --fit-thresholds writes)")
+    return data
+
+
+def _eval(given: Given) -> None:
+    from autolabel.cli.output import print_eval, print_fits
+    from autolabel.evaluate import EVAL_JSON, evaluate_dataset
+
+    dataset = given["dataset"]
+    if given["target_precision"] is not None and not given["fit_thresholds"]:
+        raise ConfigError("--target-precision applies to --fit-thresholds")
+    result = evaluate_dataset(dataset, given["iou"])
+    print_eval(result, dataset / EVAL_JSON)
+    if given["fit_thresholds"]:
+        from autolabel.calibrate import fit_dataset
+
+        fits, path = fit_dataset(dataset, given["target_precision"])
+        print_fits(fits, path)
+        echo(f"  apply: autolabel run --class-thresholds {path} (the same --input/--output; nothing is labeled again)")
+    if (dataset / "report.html").is_file():
+        print_report(write_report_for(dataset))
 
 
 def _merge(given: Given) -> None:
@@ -373,6 +416,20 @@ def build_app() -> typer.Typer:
     ]
     doc = "Bring reviewed labels back into the dataset (journal, then every format's files)."
     command(app, "import", import_flags, _guarded(_import), doc)
+    eval_flags = [
+        DATASET,
+        Flag(("--iou",), float, "IoU that makes a model box match a reviewer's.", default=0.5),
+        Flag(("--fit-thresholds",), bool, "Also fit a box threshold per class: thresholds.yaml.", default=False),
+        Flag(
+            ("--target-precision",),
+            float,
+            "With --fit-thresholds: the lowest threshold reaching this precision (default: best F1).",
+        ),  # fmt: skip
+        QUIET,
+        DEBUG,
+    ]
+    doc = "Score the model's labels against the reviewed frames (eval.json), and fit thresholds per class."
+    command(app, "eval", eval_flags, _guarded(_eval), doc)
     return app
 
 

@@ -75,3 +75,38 @@ def print_report(result) -> None:
         f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.flagged_frames} frames flagged "
         f"in all; {result.seconds:.1f} s)"
     )
+
+
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_eval(result, path) -> None:
+    """The scores as a table: one row per class, then all classes; the warnings after it."""
+    head = f"{'class':<20} {'frames':>6} {'boxes':>6} {'tp':>5} {'fp':>5} {'fn':>5} {'prec':>6} {'rec':>6} {'f1':>6}"
+    head += f" {'ap50':>6} {'ap50-95':>7} {'missed':>6} {'spur':>5} {'class':>5} {'place':>5}"
+    echo(f"eval: {result.frames} reviewed frames, IoU >= {result.iou:g} -> {path}")
+    echo(head)
+    for name, s in [*result.classes.items(), ("all", result.overall)]:
+        label = name if len(name) <= 20 else name[:19] + "…"
+        echo(
+            f"{label:<20} {s.frames:>6} {s.boxes:>6} {s.tp:>5} {s.fp:>5} {s.fn:>5} {_num(s.precision):>6} "
+            f"{_num(s.recall):>6} {_num(s.f1):>6} {_num(s.ap50):>6} {_num(s.ap50_95):>7} {s.missed:>6} "
+            f"{s.spurious:>5} {s.wrong_class:>5} {s.misplaced:>5}"
+        )
+    echo("  prec/rec/f1 at the dataset's thresholds; ap over every kept box; errors: missed, spurious,")
+    echo("  wrong class (the right place), misplaced (the right class, IoU 0.1 to the match IoU)")
+    for warning in result.warnings:
+        echo(f"  warning: {warning}")
+
+
+def print_fits(fits, path) -> None:
+    """Each class's fitted threshold, its in-sample and cross-validated F1, or why it kept the run's."""
+    echo(f"thresholds -> {path}")
+    echo(f"{'class':<20} {'threshold':>9} {'f1':>6} {'cv f1':>6} {'prec':>6} {'rec':>6} {'boxes':>6}")
+    for f in fits:
+        label = f.name if len(f.name) <= 20 else f.name[:19] + "…"
+        echo(
+            f"{label:<20} {f.threshold:>9.4f} {_num(f.f1):>6} {_num(f.cv_f1):>6} {_num(f.precision):>6} "
+            f"{_num(f.recall):>6} {f.boxes:>6}" + (f"  ({f.note})" if f.note else "")
+        )

@@ -104,10 +104,14 @@ class Dataset:
         """Written by an older autolabel: its derived files may be in that version's format."""
         return self._state.version < STATE_VERSION
 
-    def upgrade(self) -> None:
-        """Marks the state as this version's (once its derived files are), naming an older dataset by its inputs."""
+    def upgrade(self, reviewed: list[str]) -> None:
+        """Marks the state as this version's (once its derived files are), naming an older dataset by its inputs.
+
+        ``reviewed``: the frames reviewed so far, whose model boxes an older version did not keep.
+        """
         state = self._state
         state.version = STATE_VERSION
+        state.unscored = sorted(set(state.unscored) | set(reviewed))
         if state.id is None and state.kind == PRODUCT:
             state.id = product_id(state.product or self.root.name, state.fingerprint, state.sources)
 

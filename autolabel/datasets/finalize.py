@@ -125,7 +125,7 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
                 f"rewrote {len(upgraded)} label files from the journal in this version's format "
                 f"(dataset state version {state.version} -> {STATE_VERSION})"
             )
-        ds.upgrade()
+        ds.upgrade([r.name for r in all_records if r.reviewed])
     else:
         result.repaired = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=True)
     listed = {r.name for r in records}

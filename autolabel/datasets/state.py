@@ -55,6 +55,7 @@ class State:
         floor: The score down to which the journal holds the model's boxes (box thresholds at or
             above it can change without labeling again); None: not known.
         pending: A re-derivation of the files from the journal was under way (finished by the next run).
+        unscored: Frames reviewed before the model's boxes were kept beside a review (``eval`` skips them).
         settings: A merged dataset's products' box thresholds and filters (what ``eval`` scores).
         inputs: A merged dataset's product dataset folders.
         products: A merged dataset's products.
@@ -73,6 +74,7 @@ class State:
     source_errors: list[str] = field(default_factory=list)
     floor: float | None = None
     pending: bool = False
+    unscored: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     products: list[str] = field(default_factory=list)
     settings: dict[str, dict] = field(default_factory=dict)
@@ -98,6 +100,7 @@ class State:
                 "source_errors": list(self.source_errors),
                 "floor": self.floor,
                 "pending": self.pending,
+                "unscored": list(self.unscored),
             }
         return out
 
@@ -175,6 +178,7 @@ def parse_state(path: Path, data: Any) -> State:
     # A dataset from before the journal kept the model's boxes holds them down to its box threshold.
     state.floor = float(floor) if floor is not None else None if "floor" in data else _old_floor(state)
     state.pending = bool(_typed(path, data, "pending", bool, False))
+    state.unscored = _names(path, data, "unscored")
     sources = _typed(path, data, "sources", dict, {})
     for name, info in sources.items():
         if not isinstance(info, dict) or not isinstance(info.get("stem"), str):
