@@ -209,3 +209,6 @@ class Voc(Format):
     def detect(self, path: Path) -> bool:
         folder = next((path / d for d in ("Annotations", ANNOTATIONS) if (path / d).is_dir()), path)
         return folder.is_dir() and any(folder.glob("*.xml"))
+
+    def tolerance(self, width: int, height: int) -> float:
+        return 1.0  # whole pixels
