@@ -297,3 +297,31 @@ def test_describe_names_the_model_and_the_precision_used(case):
     assert described["precision"] == "fp32"  # on the CPU
     # fp16 asked for on the CPU is not what runs: the labeler says what does.
     assert case.strict().describe()["precision"] == "fp32"
+
+
+@dataclass
+class _Section:
+    red_min: int = 150
+
+
+def test_a_plugin_section_the_config_leaves_unset_has_its_defaults(monkeypatch):
+    """A plug-in's own config section (BaseModel.section_type) was a KeyError in the fingerprint unless set."""
+    from autolabel.labelers.registry import BaseModel, Option, section_of
+    from autolabel.resume import fingerprint
+
+    spec = BaseModel(
+        "sectioned",
+        "a plug-in with settings of its own",
+        "autolabel.labelers.registry",  # a light module without validate(); nothing is labeled here
+        (Option("--sectioned-red-min", "sectioned.red_min", int, "red above this"),),
+        section="sectioned",
+        section_type=_Section,
+    )
+    builtins = registry.registry()
+    monkeypatch.setattr(registry, "registry", lambda: {**builtins, spec.name: spec})
+    ontology = Ontology.from_mapping({"red thing": "red"})
+    unset = load_config(None, {"model.base_model": "sectioned"})
+    assert section_of(unset.model, "sectioned") == _Section()
+    assert fingerprint(unset, ontology)["model"]["sectioned"] == {"red_min": 150}
+    given = load_config(None, {"model.base_model": "sectioned", "model.sectioned.red_min": 120})
+    assert fingerprint(given, ontology)["model"]["sectioned"] == {"red_min": 120}
