@@ -11,6 +11,7 @@ format's own reader: the same frames, the same classes, corners within
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from autolabel.errors import InputError
 from autolabel.export import export_dataset
 from tests.conftest import PLUGIN_FORMATS, plugin_installed
 
-NAMES = [*formats.BUILTIN, *PLUGIN_FORMATS]
+# Formats of other plug-ins installed where the tests run, to put them through the contract too (docs/PLUGINS.md).
+OTHERS = [n.strip() for n in os.environ.get("AUTOLABEL_CONTRACT_FORMATS", "").split(",") if n.strip()]
+NAMES = [*formats.BUILTIN, *PLUGIN_FORMATS, *OTHERS]
 # Names an XML, YAML or CSV writer must quote or escape; ':' and a leading '#' are what labelmap.txt cannot hold.
 CLASSES = ["mug", 'a <b> & "c"', "- x", "yes", "null", "#tag", "Ünïcode ✓", "a,b", "a:b"]
 SIZES = [(96, 64), (50, 30), (1920, 1080), (300, 24)]
@@ -154,6 +157,8 @@ def test_the_records_hold_every_case_the_contract_names():
 def test_the_registry_holds_exactly_the_formats_tested(plugin):
     if not plugin:
         pytest.skip("the example plug-in could not be installed")
+    untested = sorted(set(formats.names()) - set(NAMES))
+    assert not untested, f"formats outside the contract: {untested} (add them to NAMES or AUTOLABEL_CONTRACT_FORMATS)"
     assert sorted(formats.names()) == sorted(NAMES)
     assert all(formats.get(name).readable() for name in NAMES), "every format is read back here"
 

@@ -11,6 +11,8 @@ its batch or its batch-mates' sizes; ``describe()`` names the model and the prec
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ from tests.conftest import PLUGIN_LABELERS, plugin_installed
 
 BUILTIN = [spec.name for spec in registry.BUILTIN]
 # Every base model, and hf twice: a Grounding DINO and an OWLv2 (their outputs are decoded apart).
-CASES = ["grounding-dino", "ultralytics", "hf", "hf:owlv2", "discover", *PLUGIN_LABELERS]
+# Base models of other plug-ins installed where the tests run, each with its settings (docs/PLUGINS.md):
+# {"name": {"settings": {"model.box_threshold": 0.05, ...}, "synonyms": {...}, "distinct": {...}}}.
+OTHERS: dict[str, dict] = json.loads(os.environ.get("AUTOLABEL_CONTRACT_LABELERS") or "{}")
+CASES = ["grounding-dino", "ultralytics", "hf", "hf:owlv2", "discover", *PLUGIN_LABELERS, *OTHERS]
 # Three captions, the third a synonym of the first: its boxes must take class 0, never its caption index 2 ...
 TEXT_SYNONYMS = {"box": "box", "cup": "cup", "cardboard box": "box"}
 # ... which they take when it names a class of its own (the same captions: the model sees the same prompt).
@@ -160,6 +165,10 @@ def make_case(name: str, request, tmp_path_factory) -> Case:
         synonyms = {"red thing": "red", "blue thing": "blue", "crimson thing": "red"}
         distinct = {"red thing": "red", "blue thing": "blue", "crimson thing": "crimson"}
         return Case(name, {}, synonyms, distinct, reads_captions=False)
+    if name in OTHERS:
+        other = OTHERS[name]
+        synonyms, distinct = other.get("synonyms", TEXT_SYNONYMS), other.get("distinct", TEXT_DISTINCT)
+        return Case(name, other.get("settings", {}), synonyms, distinct, other.get("reads_captions", True))
     raise AssertionError(f"no contract case for base model {name!r}: add one to make_case")
 
 
@@ -219,7 +228,10 @@ def open_classes(case: Case) -> bool:
 def test_the_registry_holds_exactly_the_base_models_tested(plugin):
     if not plugin:
         pytest.skip("the example plug-in could not be installed")
-    assert sorted(registry.names()) == sorted({c.split(":")[0] for c in CASES}) == sorted(BUILTIN + [*PLUGIN_LABELERS])
+    expected = sorted([*BUILTIN, *PLUGIN_LABELERS, *OTHERS])
+    untested = sorted(set(registry.names()) - set(expected))
+    assert not untested, f"base models outside the contract: {untested} (add a case, or AUTOLABEL_CONTRACT_LABELERS)"
+    assert sorted(registry.names()) == sorted({c.split(":")[0] for c in CASES}) == expected
 
 
 def test_batched_equals_one_by_one(case):
