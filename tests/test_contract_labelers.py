@@ -234,6 +234,25 @@ def test_the_registry_holds_exactly_the_base_models_tested(plugin):
     assert sorted(registry.names()) == sorted({c.split(":")[0] for c in CASES}) == expected
 
 
+def test_reading_every_spec_imports_nothing_heavy(request, plugin):
+    """The CLI builds its flags from the specs: reading them (plug-ins' included) must not import the models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from autolabel.labelers import registry; print(*registry.registry()); "
+        "print(*[m for m in ('numpy', 'cv2', 'torch', 'supervision') if m in sys.modules])"
+    )
+    paths = [str(Path(__file__).resolve().parents[1])]
+    if plugin:
+        paths.append(str(request.getfixturevalue("example_plugin_target")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    names, heavy = done.stdout.split("\n")[:2]
+    assert {*BUILTIN, *(PLUGIN_LABELERS if plugin else ())} <= set(names.split()) and heavy == "", done.stdout
+
+
 def test_batched_equals_one_by_one(case):
     ontology = Ontology.from_mapping(case.synonyms)
     case.labeler.prepare(ontology)
