@@ -215,3 +215,95 @@ def test_a_voc_box_under_a_pixel_becomes_the_pixel_around_its_center(tmp_path):
     root = make_dataset(tmp_path / "ds", [record], ["mug"], ["voc"])
     (box,) = formats.get("voc").read(root, read_context([record], ["mug"])).frames[record.name]
     assert [box.x1, box.y1, box.x2, box.y2] == [10.0, 3.0, 11.0, 4.0]
+
+
+# --- the example plug-in through the CLI -----------------------------------------------------------------------
+
+
+def plugin_cli(plugin: bool):
+    """A CLI built now (the cached ``autolabel.cli.app`` may predate the plug-in), and a runner for it."""
+    from typer.testing import CliRunner
+
+    from autolabel.cli import build_app
+
+    if not plugin:
+        pytest.skip("the example plug-in could not be installed")
+    return build_app(), CliRunner()
+
+
+def red_squares_video(path: Path, frames: int = 10) -> list[tuple[int, int, int, int]]:
+    """An mp4 of two red squares on gray, one moving 4 px a frame; returns frame 0's squares as x0, y0, x1, y1."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    for i in range(frames):
+        image = np.full((96, 128, 3), 110, np.uint8)
+        image[16:32, 8 + 4 * i : 24 + 4 * i] = (0, 0, 255)
+        image[56:80, 88:112] = (20, 20, 220)
+        writer.write(image)
+    writer.release()
+    return [(8, 16, 24, 32), (88, 56, 112, 80)]
+
+
+def test_the_cli_offers_the_plugins(plugin):
+    app, runner = plugin_cli(plugin)
+    for command, names in (("run", ["example-color", "example-csv"]), ("export", ["example-csv"])):
+        shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+        assert shown.exit_code == 0, shown.output
+        assert all(name in shown.output for name in names), shown.output
+
+
+def test_the_example_plugin_labels_writes_and_exports(tmp_path, plugin):
+    """run --base-model example-color --format yolo,example-csv, then export --to example-csv, then import it back."""
+    import csv
+
+    app, runner = plugin_cli(plugin)
+    squares = red_squares_video(tmp_path / "videos" / "redbox" / "clip.mp4")
+    (tmp_path / "videos" / "redbox" / "ontology.json").write_text('{"red square": "square", "crimson": "square"}')
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--base-model", "example-color"]
+    done = runner.invoke(app, [*args, "--format", "yolo,example-csv", "--frame-rate", "5", "--no-report", "-q"])
+    assert done.exit_code == 0, done.output
+    dataset = tmp_path / "out" / "redbox"
+    with (dataset / "boxes.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == ["images/clip_000000.jpg"] * 2 + ["images/clip_000005.jpg"] * 2
+    assert {r["class"] for r in rows} == {"square"} and {r["score"] for r in rows} == {"1.0000"}
+    first = sorted(tuple(round(float(r[k])) for k in ("x0", "y0", "x1", "y1")) for r in rows[:2])
+    np.testing.assert_allclose(first, squares, atol=2)  # the video codec blurs the edges a little
+    exported = runner.invoke(app, ["export", str(dataset), "--to", "example-csv", "-o", str(tmp_path / "csv"), "-q"])
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in (tmp_path / "csv" / "images").iterdir()) == ["clip_000000.jpg", "clip_000005.jpg"]
+    assert (tmp_path / "csv" / "boxes.csv").read_bytes() == (dataset / "boxes.csv").read_bytes()
+    imported = runner.invoke(app, ["import", str(tmp_path / "csv" / "boxes.csv"), "-d", str(dataset), "-q"])
+    assert imported.exit_code == 0, imported.output  # found by detect(), nothing changed
+    assert "example-csv" in imported.output and "0 changed" in imported.output
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "images/clip_000000.jpg,circle,1,1,5,5,0.5",
+            "boxes.csv:2: class 'circle' is not one of the dataset's classes",
+        ),
+        ("images/other.jpg,mug,1,1,5,5,", "boxes.csv:2: no frame 'other' in the dataset"),
+        ("images/clip_000000.jpg,mug,1,1,five,5,", "boxes.csv:2: x1 must be a number, got 'five'"),
+        ("images/clip_000000.jpg,mug,1,1,500,5,", "boxes.csv:2: box [1, 1, 500, 5] lies outside the 96x64 image"),
+        ("images/clip_000000.jpg,mug,5,1,1,5,", "boxes.csv:2: box [5, 1, 1, 5] has its corners reversed"),
+        ("images/clip_000000.jpg,mug,1,1,5,5,1.5", "boxes.csv:2: score must be between 0 and 1"),
+        ("images/clip_000000.jpg,mug,1,1,5", "boxes.csv:2: expected 7 fields"),
+        ('images/clip_000000.jpg,"mug', "boxes.csv:2: not CSV"),
+    ],
+)
+def test_example_csv_errors_are_one_line_naming_file_and_line(tmp_path, plugin, line, message):
+    fmt = the_format("example-csv", plugin)
+    path = tmp_path / "boxes.csv"
+    path.write_text(f"image,class,x0,y0,x1,y1,score\n{line}\n", encoding="utf-8")
+    ctx = ReadContext(["mug"], {"clip_000000": (96, 64)})
+    with pytest.raises(InputError) as refused:
+        fmt.read(tmp_path, ctx)
+    assert len(str(refused.value).splitlines()) == 1 and message in str(refused.value), str(refused.value)
+    path.write_text("image,label,x0,y0,x1,y1,score\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"boxes.csv:1: expected the header image,class,x0,y0,x1,y1,score"):
+        fmt.read(path, ctx)
