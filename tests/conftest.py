@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +291,63 @@ def online(monkeypatch):
     fetch.reset_offline()
     yield
     fetch.reset_offline()
+
+
+# --- the example plug-in (examples/plugin), installed beside the environment, never into it ----------------
+
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin"
+PLUGIN_LABELERS = ("example-color",)
+PLUGIN_FORMATS = ("example-csv",)
+
+
+def clear_registries() -> None:
+    """Forgets the base models, formats and entry points read so far (they are read again when next asked for)."""
+    from autolabel import plugins
+    from autolabel.datasets import formats
+    from autolabel.labelers import registry
+
+    registry.registry.cache_clear()
+    formats.registry.cache_clear()
+    plugins._entry_points.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def example_plugin_target(tmp_path_factory) -> Path:
+    """examples/plugin installed with pip into a folder of its own (``--target``), from a copy of its source.
+
+    Skipped (with the reason) where pip or setuptools cannot build it.
+    """
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None:
+        pytest.skip("pip and setuptools are needed to install examples/plugin")
+    root = tmp_path_factory.mktemp("example_plugin")
+    source = shutil.copytree(EXAMPLE_PLUGIN, root / "source", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    target = root / "target"
+    args = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "--quiet"]
+    done = subprocess.run([*args, "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"pip could not install examples/plugin: {(done.stderr or done.stdout).strip()[-300:]}")
+    return target
+
+
+@contextlib.contextmanager
+def plugin_installed(target: Path) -> Iterator[None]:
+    """The plug-in importable and registered while inside; sys.path, modules and registries restored after."""
+    import sys
+
+    path = list(sys.path)
+    modules = set(sys.modules)
+    sys.path.insert(0, str(target))
+    clear_registries()
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if name.split(".")[0] == "autolabel_example_plugin":
+                del sys.modules[name]
+        clear_registries()

@@ -138,6 +138,13 @@ def pick_dtype(precision: str, device: str):
     return torch.float16
 
 
+def precision_name(dtype) -> str:
+    """The precision a labeler computes in, as ``describe()`` names it: ``fp32`` (no autocast), ``fp16`` or ``bf16``."""
+    if dtype is None:
+        return "fp32"
+    return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), str(dtype).removeprefix("torch."))
+
+
 def autocast(device: str, dtype) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device`` (``pick_dtype`` gives one only on CUDA); nothing for None."""
     import torch

@@ -33,7 +33,15 @@ import supervision as sv
 from autolabel.errors import ConfigError, InputError
 from autolabel.fetch import Hub, ModelFile
 from autolabel.labelers import lost
-from autolabel.labelers.base import CLASS_NAME, autocast, label_by_size, label_in_batches, pick_device, pick_dtype
+from autolabel.labelers.base import (
+    CLASS_NAME,
+    autocast,
+    label_by_size,
+    label_in_batches,
+    pick_device,
+    pick_dtype,
+    precision_name,
+)
 from autolabel.ontology import Ontology
 
 log = logging.getLogger(__name__)
@@ -309,6 +317,7 @@ class DiscoverLabeler:
             "image_size": self.image_size,
             "max_size": self.max_size,
             "dtype": str(self.dtype).removeprefix("torch.") if self.dtype is not None else "float32",
+            "precision": precision_name(self.dtype),
         }
 
     def prepare(self, ontology: Ontology) -> None:

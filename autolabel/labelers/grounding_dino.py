@@ -29,7 +29,15 @@ import supervision as sv
 
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.fetch import ModelFile
-from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
+from autolabel.labelers.base import (
+    autocast,
+    label_by_size,
+    label_in_batches,
+    merge_parts,
+    pick_device,
+    pick_dtype,
+    precision_name,
+)
 from autolabel.ontology import Ontology
 from autolabel.weights import GROUNDING_DINO_WEIGHTS, bundled_text_encoder, resolve_text_encoder
 
@@ -424,6 +432,7 @@ class GroundingDinoLabeler:
             "max_size": self.max_size,
             "box_threshold": self.box_threshold,
             "text_threshold": self.text_threshold,
+            "precision": precision_name(self.dtype),  # as used: fp32 after a fall-back
         }
 
     def _auto_batch_size(self) -> int:

@@ -26,7 +26,15 @@ import supervision as sv
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
 from autolabel.fetch import Hub, ModelFile
-from autolabel.labelers.base import autocast, label_by_size, label_in_batches, merge_parts, pick_device, pick_dtype
+from autolabel.labelers.base import (
+    autocast,
+    label_by_size,
+    label_in_batches,
+    merge_parts,
+    pick_device,
+    pick_dtype,
+    precision_name,
+)
 from autolabel.labelers.grounding_dino import Prompt, auto_batch_size, decode_outputs, pixel_detections, plan_prompts
 from autolabel.ontology import Ontology
 
@@ -191,6 +199,7 @@ class HfLabeler:
             "max_size": self.max_size,
             "box_threshold": self.box_threshold,
             "text_threshold": self.text_threshold if self.grounding else None,
+            "precision": precision_name(self.dtype),  # as used: fp32 after a fall-back
         }
 
     def _auto_batch_size(self) -> int:

@@ -110,9 +110,16 @@ class BaseModel:
 
 
 def section_of(mc: Any, name: str):
-    """A base model's config section: a field of the model config, or a plug-in's in ``mc.sections``."""
+    """A base model's config section: a field of the model config, or a plug-in's in ``mc.sections``.
+
+    A plug-in's section that the config does not set is its :attr:`BaseModel.section_type`'s defaults.
+    """
     if hasattr(mc, name) and dataclasses.is_dataclass(getattr(mc, name)):
         return getattr(mc, name)
+    if name not in mc.sections:
+        for spec in registry().values():
+            if spec.section == name and spec.section_type is not None:
+                return spec.section_type()
     return mc.sections[name]
 
 

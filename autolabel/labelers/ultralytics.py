@@ -88,6 +88,7 @@ class UltralyticsLabeler:
             "box_threshold": self.box_threshold,
             "nms_iou": self.nms_iou,
             "half": self.half,
+            "precision": "fp16" if self.half else "fp32",
         }
 
     def prepare(self, ontology: Ontology) -> None:

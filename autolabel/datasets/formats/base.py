@@ -174,6 +174,14 @@ class Format:
         """Whether ``path`` looks like this format (for ``import`` without ``--from``)."""
         return False
 
+    def tolerance(self, width: int, height: int) -> float:
+        """How far (pixels) a corner read back may lie from the one written, on a ``width`` x ``height`` frame.
+
+        The format's precision (decimals written, a coordinate grid, whole pixels); the
+        contract tests compare what :meth:`read` gives back with the records within it.
+        """
+        return 0.01
+
 
 def by_split(records: Iterable[FrameRecord]) -> dict[str, list[FrameRecord]]:
     """Records grouped by split (train and val always present), journal order kept."""

@@ -216,5 +216,8 @@ class Coco(Format):
             head = fh.read(4096)
         return b'"images"' in head or b'"info"' in head or b'"categories"' in head
 
+    def tolerance(self, width: int, height: int) -> float:
+        return 1e-6  # floats as they are
+
 
 __all__ = ["Coco", "by_split", "coco_files", "id_block"]

@@ -191,3 +191,6 @@ class Cvat(Format):
             with path.open("rb") as fh:
                 return b"<annotations" in fh.read(4096)
         return False
+
+    def tolerance(self, width: int, height: int) -> float:
+        return 0.006  # corners with 2 decimals

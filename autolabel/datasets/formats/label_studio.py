@@ -239,3 +239,6 @@ class LabelStudio(Format):
         with path.open("rb") as fh:
             head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
         return head.startswith(b"[") and (b'"data"' in head or b'"annotations"' in head or head.strip() == b"[]")
+
+    def tolerance(self, width: int, height: int) -> float:
+        return 0.006  # read back rounded to 1/100 px, the journal's own grid (postprocess.to_boxes)

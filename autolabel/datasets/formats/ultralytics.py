@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name
-from autolabel.datasets.formats.yolo import class_names_beside, data_yaml_text, id_map, read_label_folder, yolo_lines
+from autolabel.datasets.formats.yolo import (
+    class_names_beside,
+    data_yaml_text,
+    id_map,
+    read_label_folder,
+    yolo_lines,
+    yolo_tolerance,
+)
 from autolabel.datasets.layout import DATA_YAML, SPLITS
 from autolabel.errors import InputError
 
@@ -45,3 +52,6 @@ class Ultralytics(Format):
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and (path / DATA_YAML).is_file() and (path / "labels").is_dir()
+
+    def tolerance(self, width: int, height: int) -> float:
+        return yolo_tolerance(width, height)

@@ -32,6 +32,19 @@ def _touches_edge(box: Box, width: int, height: int) -> bool:
     return box.x1 <= EDGE_PX or box.y1 <= EDGE_PX or box.x2 >= width - EDGE_PX or box.y2 >= height - EDGE_PX
 
 
+def voc_span(lo: float, hi: float, side: int) -> tuple[int, int]:
+    """The devkit's 1-based inclusive pixel corners of ``[lo, hi]`` on a side of ``side`` pixels.
+
+    Each corner rounds as supervision rounds it. A box under a pixel whose rounded corners
+    cross becomes the pixel around its center (supervision's would reach the pixel after it,
+    up to 1.5 px off); corners stay in ``1..side``.
+    """
+    first, last = round(lo + 1), round(hi)
+    if last < first:
+        first = last = min(max(math.floor((lo + hi) / 2) + 1, 1), side)
+    return min(first, side), min(last, side)
+
+
 def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> str:
     """A frame's Pascal VOC XML (names XML-escaped by ElementTree)."""
     from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
@@ -47,11 +60,11 @@ def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> 
     SubElement(root, "segmented").text = "0"
     for b in record.boxes:
         obj = object_to_pascal_voc(np.array([b.x1, b.y1, b.x2, b.y2]), classes[b.class_id])
-        # A sliver under half a pixel at the far edge would round past it: keep corners in 1..size.
-        for tag in ("xmin", "xmax", "ymin", "ymax"):
-            side = record.width if tag[0] == "x" else record.height
-            corner = obj.find(f"bndbox/{tag}")
-            corner.text = str(min(int(corner.text), side))
+        # A box under a pixel (at the far edge too) is the pixel around its center, inside the image.
+        for axis, lo, hi, side in (("x", b.x1, b.x2, record.width), ("y", b.y1, b.y2, record.height)):
+            first, last = voc_span(lo, hi, side)
+            obj.find(f"bndbox/{axis}min").text = str(first)
+            obj.find(f"bndbox/{axis}max").text = str(last)
         truncated = str(int(_touches_edge(b, record.width, record.height)))
         # The devkit's order: name, pose, truncated, difficult, bndbox.
         for i, (tag, value) in enumerate((("pose", "Unspecified"), ("truncated", truncated), ("difficult", "0")), 1):
@@ -209,3 +222,6 @@ class Voc(Format):
     def detect(self, path: Path) -> bool:
         folder = next((path / d for d in ("Annotations", ANNOTATIONS) if (path / d).is_dir()), path)
         return folder.is_dir() and any(folder.glob("*.xml"))
+
+    def tolerance(self, width: int, height: int) -> float:
+        return 1.0  # whole pixels; a box under a pixel becomes the pixel around its center

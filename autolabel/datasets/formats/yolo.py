@@ -55,6 +55,15 @@ def _yolo_span(lo: float, hi: float, side: int) -> tuple[int, int]:
     return center, size
 
 
+def yolo_tolerance(width: int, height: int) -> float:
+    """How far (pixels) a corner read back from YOLO lies from the one written: 1.5 grid steps of the longer side.
+
+    Each edge rounds to the grid (half a step) and may move one more step so that the size
+    is even (both edges then lie exactly on the grid).
+    """
+    return 1.5 * max(width, height) / YOLO_GRID
+
+
 def _grid(value: int) -> str:
     return f"{value // YOLO_GRID}.{value % YOLO_GRID:06d}"
 
@@ -188,6 +197,9 @@ class Yolo(Format):
     def detect(self, path: Path) -> bool:
         folder = path / LABELS if (path / LABELS).is_dir() else path
         return folder.is_dir() and any(folder.glob("*.txt"))
+
+    def tolerance(self, width: int, height: int) -> float:
+        return yolo_tolerance(width, height)
 
 
 def data_yaml_text(classes: list[str], has_val: bool, train: str = "train.txt", val: str = "val.txt") -> str:
