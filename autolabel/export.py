@@ -32,6 +32,7 @@ from pathlib import Path
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.formats import Context, ExportFolder
+from autolabel.datasets.formats.base import EXPORT_MARK
 from autolabel.datasets.layout import JOURNAL, SPLITS
 from autolabel.datasets.records import FrameRecord
 from autolabel.errors import ConfigError, InputError, OutputError
@@ -45,7 +46,7 @@ from autolabel.fileio import (
     sync_dir,
 )
 
-MARK = ".autolabel-export.json"
+MARK = EXPORT_MARK
 
 
 @dataclass
@@ -136,7 +137,8 @@ def export_dataset(
             result.load = fmt.export(ex)
             atomic_write_text(
                 staging / MARK,
-                json.dumps({"dataset": str(dataset.resolve()), "to": to}, ensure_ascii=False) + "\n",
+                json.dumps({"dataset": str(dataset.resolve()), "to": to, "dataset_id": ds.state.id}, ensure_ascii=False)
+                + "\n",
                 sync_parent=False,
             )
             for folder in sorted(ex.dirs | {staging}, key=lambda p: len(p.parts), reverse=True):

@@ -11,6 +11,7 @@ merge output, never a folder that is not a dataset.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -230,7 +231,8 @@ def _merge(
         result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
         merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))
         merged.state.id = ident
-        merged.state.inputs = [str(d.root) for d in datasets]
+        merged.state.inputs = [str(d.root.resolve()) for d in datasets]
+        merged.state.merge = {"filters": dataclasses.asdict(filters) if filters else None, "unite_case": unite_case}
         merged.state.products = result.products
         merged.state.floor = max((d.state.floor for d in datasets if d.state.floor is not None), default=None)
         merged.state.settings = {d.state.product or d.root.name: _settings(d) for d in datasets}
@@ -248,3 +250,14 @@ def _merge(
     result.boxes_per_class = boxes_per_class(records, classes)
     result.filtered = stats.as_dict()
     return result
+
+
+def merge_again(output: Path) -> MergeResult:
+    """Makes a merged dataset again from its products, with the options it was made with (after an import)."""
+    from autolabel.imports import product_folder
+
+    state = Dataset.peek(output).state
+    inputs = [product_folder(output, Path(p)) for p in state.inputs]
+    options = state.merge or {}
+    filters = FilterConfig(**options["filters"]) if options.get("filters") else None
+    return merge_datasets(inputs, output, filters, list(state.formats), bool(options.get("unite_case")))

@@ -53,7 +53,7 @@ def write_review(folder: Path, name: str, boxes: list[tuple[int, tuple[float, ..
 @pytest.fixture
 def reviewed(tmp_path):
     """A dataset of 10 frames, 5 of them reviewed with one known kind of edit each."""
-    from autolabel.review import import_annotations
+    from autolabel.imports import import_annotations
 
     make_product(tmp_path / "videos", "mug", {"mug": "mug", "hand": "hand"}, {"a.mp4": 20})
     (r,) = run(run_config(tmp_path), ThreeBoxes)

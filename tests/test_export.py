@@ -465,7 +465,9 @@ def test_export_again_gives_the_same_bytes(data, tmp_path):
         assert again.exit_code == 0, again.stderr
         assert again.stdout == first.stdout
         assert files(out) == before
-        assert json.loads(before[MARK]) == {"dataset": str(data.paths["shop_b"].resolve()), "to": to}
+        mark = json.loads(before[MARK])
+        assert mark == {"dataset": str(data.paths["shop_b"].resolve()), "to": to, "dataset_id": mark["dataset_id"]}
+        assert len(mark["dataset_id"]) == 16  # what an import of it checks
     assert leftovers(tmp_path) == []
 
 

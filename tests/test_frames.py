@@ -15,8 +15,9 @@ from autolabel.datasets.journal import read_journal
 from autolabel.datasets.layout import JOURNAL
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.export import export_dataset
+from autolabel.imports import import_label_studio
 from autolabel.pipeline import run
-from autolabel.review import TASKS_FILE, export_label_studio, import_label_studio
+from autolabel.review import TASKS_FILE, export_label_studio
 from autolabel.selection import DUPLICATE, Deduper, embedding, farthest_point, similarity, thumbnail
 from tests.conftest import FakeLabeler, run_config
 from tests.test_pipeline import tree

@@ -511,15 +511,24 @@ def test_a_failed_merge_keeps_the_previous_output(tmp_path):
     assert files(tmp_path / "merged") == before
 
 
-def test_import_into_a_merge_output_is_refused(tmp_path):
-    from autolabel.review import import_label_studio
+def test_import_into_a_merge_output_goes_to_its_products_then_merges_again(tmp_path):
+    from autolabel.imports import import_label_studio
+    from autolabel.review import export_label_studio
 
-    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 2})
-    (r,) = run(run_config(tmp_path), FakeLabeler)
-    merged = merge_datasets([r.output], tmp_path / "merged")
-    (tmp_path / "export.json").write_text("[]")
-    with pytest.raises(InputError, match="rebuilt whole by every merge"):
-        import_label_studio(merged.output, tmp_path / "export.json")
+    make_product(tmp_path / "videos", "mug", {"mug": "mug"}, {"a.mp4": 4})
+    make_product(tmp_path / "videos", "cup", {"cup": "cup", "mug": "mug"}, {"a.mp4": 4})
+    mug, cup = sorted(run(run_config(tmp_path), FakeLabeler), key=lambda r: r.product, reverse=True)
+    merged = merge_datasets([mug.output, cup.output], tmp_path / "merged").output
+    tasks_path, _ = export_label_studio(merged)
+    tasks = json.loads(tasks_path.read_text())
+    reviewed = [{**t, "annotations": [{"result": []}]} for t in tasks if t["data"]["frame"].startswith("cup__")][:1]
+    (tmp_path / "export.json").write_text(json.dumps(reviewed))
+    result = import_label_studio(merged, tmp_path / "export.json")
+    assert result.products == ["cup"] and result.frames_changed == 1
+    name = reviewed[0]["data"]["frame"].split("__", 1)[1]
+    assert {r.name: r for r in read_journal(cup.output)}[name].reviewed  # the product holds the review
+    assert not any(r.reviewed for r in read_journal(mug.output))
+    assert {r.name: r for r in read_journal(merged)}[f"cup__{name}"].boxes == []  # and the merge, made again
 
 
 def test_a_renamed_source_keeps_its_frames(tmp_path):

@@ -21,8 +21,9 @@ from autolabel.datasets.records import Box, FrameRecord
 from autolabel.datasets.state import STATE_VERSION
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.fileio import FolderLock
+from autolabel.imports import import_label_studio
 from autolabel.report import write_report
-from autolabel.review import export_label_studio, import_label_studio
+from autolabel.review import export_label_studio
 from tests.conftest import write_state
 
 CLASSES = ["<script>alert(1)</script>", "cup & saucer"]
@@ -200,8 +201,8 @@ def test_an_import_redraws_exactly_the_thumbnails_whose_boxes_changed(tmp_path):
     (tmp_path / "export.json").write_text(json.dumps(export))
     assert import_label_studio(root, tmp_path / "export.json").frames_changed == 2
 
-    assert write_report(root).thumbnails_made == 2
-    after = thumbs(root)
+    after = thumbs(root)  # the import wrote the report again
+    assert write_report(root).thumbnails_made == 0
     assert len(after) == 11
     assert sorted(n.split(".")[0] for n in before - after) == ["clip_000001", "clip_000003"]
     assert sorted(n.split(".")[0] for n in after - before) == ["clip_000001", "clip_000003"]

@@ -14,7 +14,8 @@ from autolabel.datasets import derive, journal
 from autolabel.datasets.journal import read_journal
 from autolabel.datasets.layout import JOURNAL
 from autolabel.fileio import FolderLock
-from autolabel.review import TASKS_FILE, export_label_studio, import_label_studio, repair_derived
+from autolabel.imports import import_label_studio
+from autolabel.review import TASKS_FILE, export_label_studio, repair_derived
 from tests.test_report import CLASSES, make_dataset
 
 

@@ -107,7 +107,7 @@ def test_a_threshold_below_what_the_journal_kept_needs_the_model_and_says_so(vid
 
 
 def test_reviewed_frames_keep_the_reviewers_boxes_when_thresholds_change(videos):
-    from autolabel.review import import_annotations
+    from autolabel.imports import import_annotations
 
     (r,) = run(run_config(videos), SpreadLabeler)
     name = next(read_journal(r.output)).name

@@ -328,15 +328,18 @@ def _export(given: Given) -> None:
 
 
 def _import(given: Given) -> None:
-    from autolabel.review import import_annotations
+    from autolabel.imports import import_annotations
 
     dataset = given["dataset"]
     r = import_annotations(dataset, given["source"], given["from_"])
+    into = f"{dataset} (products {', '.join(r.products)}, merged again)" if r.products else str(dataset)
     echo(
-        f"imported {r.frames_reviewed} reviewed frames into {dataset} ({r.source_format}): "
+        f"imported {r.frames_reviewed} reviewed frames into {into} ({r.source_format}): "
         f"{r.frames_changed} changed, boxes {r.boxes_before} -> {r.boxes_after}; "
         f"{r.reviewed_total} of {r.frames_total} frames now reviewed"
     )
+    if r.matched_by_name:
+        echo(f"  matched by file name: {r.frames_reviewed} frames (the source carries no dataset id)")
 
 
 DATASET = argument("dataset", Path, "A product dataset or a merged one.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -39,8 +40,12 @@ def print_run_summary(results) -> None:
         if edited:
             echo(
                 f"    rewrote {len(edited)} files that differed from the journal (e.g. {edited[0]}); the edited "
-                "copies are in .autolabel/edited/: bring corrections in with autolabel import"
+                "copies are in .autolabel/edited/. To keep the corrections:"
             )
+            for folder, fmt in (("labels", "yolo"), ("annotations", "voc")):
+                if any(p.startswith(f"{folder}/") for p in edited):
+                    source = shlex.quote(str(r.output / ".autolabel" / "edited" / folder))
+                    echo(f"      autolabel import {source} --dataset {shlex.quote(str(r.output))} --from {fmt}")
         echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
         for note in r.notes:
             echo(f"    note: {note}")

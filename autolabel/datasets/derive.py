@@ -29,8 +29,9 @@ def _differs(path: Path, data: bytes) -> bool | None:
 def sync_file(root: Path, rel: str, data: bytes, keep_edits: bool) -> tuple[str, bool] | None:
     """Writes ``rel`` where it is missing or differs; returns (rel, it existed) when written, else None.
 
-    With ``keep_edits``, a differing file (a hand edit) is moved to ``.autolabel/edited/`` first;
-    an earlier kept copy of the same file is never overwritten (the copy gets a number).
+    With ``keep_edits``, a differing file (a hand edit) is moved to ``.autolabel/edited/`` first,
+    where ``autolabel import`` reads it back; an earlier kept copy of the same file is never
+    overwritten: it moves to ``.autolabel/edited/earlier/<n>/`` first.
     """
     path = root / rel
     differs = _differs(path, data)
@@ -38,11 +39,14 @@ def sync_file(root: Path, rel: str, data: bytes, keep_edits: bool) -> tuple[str,
         return None
     if differs and keep_edits:
         edited = root / EDITED / rel
+        if edited.exists():
+            k = 1
+            while (root / EDITED / "earlier" / str(k) / rel).exists():
+                k += 1
+            earlier = root / EDITED / "earlier" / str(k) / rel
+            earlier.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(edited, earlier)
         edited.parent.mkdir(parents=True, exist_ok=True)
-        k = 1
-        while edited.exists():
-            k += 1
-            edited = edited.with_name(f"{Path(rel).stem}.{k}{Path(rel).suffix}")
         os.replace(path, edited)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data, sync_parent=False)

@@ -57,6 +57,7 @@ class State:
         pending: A re-derivation of the files from the journal was under way (finished by the next run).
         unscored: Frames reviewed before the model's boxes were kept beside a review (``eval`` skips them).
         settings: A merged dataset's products' box thresholds and filters (what ``eval`` scores).
+        merge: A merged dataset's options (filters, unite_case), to merge it again the same way.
         inputs: A merged dataset's product dataset folders.
         products: A merged dataset's products.
     """
@@ -78,6 +79,7 @@ class State:
     inputs: list[str] = field(default_factory=list)
     products: list[str] = field(default_factory=list)
     settings: dict[str, dict] = field(default_factory=dict)
+    merge: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to disk (only the fields of its kind)."""
@@ -91,6 +93,7 @@ class State:
         }
         if self.kind == MERGED:
             out |= {"inputs": list(self.inputs), "products": list(self.products), "settings": self.settings}
+            out |= {"merge": self.merge}
         else:
             out |= {
                 "product": self.product,
@@ -120,8 +123,14 @@ def dataset_id(*parts: object) -> str:
 
 
 def product_id(product: str, fingerprint: dict | None, sources: dict[str, SourceState]) -> str:
-    """A product dataset's id: its product, settings and the sources it started with."""
-    return dataset_id(PRODUCT, product, fingerprint, sorted(s.id or name for name, s in sources.items()))
+    """A product dataset's id: its product, settings and the sources it started with.
+
+    The box thresholds are left out: they change without labeling again, and the dataset stays itself.
+    """
+    fp = dict(fingerprint or {})
+    if isinstance(fp.get("model"), dict):
+        fp["model"] = {k: v for k, v in fp["model"].items() if k not in ("box_threshold", "class_thresholds")}
+    return dataset_id(PRODUCT, product, fp, sorted(s.id or name for name, s in sources.items()))
 
 
 def _fail(path: Path, what: str) -> InputError:
@@ -167,6 +176,7 @@ def parse_state(path: Path, data: Any) -> State:
         state.inputs = _names(path, data, "inputs" if "inputs" in data else "sources")
         state.products = _names(path, data, "products")
         state.settings = _typed(path, data, "settings", dict, {})
+        state.merge = _typed(path, data, "merge", dict, {})
         return state
     state.product = _typed(path, data, "product", str, None)
     state.fingerprint = _typed(path, data, "fingerprint", dict, None)

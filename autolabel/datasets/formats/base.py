@@ -112,6 +112,27 @@ class ExportFolder:
         return [r for r in self.records if r.split == name]
 
 
+# What ``autolabel export`` leaves in an export folder: which dataset it came from (path, format, id).
+EXPORT_MARK = ".autolabel-export.json"
+
+
+def marker_id(path: Path) -> str | None:
+    """The dataset id of the export that ``path`` (a file or folder) lies in, from its marker; None: no marker."""
+    import json
+
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        mark = candidate / EXPORT_MARK
+        if mark.is_file():
+            try:
+                data = json.loads(mark.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            value = data.get("dataset_id") if isinstance(data, dict) else None
+            return value if isinstance(value, str) else None
+    return None
+
+
 def image_name(record: FrameRecord) -> str:
     """A frame's image file name."""
     return f"{record.name}{IMAGE_SUFFIX}"

@@ -55,7 +55,10 @@ def id_block(records: list[FrameRecord]) -> int:
 
 
 def coco_files(
-    records: list[FrameRecord], classes: list[str], file_name: Callable[[FrameRecord], str]
+    records: list[FrameRecord],
+    classes: list[str],
+    file_name: Callable[[FrameRecord], str],
+    dataset_id: str | None = None,
 ) -> dict[str, dict]:
     """The COCO dict of each split.
 
@@ -63,6 +66,7 @@ def coco_files(
         records: Every kept frame in journal order, each with its split.
         classes: The dataset's class names.
         file_name: A frame's ``file_name`` as the layout wants it.
+        dataset_id: The dataset's id, in ``info.autolabel_dataset`` (an import checks it).
 
     Image ids are positions in ``records`` (from 1), the same whichever split a frame
     is in; annotation ids are ``image_id * block + box index + 1``.
@@ -73,7 +77,8 @@ def coco_files(
     categories = coco_categories(classes)
     files = {
         split: {
-            "info": {"description": COCO_DESCRIPTION, "version": __version__, "contributor": "autolabel"},
+            "info": {"description": COCO_DESCRIPTION, "version": __version__, "contributor": "autolabel"}
+            | ({"autolabel_dataset": dataset_id} if dataset_id else {}),
             "licenses": [],
             "images": [],
             "annotations": [],
@@ -184,14 +189,14 @@ class Coco(Format):
     help = "COCO (coco_train.json, coco_val.json; an export: annotations/instances_*.json with images/)"
 
     def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
-        files = coco_files(records, ctx.classes, lambda r: r.image)
+        files = coco_files(records, ctx.classes, lambda r: r.image, ctx.dataset_id)
         return {f"coco_{split}.json": dumps(body) for split, body in files.items()}
 
     def export(self, out: ExportFolder) -> str:
         for r in out.records:
             out.image(r, f"images/{r.split}/{image_name(r)}")
         (out.root / "annotations").mkdir(exist_ok=True)
-        for split, body in coco_files(out.records, out.ctx.classes, image_name).items():
+        for split, body in coco_files(out.records, out.ctx.classes, image_name, out.ctx.dataset_id).items():
             out.write(f"annotations/instances_{split}.json", dumps(body))
         return f"COCO(annotations/instances_train.json), images in images/train/ (and val) under {out.output}"
 

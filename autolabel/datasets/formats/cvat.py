@@ -13,7 +13,7 @@ from pathlib import Path
 from xml.dom.minidom import parseString
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name, marker_id
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
 
@@ -180,7 +180,9 @@ class Cvat(Format):
         )
 
     def read(self, path: Path, ctx: ReadContext) -> Annotations:
-        return parse_cvat(path, ctx)
+        found = parse_cvat(path, ctx)
+        found.dataset_id = found.dataset_id or marker_id(path)
+        return found
 
     def detect(self, path: Path) -> bool:
         if path.is_dir():

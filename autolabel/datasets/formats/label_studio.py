@@ -46,7 +46,9 @@ def default_url_prefix(root: Path) -> str:
     return f"/data/local-files/?d={quote(root.resolve().name)}/"
 
 
-def label_studio_tasks(records: list[FrameRecord], classes: list[str], prefix: str) -> list[dict]:
+def label_studio_tasks(
+    records: list[FrameRecord], classes: list[str], prefix: str, dataset_id: str | None = None
+) -> list[dict]:
     """One Label Studio task per frame (by name): the image URL, the frame's name, its boxes as a prediction."""
     tasks = []
     for i, r in enumerate(sorted(records, key=lambda r: r.name), start=1):
@@ -76,7 +78,8 @@ def label_studio_tasks(records: list[FrameRecord], classes: list[str], prefix: s
         tasks.append(
             {
                 "id": i,
-                "data": {"image": f"{prefix}{quote(r.image)}", "frame": r.name},
+                "data": {"image": f"{prefix}{quote(r.image)}", "frame": r.name}
+                | ({"dataset": dataset_id} if dataset_id else {}),
                 "predictions": [
                     {"model_version": "autolabel", "score": min(scores) if scores else None, "result": result}
                 ],
@@ -168,14 +171,28 @@ def _boxes(annotation: dict, size: tuple[int, int], classes: list[str], where: s
     return boxes
 
 
+def _dataset_of(task: dict, where: str) -> str | None:
+    data = task.get("data")
+    value = data.get("dataset") if isinstance(data, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where}: data.dataset: expected a dataset id, got {_show(value)}")
+    return value
+
+
 def _reviews(export: Path, tasks: list, sizes: dict[str, tuple[int, int]], classes: list[str]) -> Annotations:
     """Each reviewed frame's new boxes; the whole export is checked before anything is written."""
     reviews: dict[str, tuple[str, list[Box]]] = {}
+    ids: dict[str, str] = {}  # dataset id -> the first task carrying it
     for i, task in enumerate(tasks):
         tid = task.get("id") if isinstance(task, dict) else None
         where = f"{export}: task {tid if isinstance(tid, int | str) and not isinstance(tid, bool) else f'#{i + 1}'}"
         if not isinstance(task, dict):
             raise InputError(f"{where}: expected a task object, got {_show(task)}")
+        dataset = _dataset_of(task, where)
+        if dataset is not None:
+            ids.setdefault(dataset, where)
+            if len(ids) > 1:
+                raise InputError(f"{where}: tasks of two datasets in one export ({', '.join(ids)}); import each apart")
         name = _frame_name(task, where)
         if name not in sizes:
             raise InputError(f"{where}: frame {name!r} is not in the dataset")
@@ -204,6 +221,7 @@ def _reviews(export: Path, tasks: list, sizes: dict[str, tuple[int, int]], class
         reviews[name] = (where, boxes)
     return Annotations(
         frames={name: boxes for name, (_, boxes) in reviews.items()},
+        dataset_id=next(iter(ids), None),
         where={name: where for name, (where, _) in reviews.items()},
     )
 
@@ -223,7 +241,10 @@ class LabelStudio(Format):
 
     def export(self, out: ExportFolder) -> str:
         prefix = out.url_prefix if out.url_prefix is not None else default_url_prefix(out.dataset)
-        out.write(TASKS_FILE, json.dumps(label_studio_tasks(out.records, out.ctx.classes, prefix), indent=1))
+        out.write(
+            TASKS_FILE,
+            json.dumps(label_studio_tasks(out.records, out.ctx.classes, prefix, out.ctx.dataset_id), indent=1),
+        )
         out.write(CONFIG_FILE, labeling_config(out.ctx.classes))
         return (
             f"in Label Studio: the labeling config from {CONFIG_FILE}, a Local Files storage for "

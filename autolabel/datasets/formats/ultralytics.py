@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name, marker_id
 from autolabel.datasets.formats.yolo import (
     class_names_beside,
     data_yaml_text,
@@ -48,6 +48,7 @@ class Ultralytics(Format):
                     raise InputError(f"{part.where[name]}: frame {name!r} is also in {out.where[name]}")
             out.frames |= part.frames
             out.where |= part.where
+        out.dataset_id = marker_id(path)
         return out
 
     def detect(self, path: Path) -> bool:

@@ -16,7 +16,15 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import numpy as np
 
-from autolabel.datasets.formats.base import Annotations, Context, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.formats.base import (
+    Annotations,
+    Context,
+    ExportFolder,
+    Format,
+    ReadContext,
+    image_name,
+    marker_id,
+)
 from autolabel.datasets.layout import ANNOTATIONS, LABELMAP, SPLITS
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
@@ -217,6 +225,7 @@ class Voc(Format):
             if name in out.frames:
                 raise InputError(f"{file}: frame {name!r} is also annotated in {out.where[name]}")
             out.frames[name], out.where[name] = boxes, str(file)
+        out.dataset_id = marker_id(files[0])
         return out
 
     def detect(self, path: Path) -> bool:

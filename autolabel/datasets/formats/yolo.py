@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.datasets.formats.base import Annotations, Context, ExportFolder, Format, ReadContext, image_name
+from autolabel.datasets.formats.base import (
+    Annotations,
+    Context,
+    ExportFolder,
+    Format,
+    ReadContext,
+    image_name,
+    marker_id,
+)
 from autolabel.datasets.layout import IMAGES, LABELS
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
@@ -192,7 +200,9 @@ class Yolo(Format):
         folder = path / LABELS if (path / LABELS).is_dir() else path
         if not folder.is_dir():
             raise InputError(f"{path}: not a YOLO labels folder")
-        return read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes, folder))
+        found = read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes, folder))
+        found.dataset_id = marker_id(folder)
+        return found
 
     def detect(self, path: Path) -> bool:
         folder = path / LABELS if (path / LABELS).is_dir() else path

@@ -1,0 +1,231 @@
+"""``autolabel import``: corrections from any review tool back into the dataset.
+
+Reads a reviewed file or folder in any format the registry can read (Label Studio's JSON
+export, CVAT for images 1.1, COCO as CVAT, FiftyOne and our export write it, a YOLO labels
+folder as labelImg or a run's ``.autolabel/edited/`` copies leave it, a VOC Annotations
+folder), checks all of it, then replaces each reviewed frame's boxes in the journal (one
+atomic rewrite, the frame marked ``reviewed``, the model's own boxes kept beside the
+reviewer's) and only then the files derived from it, and refreshes ``report.html``.
+
+- **Identity.** Our exports carry the dataset's id (Label Studio task data, COCO ``info``,
+  the ``.autolabel-export.json`` marker of an export folder). A source carrying another
+  dataset's id is refused, and nothing is written; one without an id (a labelImg folder, a
+  file another tool re-exported) is matched by frame name, and the result says so.
+- **What counts as reviewed.** Every frame the source holds (an annotated task for Label
+  Studio); the others are untouched. A frame whose boxes are the same within the format's
+  precision keeps its boxes and their scores.
+- **Merged datasets.** Each frame goes to its product dataset, and the merge is made again.
+
+The derived files are made to agree with the journal first, so an import killed half way
+is finished by the next import (or run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from autolabel.datasets import formats
+from autolabel.datasets.dataset import Dataset
+from autolabel.datasets.formats import Annotations, Format, ReadContext
+from autolabel.datasets.records import Box
+from autolabel.errors import ConfigError, InputError
+from autolabel.fileio import output_errors
+from autolabel.naming import SEPARATOR
+from autolabel.review import sync_derived
+
+# Boxes a reviewer left in place (within rounding) keep their coordinates and confidences.
+SAME_BOX_PX = 0.01
+
+
+@dataclass
+class ImportResult:
+    """What an import changed."""
+
+    frames_reviewed: int
+    frames_changed: int
+    boxes_before: int
+    boxes_after: int
+    reviewed_total: int = 0
+    frames_total: int = 0
+    source_format: str = ""
+    matched_by_name: bool = False  # the source carried no dataset id
+    products: list[str] | None = None  # a merged dataset's products that took frames
+
+
+def readable() -> list[str]:
+    """The formats ``import`` can read."""
+    return [n for n, f in formats.registry().items() if f.readable()]
+
+
+def detect_format(source: Path) -> str:
+    """The registered format that ``source`` looks like; ConfigError when none or several do."""
+    if not source.exists():
+        raise InputError(f"{source}: does not exist")
+    found = [name for name, fmt in formats.registry().items() if fmt.readable() and fmt.detect(source)]
+    if not found and source.is_file() and source.suffix.lower() == ".json":
+        return "label-studio"  # what `import` always read: its reader says what is wrong with the file
+    if len(found) != 1:
+        what = "no format" if not found else f"several formats ({', '.join(found)})"
+        raise ConfigError(f"{source}: looks like {what}; name it with --from ({', '.join(readable())})")
+    return found[0]
+
+
+def _same_boxes(old: list[Box], new: list[Box], tolerance: float) -> bool:
+    def same(a: Box, b: Box) -> bool:
+        pairs = zip((a.x1, a.y1, a.x2, a.y2), (b.x1, b.y1, b.x2, b.y2), strict=True)
+        return a.class_id == b.class_id and all(abs(p - q) <= tolerance for p, q in pairs)
+
+    return len(old) == len(new) and all(same(a, b) for a, b in zip(old, new, strict=True))
+
+
+def _format(name: str | None, source: Path) -> tuple[str, Format]:
+    name = name or detect_format(source)
+    fmt = formats.get(name)
+    if not fmt.readable():
+        raise ConfigError(f"--from {name}: autolabel cannot read that format; choose one of {', '.join(readable())}")
+    return name, fmt
+
+
+def _check_identity(ds: Dataset, source: Path, found: Annotations) -> None:
+    if found.dataset_id is not None and found.dataset_id != ds.state.id:
+        raise InputError(
+            f"{source}: holds frames of another dataset (id {found.dataset_id}; {ds.root} is {ds.state.id}); "
+            "import it into the dataset it was exported from. Nothing was written"
+        )
+
+
+def import_annotations(root: Path, source: Path, from_: str | None = None) -> ImportResult:
+    """Replaces reviewed frames' boxes with those ``source`` holds (a file or folder in format ``from_``).
+
+    Holds the dataset's lock throughout. First finishes an earlier import that was killed
+    (the derived files are made to agree with the journal), then reads and checks the whole
+    source, then rewrites the journal once (reviewed frames get their new boxes and
+    ``reviewed``), and only then the derived files of the frames that changed.
+    """
+    name, fmt = _format(from_, source)
+    if Dataset.peek(root).is_merged():
+        return _import_merged(root, source, name, fmt)
+    with output_errors(root), Dataset.open(root, "import") as ds:
+        kept = [r for r in ds.records() if r.dropped is None]
+        found = fmt.read(source, ReadContext(ds.classes, {r.name: (r.width, r.height) for r in kept}))
+        _check_identity(ds, source, found)
+        result = apply_review(ds, found.frames, fmt)
+    result.source_format, result.matched_by_name = name, found.dataset_id is None
+    _refresh_report(root)
+    return result
+
+
+def apply_review(ds: Dataset, reviews: dict[str, list[Box]], fmt: Format) -> ImportResult:
+    """Writes reviewed frames into an opened product dataset: the journal first, then the derived files."""
+    records = list(ds.records())
+    kept = [r for r in records if r.dropped is None]
+    sync_derived(ds, kept)
+    if ds.outdated():  # its derived files are now in this version's format
+        ds.upgrade([r.name for r in records if r.reviewed])
+        ds.save()
+    by_name = {r.name: r for r in kept}
+    before = sum(len(by_name[n].boxes) for n in reviews)
+    changed: set[str] = set()
+    journal_changed = False
+    for r in kept:
+        boxes = reviews.get(r.name)
+        if boxes is None:
+            continue
+        if not _same_boxes(r.boxes, boxes, max(SAME_BOX_PX, fmt.tolerance(r.width, r.height))):
+            if r.model_boxes is None:  # the model's boxes were the frame's: kept beside the review
+                r.model_boxes = r.boxes
+            r.boxes = [Box(b.class_id, round(b.x1, 2), round(b.y1, 2), round(b.x2, 2), round(b.y2, 2)) for b in boxes]
+            changed.add(r.name)
+        journal_changed |= not r.reviewed
+        r.reviewed = True
+    if changed or journal_changed:
+        ds.rewrite_journal(records)
+        sync_derived(ds, kept, changed)  # COCO says which frames were reviewed, changed or not
+    return ImportResult(
+        frames_reviewed=len(reviews),
+        frames_changed=len(changed),
+        boxes_before=before,
+        boxes_after=sum(len(b) for b in reviews.values()),
+        reviewed_total=sum(1 for r in by_name.values() if r.reviewed),
+        frames_total=len(by_name),
+    )
+
+
+def product_folder(merged_root: Path, recorded: Path) -> Path:
+    """A merged dataset's product dataset: where the merge found it, else beside the merge (the tree was moved)."""
+    for candidate in (recorded, merged_root.parent / recorded.name):
+        state = Dataset.state_of(candidate)
+        if state is not None and state.kind == "product":
+            return candidate
+    raise InputError(
+        f"{merged_root}: its product dataset {recorded} is gone (not there, nor beside the merge); "
+        "import into the product datasets, then merge again"
+    )
+
+
+def _product_folder(merged: Dataset, product: str) -> Path:
+    """The folder of the product dataset that a merged dataset's frames of ``product`` came from."""
+    from autolabel.naming import safe_name
+
+    for recorded in merged.state.inputs:
+        folder = product_folder(merged.root, Path(recorded))
+        state = Dataset.state_of(folder)
+        if safe_name(state.product or folder.name) == safe_name(product):
+            return folder
+    raise InputError(f"{merged.root}: no product dataset of {product!r} among this merge's inputs")
+
+
+def _import_merged(root: Path, source: Path, name: str, fmt: Format) -> ImportResult:
+    """Sends each reviewed frame of a merged dataset to its product, then merges again with the same options."""
+    from autolabel.merge import merge_again
+
+    merged = Dataset.peek(root)
+    kept = [r for r in merged.records() if r.dropped is None]
+    found = fmt.read(source, ReadContext(merged.classes, {r.name: (r.width, r.height) for r in kept}))
+    _check_identity(merged, source, found)
+    by_name = {r.name: r for r in kept}
+    per_product: dict[str, dict[str, list[Box]]] = {}
+    for frame, boxes in found.frames.items():
+        record = by_name[frame]
+        product = record.product or frame.split(SEPARATOR, 1)[0]
+        per_product.setdefault(product, {})[frame.split(SEPARATOR, 1)[1]] = boxes
+    total = ImportResult(0, 0, 0, 0, source_format=name, matched_by_name=found.dataset_id is None, products=[])
+    folders = {product: _product_folder(merged, product) for product in per_product}  # all found before any write
+    for product, frames in sorted(per_product.items()):
+        folder = folders[product]
+        with output_errors(folder), Dataset.open(folder, "import") as ds:
+            remap = {}
+            for c, cls in enumerate(merged.classes):
+                match = [i for i, own in enumerate(ds.classes) if own == cls or own.casefold() == cls.casefold()]
+                remap[c] = match[0] if match else None
+            for frame, boxes in frames.items():
+                for b in boxes:
+                    if remap[b.class_id] is None:
+                        raise InputError(f"{source}: frame {frame!r}: class {merged.classes[b.class_id]!r} is not "
+                                         f"one of product {product!r}'s classes {ds.classes}")  # fmt: skip
+                    b.class_id = remap[b.class_id]
+            part = apply_review(ds, frames, fmt)
+        for key in ("frames_reviewed", "frames_changed", "boxes_before", "boxes_after"):
+            setattr(total, key, getattr(total, key) + getattr(part, key))
+        total.products.append(product)
+        _refresh_report(folder)
+    merge_again(root)
+    again = Dataset.peek(root)
+    reviewed = [r for r in again.records() if r.dropped is None]
+    total.reviewed_total, total.frames_total = sum(r.reviewed for r in reviewed), len(reviewed)
+    _refresh_report(root)
+    return total
+
+
+def _refresh_report(root: Path) -> None:
+    """An existing ``report.html`` is written again: it shows the review."""
+    if (root / "report.html").is_file():
+        from autolabel.report import write_report
+
+        write_report(root)
+
+
+def import_label_studio(root: Path, export: Path) -> ImportResult:
+    """Brings a Label Studio JSON export's reviewed tasks into the dataset."""
+    return import_annotations(root, export, "label-studio")
