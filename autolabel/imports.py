@@ -169,7 +169,7 @@ def _product_folder(merged: Dataset, product: str) -> Path:
     from autolabel.naming import safe_name
 
     for recorded in merged.state.inputs:
-        folder = product_folder(merged.root, Path(recorded))
+        folder = product_folder(merged.root, merged.root / recorded)
         state = Dataset.state_of(folder)
         if safe_name(state.product or folder.name) == safe_name(product):
             return folder

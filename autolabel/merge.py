@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,8 @@ def _merge(
         result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
         merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))
         merged.state.id = ident
-        merged.state.inputs = [str(d.root.resolve()) for d in datasets]
+        # Relative to the merged dataset: the same wherever the tree is, and it moves with it.
+        merged.state.inputs = [os.path.relpath(d.root.resolve(), output.resolve()) for d in datasets]
         merged.state.merge = {"filters": dataclasses.asdict(filters) if filters else None, "unite_case": unite_case}
         merged.state.products = result.products
         merged.state.floor = max((d.state.floor for d in datasets if d.state.floor is not None), default=None)
@@ -257,7 +259,7 @@ def merge_again(output: Path) -> MergeResult:
     from autolabel.imports import product_folder
 
     state = Dataset.peek(output).state
-    inputs = [product_folder(output, Path(p)) for p in state.inputs]
+    inputs = [product_folder(output, output / p) for p in state.inputs]
     options = state.merge or {}
     filters = FilterConfig(**options["filters"]) if options.get("filters") else None
     return merge_datasets(inputs, output, filters, list(state.formats), bool(options.get("unite_case")))
