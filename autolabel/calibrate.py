@@ -168,7 +168,6 @@ def fit_dataset(root, target: float | None = None) -> tuple[list[Fit], object]:
     """Fits every class's threshold on a dataset's reviewed frames and writes ``thresholds.yaml`` into it."""
     from autolabel.datasets.dataset import Dataset
     from autolabel.errors import ConfigError
-    from autolabel.evaluate import dataset_settings
     from autolabel.fileio import atomic_write_text, output_errors
 
     if target is not None and not 0.0 < target <= 1.0:
@@ -177,7 +176,7 @@ def fit_dataset(root, target: float | None = None) -> tuple[list[Fit], object]:
     with output_errors(root), Dataset.open(root, "eval") as ds:
         unscored = set(ds.state.unscored)
         records = [r for r in ds.records() if r.name not in unscored]
-        settings = dataset_settings(ds)
+        settings = ds.derivation()
         thresholds = settings.get(None)[0] if not ds.is_merged() else next(iter(settings.values()))[0]
         current = {c: thresholds.of(c) for c in range(len(ds.classes))}
         floor = ds.state.floor if ds.state.floor is not None else min(current.values(), default=0.0)

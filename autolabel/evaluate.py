@@ -275,17 +275,6 @@ def evaluate(
 EVAL_JSON = "eval.json"
 
 
-def dataset_settings(ds) -> dict[str | None, tuple[Thresholds, FilterConfig | None]]:
-    """The box thresholds and filters a dataset's frames were written with (per product for a merged one)."""
-    if ds.is_merged():
-        return {
-            product: (Thresholds.from_model(s.get("model") or {}, ds.classes), FilterConfig(**(s.get("filters") or {})))
-            for product, s in ds.state.settings.items()
-        } | {None: (Thresholds(0.0, applies=False), None)}
-    fp = ds.state.fingerprint or {}
-    return {None: (Thresholds.from_model(fp.get("model") or {}, ds.classes), FilterConfig(**(fp.get("filters") or {})))}
-
-
 def evaluate_dataset(root, min_iou: float = 0.5) -> Evaluation:
     """Scores a dataset (product or merged) and writes ``eval.json`` into it."""
     import json
@@ -299,6 +288,6 @@ def evaluate_dataset(root, min_iou: float = 0.5) -> Evaluation:
     Dataset.peek(root)
     with output_errors(root), Dataset.open(root, "eval") as ds:
         records = list(ds.records())
-        result = evaluate(records, ds.classes, dataset_settings(ds), min_iou, set(ds.state.unscored))
+        result = evaluate(records, ds.classes, ds.derivation(), min_iou, set(ds.state.unscored))
         atomic_write_text(root / EVAL_JSON, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return result

@@ -61,6 +61,8 @@ class ExportResult:
     linked: int = 0
     copied: int = 0
     load: str = ""
+    unreviewed: int | None = None  # with --review: the unreviewed frames the queue chose from
+    total: int = 0  # frames in the dataset
 
 
 def _check_output(dataset: Path, output: Path) -> None:
@@ -96,7 +98,7 @@ def _records(ds: Dataset) -> list[FrameRecord]:
 
 
 def export_dataset(
-    dataset: Path, to: str, output: Path, image_url_prefix: str | None = None, only_flagged: bool = False
+    dataset: Path, to: str, output: Path, image_url_prefix: str | None = None, review: int | None = None
 ) -> ExportResult:
     """Writes ``dataset`` (a product or merged dataset) into ``output`` in the layout of format ``to``.
 
@@ -105,7 +107,7 @@ def export_dataset(
         to: A registered format's name.
         output: The export folder: absent, empty, or an earlier export of this dataset.
         image_url_prefix: Label Studio only: the image URL prefix (default: Local Files).
-        only_flagged: Label Studio only: just the frames the report flags (a review queue).
+        review: Label Studio only: just the N frames the review queue puts first, in its order.
     """
     if to not in formats.registry():
         raise ConfigError(f"--to {to!r}: choose one of {', '.join(formats.names())}")
@@ -114,8 +116,8 @@ def export_dataset(
     output = output.resolve()
     if image_url_prefix is not None and to != "label-studio":
         raise ConfigError("--image-url-prefix applies to --to label-studio only")
-    if only_flagged and to != "label-studio":
-        raise ConfigError("--only-flagged applies to --to label-studio only (a review queue)")
+    if review is not None and to != "label-studio":
+        raise ConfigError("--review applies to --to label-studio only (tasks for a reviewer)")
     if not Dataset.peek(dataset).complete:
         raise InputError(f"{dataset}: unfinished run; re-run `autolabel run` to complete it before exporting")
     _check_output(dataset, output)
@@ -126,14 +128,16 @@ def export_dataset(
         _check_output(dataset, output)  # again, now that no one else can be writing it
         remove_stale_temporaries(output.parent, prefix=output.name)
         records = _records(ds)
-        if only_flagged:
-            from autolabel.review import only_flagged as flagged
+        result.total = len(records)
+        if review is not None:
+            result.unreviewed = sum(1 for r in records if not r.reviewed)
+            from autolabel.review import review_queue
 
-            records = flagged(dataset, records, ds.classes)
+            records = review_queue(ds, records, review)
         staging = make_staging_dir(output)
         try:
             ctx = Context(ds.classes, str(ds.state.product or dataset.resolve().name), ds.state.id)
-            ex = ExportFolder(staging, dataset, output, records, ctx, image_url_prefix)
+            ex = ExportFolder(staging, dataset, output, records, ctx, image_url_prefix, queued=review is not None)
             result.load = fmt.export(ex)
             atomic_write_text(
                 staging / MARK,

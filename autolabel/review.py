@@ -22,7 +22,7 @@ from autolabel.datasets.formats.label_studio import (
     labeling_config,
 )
 from autolabel.datasets.records import FrameRecord
-from autolabel.errors import InputError
+from autolabel.errors import ConfigError, InputError
 from autolabel.fileio import atomic_write_text, output_errors
 
 # Boxes a reviewer left in place (within rounding) keep their coordinates and confidences.
@@ -31,37 +31,40 @@ SAME_BOX_PX = 0.01
 __all__ = ["CONFIG_FILE", "TASKS_FILE", "export_label_studio", "repair_derived", "sync_derived"]
 
 
-def only_flagged(root: Path, records: list[FrameRecord], classes: list[str]) -> list[FrameRecord]:
-    """The records of the frames the report flags (a review queue); an error when none is."""
-    from autolabel.report import ReportOptions, flagged_names
+def review_queue(ds: Dataset, records: list[FrameRecord], n: int) -> list[FrameRecord]:
+    """The ``n`` unreviewed frames the review queue puts first, in its order; an error when none is left."""
+    from autolabel.queue import for_dataset
 
-    names = flagged_names(root, records, classes, ReportOptions())
-    flagged = [r for r in records if r.name in names]
-    if not flagged:
-        raise InputError(f"{root}: no frame is flagged by the report; export without --only-flagged to review them all")
-    return flagged
+    if n < 1:
+        raise ConfigError(f"--review {n}: give how many frames to review (1 or more)")
+    by_name = {r.name: r for r in records}
+    chosen = [by_name[e.name] for e in for_dataset(ds)[:n] if e.name in by_name]
+    if not chosen:
+        raise InputError(f"{ds.root}: every frame is reviewed already; nothing left in the review queue")
+    return chosen
 
 
-def export_label_studio(root: Path, url_prefix: str | None = None, flagged: bool = False) -> tuple[Path, Path]:
+def export_label_studio(root: Path, url_prefix: str | None = None, review: int | None = None) -> tuple[Path, Path, int]:
     """Writes ``label_studio_tasks.json`` and ``label_studio_config.xml`` into the dataset.
 
     Args:
         root: The dataset.
         url_prefix: Prefix of image URLs; default Label Studio's local-files storage with
             ``LOCAL_FILES_DOCUMENT_ROOT`` set to the dataset's parent folder.
-        flagged: Only the frames in one of the report's lists (``--only-flagged``).
+        review: Only the N frames the review queue puts first (``--review N``), in its order.
+
+    Returns the tasks file, the config file and how many tasks were written.
     """
     with output_errors(root), Dataset.open(root, "export") as ds:
         prefix = url_prefix if url_prefix is not None else default_url_prefix(root)
         records = ds.kept()
-        if flagged:
-            records = only_flagged(root, records, ds.classes)
+        if review is not None:
+            records = review_queue(ds, records, review)
         tasks_path, config_path = root / TASKS_FILE, root / CONFIG_FILE
-        atomic_write_text(
-            tasks_path, json.dumps(label_studio_tasks(records, ds.classes, prefix, ds.state.id), indent=1)
-        )
+        tasks = label_studio_tasks(records, ds.classes, prefix, ds.state.id, ordered=review is not None)
+        atomic_write_text(tasks_path, json.dumps(tasks, indent=1))
         atomic_write_text(config_path, labeling_config(ds.classes))
-    return tasks_path, config_path
+    return tasks_path, config_path, len(tasks)
 
 
 def sync_derived(ds: Dataset, records: list[FrameRecord], names: set[str] | None = None) -> int:

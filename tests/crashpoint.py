@@ -73,7 +73,7 @@ def review_export(dataset: Path, out: Path) -> None:
     from autolabel.datasets.journal import read_journal
     from autolabel.review import export_label_studio
 
-    tasks_path, _ = export_label_studio(dataset)
+    tasks_path, _, _ = export_label_studio(dataset)
     tasks = json.loads(tasks_path.read_text())
     names = {r.name for r in read_journal(dataset)}
     reviewed = []

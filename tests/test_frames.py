@@ -14,7 +14,6 @@ from autolabel.cli import app
 from autolabel.datasets.journal import read_journal
 from autolabel.datasets.layout import JOURNAL
 from autolabel.datasets.records import Box, FrameRecord
-from autolabel.export import export_dataset
 from autolabel.imports import import_label_studio
 from autolabel.pipeline import run
 from autolabel.review import TASKS_FILE, export_label_studio
@@ -276,55 +275,53 @@ def test_flicker_flags_a_class_seen_or_missing_in_one_frame_only():
     assert flags["flicker"] == ["a_000003", "a_000009"]
 
 
-# --- the flagged-only review queue ------------------------------------------------------
+# --- the review queue: --review N ---------------------------------------------------------
 
 
-def test_only_flagged_exports_the_flagged_frames_and_imports_back(tmp_path):
+def accept(tasks: list[dict]) -> list[dict]:
+    """A Label Studio export in which every task was accepted as it was."""
+    return [{**t, "annotations": [{"id": 1, "result": t["predictions"][0]["result"]}]} for t in tasks]
+
+
+def test_review_n_gives_the_queue_first_then_others_once_imported(tmp_path):
     root = make_dataset(tmp_path / "ds")
-    flagged = report.flagged_frames(root)
-    # The planted frames 0-4 (no boxes, low confidence, many boxes, at border, odd size; 2 also flickers).
-    assert flagged == [f"clip_{i:06d}" for i in range(5)]
-    result = CliRunner().invoke(app, ["report", str(root), "--export", "label-studio", "--only-flagged", "-q"])
+    result = CliRunner().invoke(app, ["report", str(root), "--export", "label-studio", "--review", "3", "-q"])
     assert result.exit_code == 0, result.stderr
-    assert "flagged frames only" in result.stdout and "5 frames flagged in all" in result.stdout
-    tasks = json.loads((root / TASKS_FILE).read_text())
-    assert [t["data"]["frame"] for t in tasks] == flagged
+    assert "3 frames, the review queue's first" in result.stdout
+    first = json.loads((root / TASKS_FILE).read_text())
+    assert len(first) == 3 and [t["id"] for t in first] == [1, 2, 3]  # in the queue's order
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(accept(first)))
+    assert import_label_studio(root, export).frames_reviewed == 3
 
     out = tmp_path / "queue"
-    result = CliRunner().invoke(app, ["export", str(root), "--to", "label-studio", "-o", str(out), "--only-flagged"])
-    assert result.exit_code == 0, result.stderr and "exported 5 frames" in result.stdout
-    assert [t["data"]["frame"] for t in json.loads((out / TASKS_FILE).read_text())] == flagged
+    result = CliRunner().invoke(app, ["export", str(root), "--to", "label-studio", "-o", str(out), "--review", "3"])
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "exported 3 frames" in result.stdout and "first 3 of 8 unreviewed frames (11 in the dataset)" in result.stdout
+    )
+    second = json.loads((out / TASKS_FILE).read_text())
+    assert not {t["data"]["frame"] for t in first} & {t["data"]["frame"] for t in second}  # others
 
-    # The reviewer deletes the odd-size box of frame 4 and accepts the rest.
-    reviewed = []
-    for t in tasks:
-        boxes = t["predictions"][0]["result"]
-        result = [] if t["data"]["frame"] == "clip_000004" else boxes
-        reviewed.append({**t, "annotations": [{"id": 1, "result": result, "was_cancelled": False}]})
-    export = tmp_path / "export.json"
-    export.write_text(json.dumps(reviewed))
-    r = import_label_studio(root, export)
-    assert r.frames_reviewed == 5 and r.frames_changed == 1 and r.reviewed_total == 5
-    frame4 = next(rec for rec in read_journal(root) if rec.name == "clip_000004")
-    assert frame4.reviewed and frame4.boxes == []
+    export.write_text(json.dumps(accept(json.loads((root / TASKS_FILE).read_text()))))
+    import_label_studio(root, export)
+    every = json.loads(Path(export_label_studio(root)[0]).read_text())
+    export.write_text(json.dumps(accept(every)))
+    import_label_studio(root, export)
+    with pytest.raises(Exception, match="every frame is reviewed already"):
+        export_label_studio(root, review=2)
 
 
-def test_only_flagged_elsewhere_is_one_error_line(tmp_path):
+def test_review_elsewhere_and_only_flagged_are_one_error_line(tmp_path):
     root = make_dataset(tmp_path / "ds")
-    result = CliRunner().invoke(app, ["export", str(root), "--to", "coco", "-o", str(tmp_path / "x"), "--only-flagged"])
-    assert result.exit_code != 0 and "--only-flagged applies to --to label-studio only" in result.stderr
-    result = CliRunner().invoke(app, ["report", str(root), "--only-flagged"])
-    assert result.exit_code != 0 and "--only-flagged applies to --export label-studio" in result.stderr
-
-
-def test_only_flagged_with_nothing_flagged_says_so(tmp_path):
-    root = make_dataset(tmp_path / "ds")
-    records = [r for r in read_journal(root) if r.index >= 10]  # the normal frames only
-    (root / JOURNAL).write_text("".join(r.to_json() + "\n" for r in records))
-    with pytest.raises(Exception, match="no frame is flagged"):
-        export_label_studio(root, flagged=True)
-    with pytest.raises(Exception, match="no frame is flagged"):
-        export_dataset(root, "label-studio", tmp_path / "q", only_flagged=True)
+    result = CliRunner().invoke(app, ["export", str(root), "--to", "coco", "-o", str(tmp_path / "x"), "--review", "2"])
+    assert result.exit_code == 2 and "--review applies to --to label-studio only" in result.stderr
+    result = CliRunner().invoke(app, ["report", str(root), "--review", "2"])
+    assert result.exit_code == 2 and "--review applies to --export label-studio" in result.stderr
+    for args in (["report", str(root), "--export", "label-studio"], ["export", str(root), "--to", "label-studio"]):
+        extra = ["-o", str(tmp_path / "y")] if args[0] == "export" else []
+        result = CliRunner().invoke(app, [*args, *extra, "--only-flagged"])
+        assert result.exit_code == 2 and "--only-flagged is retired: use --review N" in result.stderr
 
 
 # --- with the real base models ----------------------------------------------------------

@@ -519,7 +519,7 @@ def test_import_into_a_merge_output_goes_to_its_products_then_merges_again(tmp_p
     make_product(tmp_path / "videos", "cup", {"cup": "cup", "mug": "mug"}, {"a.mp4": 4})
     mug, cup = sorted(run(run_config(tmp_path), FakeLabeler), key=lambda r: r.product, reverse=True)
     merged = merge_datasets([mug.output, cup.output], tmp_path / "merged").output
-    tasks_path, _ = export_label_studio(merged)
+    tasks_path, _, _ = export_label_studio(merged)
     tasks = json.loads(tasks_path.read_text())
     reviewed = [{**t, "annotations": [{"result": []}]} for t in tasks if t["data"]["frame"].startswith("cup__")][:1]
     (tmp_path / "export.json").write_text(json.dumps(reviewed))

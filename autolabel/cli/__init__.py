@@ -47,9 +47,9 @@ UNITE_CASE = Flag(
 IMAGE_URL_PREFIX = Flag(
     ("--image-url-prefix",), str, "Label Studio image URL prefix (default: its Local Files storage)."
 )
-ONLY_FLAGGED = Flag(
-    ("--only-flagged",), bool, "label-studio: only the frames the report flags, to review those first.", default=False
-)
+REVIEW = Flag(("--review",), int, "label-studio: only the N frames the review queue puts first, in its order.")
+ONLY_FLAGGED = Flag(("--only-flagged",), bool, "Retired: use --review N.", default=False)
+RETIRED = "--only-flagged is retired: use --review N (the N unreviewed frames the review queue puts first)"
 
 
 def _format_flag() -> Flag:
@@ -306,24 +306,30 @@ def _report(given: Given) -> None:
     export, dataset = given["export"], given["dataset"]
     if export not in (None, "label-studio"):
         raise ConfigError(f"--export {export!r}: the supported review tool is label-studio")
-    if given["only_flagged"] and export is None:
-        raise ConfigError("--only-flagged applies to --export label-studio (a review queue)")
+    if given["only_flagged"]:
+        raise ConfigError(RETIRED)
+    if given["review"] is not None and export is None:
+        raise ConfigError("--review applies to --export label-studio (tasks for a reviewer)")
     print_report(write_report_for(dataset))
     if export == "label-studio":
         from autolabel.review import export_label_studio
 
-        tasks, config = export_label_studio(dataset, given["image_url_prefix"], flagged=given["only_flagged"])
-        what = " (flagged frames only)" if given["only_flagged"] else ""
+        tasks, config, n = export_label_studio(dataset, given["image_url_prefix"], review=given["review"])
+        what = f" ({n} frames, the review queue's first)" if given["review"] is not None else f" ({n} frames)"
         echo(f"Label Studio tasks{what}: {tasks}\nLabel Studio labeling config: {config}")
 
 
 def _export(given: Given) -> None:
     from autolabel.export import export_dataset
 
-    r = export_dataset(given["dataset"], given["to"], given["output"], given["image_url_prefix"], given["only_flagged"])
+    if given["only_flagged"]:
+        raise ConfigError(RETIRED)
+    r = export_dataset(given["dataset"], given["to"], given["output"], given["image_url_prefix"], given["review"])
     split = " / ".join(f"{k} {v}" for k, v in r.split.items())
     images = f"images {r.linked} hard-linked, {r.copied} copied" if r.linked or r.copied else "images not copied"
     echo(f"exported {r.frames} frames ({split}), {r.boxes} boxes -> {r.output} ({r.to}); {images}")
+    if r.unreviewed is not None:
+        echo(f"  the review queue's first {r.frames} of {r.unreviewed} unreviewed frames ({r.total} in the dataset)")
     echo(f"  load: {r.load}")
 
 
@@ -392,6 +398,7 @@ def build_app() -> typer.Typer:
         DATASET,
         Flag(("--export",), str, "Also write an import file for: label-studio."),
         IMAGE_URL_PREFIX,
+        REVIEW,
         ONLY_FLAGGED,
         QUIET,
         DEBUG,
@@ -403,6 +410,7 @@ def build_app() -> typer.Typer:
         Flag(("--to",), str, f"{', '.join(formats.names())}.", default=...),
         Flag(("--output", "-o"), Path, "Export folder (new, empty, or an earlier export).", default=...),
         IMAGE_URL_PREFIX,
+        REVIEW,
         ONLY_FLAGGED,
         QUIET,
         DEBUG,

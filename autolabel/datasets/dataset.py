@@ -148,6 +148,32 @@ class Dataset:
         """Each frame's split, as ``train.txt`` and ``val.txt`` list it."""
         return read_splits(self.root)
 
+    def derivation(self) -> dict:
+        """The box thresholds and filters the frames were written with: ``{product: (Thresholds, FilterConfig)}``.
+
+        A product dataset has one entry (key None); a merged one one per product, from the merge.
+        """
+        from autolabel.config import FilterConfig
+        from autolabel.postprocess import Thresholds
+
+        state = self._state
+        if state.kind == MERGED:
+            out = {
+                product: (
+                    Thresholds.from_model(s.get("model") or {}, state.classes),
+                    FilterConfig(**(s.get("filters") or {})),
+                )
+                for product, s in state.settings.items()
+            }
+            return out | {None: (Thresholds(0.0, applies=False), None)}
+        fp = state.fingerprint or {}
+        return {
+            None: (
+                Thresholds.from_model(fp.get("model") or {}, state.classes),
+                FilterConfig(**(fp.get("filters") or {})),
+            )
+        }
+
     def with_splits(self, strict: bool = True) -> list[FrameRecord]:
         """The kept frames, each with its split; a frame in neither list is an error (``strict``) or left out."""
         splits = self.splits()

@@ -79,6 +79,7 @@ class ExportFolder:
         records: The kept frames in journal order, each with its split.
         ctx: Classes, title and dataset id.
         url_prefix: Label Studio: the image URL prefix (None: its Local Files storage).
+        queued: ``records`` are a review queue, in its order (formats that number frames keep it).
     """
 
     root: Path
@@ -87,6 +88,7 @@ class ExportFolder:
     records: list[FrameRecord]
     ctx: Context
     url_prefix: str | None = None
+    queued: bool = False
     linked: int = 0
     copied: int = 0
     dirs: set[Path] = field(default_factory=set)

@@ -47,11 +47,18 @@ def default_url_prefix(root: Path) -> str:
 
 
 def label_studio_tasks(
-    records: list[FrameRecord], classes: list[str], prefix: str, dataset_id: str | None = None
+    records: list[FrameRecord],
+    classes: list[str],
+    prefix: str,
+    dataset_id: str | None = None,
+    ordered: bool = False,
 ) -> list[dict]:
-    """One Label Studio task per frame (by name): the image URL, the frame's name, its boxes as a prediction."""
+    """One Label Studio task per frame: the image URL, the frame's name and dataset, its boxes as a prediction.
+
+    Tasks are numbered by frame name, or in the order given (``ordered``: a review queue).
+    """
     tasks = []
-    for i, r in enumerate(sorted(records, key=lambda r: r.name), start=1):
+    for i, r in enumerate(records if ordered else sorted(records, key=lambda r: r.name), start=1):
         result = []
         for j, b in enumerate(r.boxes):
             result.append(
