@@ -35,6 +35,7 @@ class ProductResult:
     notes: list[str] = field(default_factory=list)
     repaired: list[tuple[str, bool]] = field(default_factory=list)  # (path, it differed: else it was missing)
     reviewed_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:

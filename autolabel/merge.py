@@ -25,7 +25,7 @@ from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.formats import Context
 from autolabel.datasets.formats.yolo import label_path, yolo_lines
 from autolabel.datasets.layout import JOURNAL, MERGED_DIR
-from autolabel.datasets.records import FrameRecord, boxes_per_class
+from autolabel.datasets.records import FrameRecord, boxes_per_class, dataset_warnings
 from autolabel.datasets.state import MERGED as MERGED_KIND
 from autolabel.datasets.state import PRODUCT, State, dataset_id
 from autolabel.datasets.writer import DatasetWriter
@@ -50,6 +50,7 @@ class MergeResult:
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -251,6 +252,7 @@ def _merge(
     result.frames = len(records)
     result.boxes_per_class = boxes_per_class(records, classes)
     result.filtered = stats.as_dict()
+    result.warnings = dataset_warnings(result.boxes_per_class, result.split)
     return result
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from autolabel import queue
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.records import FrameRecord, boxes_per_class
+from autolabel.datasets.records import FrameRecord, boxes_per_class, dataset_warnings
 from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_bytes, atomic_write_text, output_errors, sync_dir
 from autolabel.postprocess import relative_area, to_detections
@@ -51,7 +52,7 @@ FLAGS = {
 
 @dataclass
 class ReportOptions:
-    """What counts as worth a second look, and how the page is built."""
+    """What the facts about the frames count, and how the page is built."""
 
     low_confidence: float = 0.5
     many_boxes: int = 5
@@ -71,9 +72,12 @@ class Analysis:
     boxes_per_class: dict[str, int] = field(default_factory=dict)
     boxes_per_frame: dict[int, int] = field(default_factory=dict)
     confidence_hist: list[int] = field(default_factory=list)
-    flags: dict[str, list[str]] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)  # facts about frames: information, not a queue
     duplicates: int = 0  # frames left out as near-duplicates (--dedup)
     filtered: int = 0  # frames dropped by filters
+    queue: list = field(default_factory=list)  # autolabel.queue.Entry: unreviewed frames, most worth a review first
+    warnings: list[str] = field(default_factory=list)
+    evaluation: dict | None = None  # eval.json, when ``autolabel eval`` wrote one
 
 
 @dataclass
@@ -82,11 +86,14 @@ class ReportResult:
 
     path: Path
     frames: int
-    flagged: dict[str, int]
-    flagged_frames: int  # frames in any list
+    facts: dict[str, int]  # frames per fact (no boxes, at the border, ...): information
+    queue: int  # unreviewed frames with some reason to review them
+    reviewed: int
     thumbnails_made: int
     seconds: float
     bytes: int
+    top: str = ""  # the queue's first frame and why
+    warnings: list[str] = field(default_factory=list)
 
 
 def analyse(records: list[FrameRecord], classes: list[str], opts: ReportOptions) -> Analysis:
@@ -148,19 +155,6 @@ def flicker(records: list[FrameRecord], gap: float) -> list[str]:
             if classes[i - 1] == classes[i + 1] != classes[i]:
                 flagged.append(here.name)
     return sorted(flagged)
-
-
-def flagged_names(root: Path, records: list[FrameRecord], classes: list[str], opts: ReportOptions) -> set[str]:
-    """The frames in any of the report's lists (an image counts as missing when its file is absent)."""
-    a = analyse(records, classes, opts)
-    names = {n for names in a.flags.values() for n in names}
-    return names | {r.name for r in records if not (root / r.image).is_file()}
-
-
-def flagged_frames(root: Path, opts: ReportOptions | None = None) -> list[str]:
-    """The names of a dataset's frames worth a second look (any list of the report), without writing it."""
-    ds = Dataset.peek(root)
-    return sorted(flagged_names(root, ds.kept(), ds.classes, opts or ReportOptions()))
 
 
 def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
@@ -284,12 +278,13 @@ def render(
             f'<details class="flag" id="flag-{key}"><summary>{e(label)}: <b class="count">{len(names)}</b></summary>'
             f'<ul class="frames">{items}{more}</ul></details>'
         )
-    options = "".join(f'<option value="{k}">{e(v)} ({len(a.flags.get(k, []))})</option>' for k, v in FLAGS.items())
+    options = f'<option value="__queue">review queue, most worth a review first ({len(a.queue)})</option>'
+    options += "".join(f'<option value="{k}">{e(v)} ({len(a.flags.get(k, []))})</option>' for k, v in FLAGS.items())
     data = {
         "classes": classes,
         "pageSize": opts.page_size,
         "thumbs": THUMBS,
-        "flags": a.flags,
+        "flags": a.flags | {"__queue": [q.name for q in a.queue]},
         "frames": [
             [
                 r.name,
@@ -315,9 +310,58 @@ def render(
         bpf=_svg_bars(bpf_values, bpf_labels, "boxes per frame"),
         conf=_svg_bars(a.confidence_hist, conf_labels, "confidence"),
         flags="".join(flag_blocks),
+        queue=_queue_html(a.queue),
+        evaluation=_evaluation_html(a.evaluation),
+        warnings="".join(f"<li>{e(w)}</li>" for w in a.warnings) or "<li>none</li>",
         options=options,
         data=_script_json(data),
     )
+
+
+def _queue_html(entries: list) -> str:
+    """The review queue in order: the first 100 frames, each with its priority and reasons."""
+    e = html.escape
+    rows = "".join(
+        f'<tr><td class="num">{i}</td><td><a href="#" data-frame="{e(q.name)}">{e(q.name)}</a></td>'
+        f'<td class="num">{q.priority:.2f}</td><td>{e(q.reasons())}</td></tr>'
+        for i, q in enumerate(entries[:100], start=1)
+    )
+    more = (
+        f"<p>... and {len(entries) - 100} more (the contact sheet shows them all, in order)</p>"
+        if len(entries) > 100
+        else ""
+    )
+    signals = "".join(
+        f"<li><b>{e(k.replace('_', ' '))}</b> (x{w:g}): {e(what)}</li>" for k, (w, what) in queue.SIGNALS.items()
+    )
+    head = "<tr><th>#</th><th>frame</th><th>priority</th><th>why</th></tr>"
+    return (
+        f'<table id="queue">{head}{rows}</table>{more}<details><summary>signals</summary><ul>{signals}</ul></details>'
+    )
+
+
+def _evaluation_html(ev: dict | None) -> str:
+    """``autolabel eval``'s scores, per class and overall."""
+    if not ev:
+        return "<p>No scores yet: review some frames, import them, then run <code>autolabel eval</code>.</p>"
+    e = html.escape
+    keys = ("frames", "boxes", "tp", "fp", "fn", "precision", "recall", "f1", "ap50", "ap50_95", "missed",
+            "spurious", "wrong_class", "misplaced")  # fmt: skip
+
+    def cell(v) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else e(str(v))
+
+    head = "<tr><th>class</th>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr>"
+    parts = [*((n, s) for n, s in (ev.get("classes") or {}).items()), ("all", ev.get("overall") or {})]
+    rows = "".join(
+        f'<tr><td class="cls">{e(str(n))}</td>'
+        + "".join(f'<td class="num">{cell(s.get(k))}</td>' for k in keys)
+        + "</tr>"
+        for n, s in parts
+        if isinstance(s, dict)
+    )
+    warnings = "".join(f"<li>{e(str(w))}</li>" for w in ev.get("warnings") or [])
+    return f'<p>{cell(ev.get("frames"))} reviewed frames, IoU {cell(ev.get("iou"))}.</p><table id="eval">{head}{rows}</table><ul>{warnings}</ul>'
 
 
 def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
@@ -333,6 +377,10 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         a = analyse(records, classes, opts)
         a.duplicates = sum(1 for r in journal if r.dropped == DUPLICATE)
         a.filtered = len(journal) - len(records) - a.duplicates
+        a.queue = queue.for_dataset(ds, opts.flicker_gap)
+        split = {k: sum(1 for r in records if splits.get(r.name) == k) for k in ("train", "val")}
+        a.warnings = dataset_warnings(a.boxes_per_class, split)
+        a.evaluation = _evaluation(root)
         folder = root / THUMBS
         folder.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
@@ -350,15 +398,30 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         path = root / REPORT_HTML
         atomic_write_text(path, page)
         size = path.stat().st_size
+    ranked = [e for e in a.queue if e.priority > 0]
     return ReportResult(
         path=path,
         frames=len(records),
-        flagged={k: len(v) for k, v in a.flags.items()},
-        flagged_frames=len({n for names in a.flags.values() for n in names}),
+        facts={k: len(v) for k, v in a.flags.items()},
+        queue=len(ranked),
+        reviewed=sum(1 for r in records if r.reviewed),
         thumbnails_made=sum(made for _, made in drawn),
         seconds=time.perf_counter() - start,
         bytes=size,
+        top=f"{ranked[0].name} ({ranked[0].reasons()})" if ranked else "",
+        warnings=a.warnings,
     )
+
+
+def _evaluation(root: Path) -> dict | None:
+    """``eval.json`` when there is a readable one."""
+    import json
+
+    try:
+        data = json.loads((root / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -389,7 +452,11 @@ figcaption{{font-size:11px;padding:2px 4px;overflow:hidden;text-overflow:ellipsi
 <span>classes <b id="n-classes">{n_classes}</b></span>{dropped}</div></header>
 <section><h2>Boxes per class</h2><table id="class-counts">{class_rows}</table></section>
 <section class="stats"><div><h2>Boxes per frame</h2>{bpf}</div><div><h2>Confidence</h2>{conf}</div></section>
-<section><h2>Frames worth a second look</h2>{flags}</section>
+<section><h2>Warnings</h2><ul id="warnings">{warnings}</ul></section>
+<section><h2>Review queue</h2><p>Unreviewed frames, most worth a review first
+(<code>autolabel export DATASET --to label-studio --review N</code> sends the first N to Label Studio).</p>{queue}</section>
+<section><h2>How good the labels are</h2>{evaluation}</section>
+<section><h2>Facts about the frames</h2><p>Information, not reasons to review: good frames have them too.</p>{flags}</section>
 <section><h2>Contact sheet</h2>
 <div id="controls"><label>Show <select id="filter"><option value="">all frames</option>{options}</select></label>
 <button id="prev">&larr; previous</button><span id="page"></span><button id="next">next &rarr;</button></div>

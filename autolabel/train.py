@@ -48,13 +48,18 @@ class TrainOutcome:
     map50: float
     map50_95: float
     exported: list[Path] = field(default_factory=list)
+    no_val: bool = False  # the dataset has no validation frames: the scores are on training frames
 
     def describe(self) -> str:
         """The lines the CLI prints."""
-        lines = [
-            f"best weights: {self.best}",
-            f"validation mAP50 {self.map50:.4f}, mAP50-95 {self.map50_95:.4f}",
-        ]
+        if self.no_val:
+            score = (
+                f"no validation frames: mAP50 {self.map50:.4f}, mAP50-95 {self.map50_95:.4f} on the TRAINING frames "
+                "(not a validation score; raise --val-fraction and label again for one)"
+            )
+        else:
+            score = f"validation mAP50 {self.map50:.4f}, mAP50-95 {self.map50_95:.4f}"
+        lines = [f"best weights: {self.best}", score]
         lines += [f"exported: {p}" for p in self.exported]
         return "\n".join(lines)
 
@@ -117,8 +122,11 @@ def check_train_setting(key: str, value: Any, where: str) -> None:
         )
 
 
-def check_data_yaml(data: Path) -> None:
-    """A dataset yaml Ultralytics can train on: a mapping with train, val and names (checked before training)."""
+def check_data_yaml(data: Path) -> bool:
+    """A dataset yaml Ultralytics can train on: a mapping with train, val and names (checked before training).
+
+    Returns whether it has validation frames of its own (False: val is the training set).
+    """
     if not data.is_file():
         raise InputError(
             f"{data}: dataset file not found (run `autolabel run` and `autolabel merge` first, or give --data)"
@@ -132,6 +140,7 @@ def check_data_yaml(data: Path) -> None:
             raise ConfigError(f"{data}: not a dataset yaml: no {key!r} key")
     if "names" not in content and "nc" not in content:
         raise ConfigError(f"{data}: not a dataset yaml: no 'names' (or 'nc') key")
+    return content["val"] != content["train"]
 
 
 def check_export_formats(formats: list[str]) -> None:
@@ -182,13 +191,18 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
     ultralytics_env(cache)
     data = options.data
     # Everything that can be checked is checked before training starts, not after hours of it.
-    check_data_yaml(data)
+    has_val = check_data_yaml(data)
     settings = load_train_settings(options.config, options.overrides)
     check_export_formats(options.export)
     model_name = str(settings.pop("model"))
     settings["device"] = pick_train_device(settings.get("device"))
     model = load_yolo(model_name, cache=cache, progress=progress.enabled())
     project = Path(settings.pop("project", "runs")).expanduser().resolve()
+    if not has_val:
+        log.warning(
+            "%s: no validation frames (val is the training set): the scores after training are on training frames",
+            data,
+        )
     metrics = model.train(data=str(data.resolve()), project=str(project), **settings)
     trainer = model.trainer
     best = Path(trainer.best)
@@ -204,5 +218,6 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
         save_dir=Path(trainer.save_dir),
         map50=float(box.map50) if box is not None else 0.0,
         map50_95=float(box.map) if box is not None else 0.0,
+        no_val=not has_val,
         exported=exported,
     )

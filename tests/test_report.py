@@ -127,7 +127,8 @@ def test_report_cli_and_run_integration(tmp_path):
     root = make_dataset(tmp_path / "ds")
     result = CliRunner().invoke(app, ["report", str(root), "-q"])
     assert result.exit_code == 0, result.stderr
-    assert "flagged: no_boxes 1, low_confidence 1, many_boxes 1, at_border 1, odd_size 1" in result.stdout
+    assert "facts: no_boxes 1, low_confidence 1, many_boxes 1, at_border 1, odd_size 1" in result.stdout
+    assert "first in the review queue: clip_000002 (flicker 1; box jump 1)" in result.stdout
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert bad.exit_code == 1 and "not an autolabel dataset" in bad.stderr
 

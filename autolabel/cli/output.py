@@ -49,6 +49,8 @@ def print_run_summary(results) -> None:
         echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
         for note in r.notes:
             echo(f"    note: {note}")
+        for warning in r.warnings:
+            echo(f"    warning: {warning}")
         for e in r.errors:
             echo(f"    error: {e}")
 
@@ -64,6 +66,8 @@ def print_merge_summary(result, skipped: list[str] = ()) -> None:
     echo(f"  boxes per class: {', '.join(f'{n} {c}' for n, c in result.boxes_per_class.items())}")
     if result.filtered:
         echo(f"  filters removed: {', '.join(f'{k} {v}' for k, v in result.filtered.items())}")
+    for warning in result.warnings:
+        echo(f"  warning: {warning}")
 
 
 def write_report_for(dataset: Path):
@@ -74,12 +78,16 @@ def write_report_for(dataset: Path):
 
 
 def print_report(result) -> None:
-    """Where the report is and what it flagged."""
-    flagged = ", ".join(f"{k} {v}" for k, v in result.flagged.items())
+    """Where the report is, the review queue's head, the facts and the warnings."""
+    facts = ", ".join(f"{k} {v}" for k, v in result.facts.items() if v) or "-"
     echo(
-        f"report: {result.path} ({result.frames} frames; flagged: {flagged}; {result.flagged_frames} frames flagged "
-        f"in all; {result.seconds:.1f} s)"
+        f"report: {result.path} ({result.frames} frames, {result.reviewed} reviewed; review queue: {result.queue} "
+        f"frames with a reason; facts: {facts}; {result.seconds:.1f} s)"
     )
+    if result.top:
+        echo(f"  first in the review queue: {result.top}")
+    for warning in result.warnings:
+        echo(f"  warning: {warning}")
 
 
 def _num(value, digits: int = 3) -> str:

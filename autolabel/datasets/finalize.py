@@ -14,7 +14,7 @@ from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
 from autolabel.datasets.formats import Context, written
 from autolabel.datasets.formats.yolo import data_yaml_text
 from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, RUN_YAML, SPLITS
-from autolabel.datasets.records import FrameRecord, boxes_per_class
+from autolabel.datasets.records import FrameRecord, boxes_per_class, dataset_warnings
 from autolabel.datasets.split import assign_splits
 from autolabel.datasets.state import STATE_VERSION
 from autolabel.fileio import atomic_write_text
@@ -141,6 +141,7 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     result.reviewed_frames = sum(1 for r in records if r.reviewed)
     result.boxes_per_class = boxes_per_class(records, classes)
     result.empty_frames = sum(1 for r in records if not r.boxes)
+    result.warnings = dataset_warnings(result.boxes_per_class, result.split)
     run_info = {
         "product": job.product.name,
         "ontology": job.ontology.to_mapping(),

@@ -178,3 +178,18 @@ def boxes_per_class(records: Iterable[FrameRecord], classes: list[str]) -> dict[
     """Box counts by class name, every class listed (zero included), in class-id order."""
     counts = Counter(b.class_id for r in records for b in r.boxes)
     return {name: counts.get(i, 0) for i, name in enumerate(classes)}
+
+
+def dataset_warnings(boxes_per_class: dict[str, int], split: dict[str, int]) -> list[str]:
+    """What a user needs to know about a dataset's counts: a class with no box, no validation frames."""
+    out = [
+        f"class {name!r} got no box: check its caption, or review frames where it shows (autolabel eval)"
+        for name, n in boxes_per_class.items()
+        if n == 0
+    ]
+    if sum(split.values()) and not split.get("val"):
+        out.append(
+            "no validation frames (val_fraction 0, or too few frames): a trained model's validation score would be "
+            "measured on its training frames; raise --val-fraction or keep more frames"
+        )
+    return out
