@@ -47,10 +47,29 @@ class ReadContext:
     Attributes:
         classes: The dataset's class names by id (a name outside them is an error).
         sizes: Each frame's (width, height) by name (formats with relative coordinates need them).
+        dataset_id: The dataset's id: a source that carries another is refused (:meth:`check_id`).
+        dataset: The dataset's folder, for that message.
     """
 
     classes: list[str]
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dataset_id: str | None = None
+    dataset: str = "the dataset"
+
+    def check_id(self, found: str | None, where: object) -> None:
+        """Refuses a source carrying another dataset's id; readers call it as soon as they find the id.
+
+        Called before the frames are checked, so that another dataset's export (whose frame or
+        class names may well differ) is named as such.
+        """
+        from autolabel.errors import InputError
+
+        if found is not None and self.dataset_id is not None and found != self.dataset_id:
+            shown = found if found.isprintable() and len(found) <= 60 else show(found)
+            raise InputError(
+                f"{where}: holds frames of another dataset (id {shown}; {self.dataset} is {self.dataset_id}); "
+                "import it into the dataset it was exported from. Nothing was written"
+            )
 
 
 @dataclass

@@ -137,6 +137,10 @@ def _int_id(value, where: str) -> int:
 def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
     """Adds one COCO file's frames (by image file name) and boxes to ``out``."""
     body = _object(load_json(path, "a COCO file"), str(path))
+    info = body.get("info")
+    if isinstance(info, dict) and isinstance(info.get("autolabel_dataset"), str):
+        out.dataset_id = info["autolabel_dataset"]
+        ctx.check_id(out.dataset_id, path)
     categories: dict = {}
     for k, cat in enumerate(_list(body, "categories", str(path))):
         where = f"{path}: categories[{k}]"
@@ -179,9 +183,6 @@ def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
             raise InputError(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {width}x{height} image")
         box = Box(cls, max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
         out.frames[name].append(box)
-    info = body.get("info")
-    if isinstance(info, dict) and isinstance(info.get("autolabel_dataset"), str):
-        out.dataset_id = info["autolabel_dataset"]
 
 
 class Coco(Format):

@@ -130,6 +130,8 @@ def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:
     dataset = root.find("meta/task/autolabel_dataset")
     if dataset is not None and dataset.text:
         out.dataset_id = dataset.text.strip()
+    out.dataset_id = out.dataset_id or marker_id(path)
+    ctx.check_id(out.dataset_id, where)
     for k, image in enumerate(root.findall("image")):
         at = f"{where}: image {image.get('name') or k}"
         name = Path((image.get("name") or "").replace("\\", "/")).stem
@@ -180,9 +182,7 @@ class Cvat(Format):
         )
 
     def read(self, path: Path, ctx: ReadContext) -> Annotations:
-        found = parse_cvat(path, ctx)
-        found.dataset_id = found.dataset_id or marker_id(path)
-        return found
+        return parse_cvat(path, ctx)
 
     def detect(self, path: Path) -> bool:
         if path.is_dir():

@@ -219,13 +219,13 @@ class Voc(Format):
         files = [folder] if folder.is_file() else sorted(folder.glob("*.xml")) if folder.is_dir() else []
         if not files:
             raise InputError(f"{path}: no VOC annotations (.xml files) there")
-        out = Annotations()
+        out = Annotations(dataset_id=marker_id(files[0]))
+        ctx.check_id(out.dataset_id, path)
         for file in files:
             name, boxes = parse_voc(file, ctx)
             if name in out.frames:
                 raise InputError(f"{file}: frame {name!r} is also annotated in {out.where[name]}")
             out.frames[name], out.where[name] = boxes, str(file)
-        out.dataset_id = marker_id(files[0])
         return out
 
     def detect(self, path: Path) -> bool:

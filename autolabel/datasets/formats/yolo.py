@@ -200,8 +200,10 @@ class Yolo(Format):
         folder = path / LABELS if (path / LABELS).is_dir() else path
         if not folder.is_dir():
             raise InputError(f"{path}: not a YOLO labels folder")
+        dataset_id = marker_id(folder)
+        ctx.check_id(dataset_id, path)
         found = read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes, folder))
-        found.dataset_id = marker_id(folder)
+        found.dataset_id = dataset_id
         return found
 
     def detect(self, path: Path) -> bool:
