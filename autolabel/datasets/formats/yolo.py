@@ -34,6 +34,8 @@ from autolabel.errors import InputError
 YOLO_GRID = 1_000_000
 # A box may reach this far past the image edge (rounding in other tools); it is cut at the edge.
 EDGE_PX = 0.5
+# Text files beside YOLO labels that are not labels: labelImg's class list, a VOC folder's.
+NOT_LABELS = frozenset({"classes.txt", "labelmap.txt"})
 # A label file longer than this is not one frame's labels.
 MAX_LABEL_BYTES = 16 << 20
 
@@ -171,7 +173,7 @@ def read_label_folder(folder: Path, ctx: ReadContext, ids: dict[int, int]) -> An
     """Every ``.txt`` of a labels folder whose stem is a frame of the dataset (others are an error)."""
     out = Annotations()
     for path in sorted(folder.glob("*.txt")):
-        if path.name == "classes.txt":
+        if path.name in NOT_LABELS and path.stem not in ctx.sizes:
             continue
         if path.stem not in ctx.sizes:
             raise InputError(f"{path}: no frame {path.stem!r} in the dataset (a label file of another dataset?)")
@@ -208,7 +210,8 @@ class Yolo(Format):
 
     def detect(self, path: Path) -> bool:
         folder = path / LABELS if (path / LABELS).is_dir() else path
-        return folder.is_dir() and any(folder.glob("*.txt"))
+        # Not the class lists (labelImg's classes.txt, the labelmap.txt of a VOC folder).
+        return folder.is_dir() and any(p.name not in NOT_LABELS for p in folder.glob("*.txt"))
 
     def tolerance(self, width: int, height: int) -> float:
         return yolo_tolerance(width, height)
