@@ -179,6 +179,13 @@ def _dataset_of(task: dict, where: str) -> str | None:
     return value
 
 
+def _task_id(tid, i: int) -> str:
+    """How messages name a task: its id as Label Studio shows it, else its place in the export."""
+    if isinstance(tid, str) and tid.isprintable() and len(tid) <= 60:
+        return tid
+    return _show(tid) if isinstance(tid, int | str) and not isinstance(tid, bool) else f"#{i + 1}"
+
+
 def _reviews(export: Path, tasks: list, ctx: ReadContext) -> Annotations:
     """Each reviewed frame's new boxes; the whole export is checked before anything is written."""
     sizes, classes = ctx.sizes, ctx.classes
@@ -186,7 +193,7 @@ def _reviews(export: Path, tasks: list, ctx: ReadContext) -> Annotations:
     ids: dict[str, str] = {}  # dataset id -> the first task carrying it
     for i, task in enumerate(tasks):
         tid = task.get("id") if isinstance(task, dict) else None
-        where = f"{export}: task {tid if isinstance(tid, int | str) and not isinstance(tid, bool) else f'#{i + 1}'}"
+        where = f"{export}: task {_task_id(tid, i)}"
         if not isinstance(task, dict):
             raise InputError(f"{where}: expected a task object, got {_show(task)}")
         dataset = _dataset_of(task, where)
