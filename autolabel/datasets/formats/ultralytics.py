@@ -41,7 +41,7 @@ class Ultralytics(Format):
             raise InputError(f"{path}: not an Ultralytics folder (no labels/train or labels/val)")
         out = Annotations(dataset_id=marker_id(path))
         ctx.check_id(out.dataset_id, path)
-        ids = id_map(class_names_beside(path / "labels"), ctx.classes, path / DATA_YAML)
+        ids = id_map(class_names_beside(path / "labels"), ctx.classes)
         for folder in folders:
             part = read_label_folder(folder, ctx, ids)
             for name in part.frames:
