@@ -9,8 +9,14 @@ reviewer's) and only then the files derived from it, and refreshes ``report.html
 
 - **Identity.** Our exports carry the dataset's id (Label Studio task data, COCO ``info``,
   the ``.autolabel-export.json`` marker of an export folder). A source carrying another
-  dataset's id is refused, and nothing is written; one without an id (a labelImg folder, a
-  file another tool re-exported) is matched by frame name, and the result says so.
+  dataset's id is refused before its frames are looked at (their names may well match:
+  another product filmed with the same file names), and nothing is written; one without an
+  id (a labelImg folder, a file another tool re-exported) is matched by frame name, and the
+  result says so.
+- **Bad input.** Every reader checks the whole source first and raises one line naming the
+  file and the place. A box with no width or height is refused from every source (the
+  journal still holds one where a model gave it), as is a class the dataset lacks where a
+  box uses it (a class list may name more: labelImg's predefined classes, CVAT's labels).
 - **What counts as reviewed.** Every frame the source holds (an annotated task for Label
   Studio); the others are untouched. A frame whose boxes are the same within the format's
   precision keeps its boxes and their scores.
