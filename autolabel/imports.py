@@ -9,8 +9,14 @@ reviewer's) and only then the files derived from it, and refreshes ``report.html
 
 - **Identity.** Our exports carry the dataset's id (Label Studio task data, COCO ``info``,
   the ``.autolabel-export.json`` marker of an export folder). A source carrying another
-  dataset's id is refused, and nothing is written; one without an id (a labelImg folder, a
-  file another tool re-exported) is matched by frame name, and the result says so.
+  dataset's id is refused before its frames are looked at (their names may well match:
+  another product filmed with the same file names), and nothing is written; one without an
+  id (a labelImg folder, a file another tool re-exported) is matched by frame name, and the
+  result says so.
+- **Bad input.** Every reader checks the whole source first and raises one line naming the
+  file and the place. A box with no width or height is refused from every source (the
+  journal still holds one where a model gave it), as is a class the dataset lacks where a
+  box uses it (a class list may name more: labelImg's predefined classes, CVAT's labels).
 - **What counts as reviewed.** Every frame the source holds (an annotated task for Label
   Studio); the others are untouched. A frame whose boxes are the same within the format's
   precision keeps its boxes and their scores.
@@ -28,6 +34,7 @@ from pathlib import Path
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.formats import Annotations, Format, ReadContext
+from autolabel.datasets.formats.base import marker_id
 from autolabel.datasets.records import Box
 from autolabel.errors import ConfigError, InputError
 from autolabel.fileio import output_errors
@@ -87,12 +94,17 @@ def _format(name: str | None, source: Path) -> tuple[str, Format]:
     return name, fmt
 
 
-def _check_identity(ds: Dataset, source: Path, found: Annotations) -> None:
-    if found.dataset_id is not None and found.dataset_id != ds.state.id:
-        raise InputError(
-            f"{source}: holds frames of another dataset (id {found.dataset_id}; {ds.root} is {ds.state.id}); "
-            "import it into the dataset it was exported from. Nothing was written"
-        )
+def _read(fmt: Format, source: Path, ds: Dataset, kept: list) -> Annotations:
+    """Everything ``source`` says, checked: another dataset's source is refused before its frames are looked at.
+
+    The export folder's marker is checked first, the readers check an id inside the file
+    as soon as they find it, and the id a (plug-in) reader returns is checked last.
+    """
+    ctx = ReadContext(ds.classes, {r.name: (r.width, r.height) for r in kept}, ds.state.id, str(ds.root))
+    ctx.check_id(marker_id(source), source)
+    found = fmt.read(source, ctx)
+    ctx.check_id(found.dataset_id, source)
+    return found
 
 
 def import_annotations(root: Path, source: Path, from_: str | None = None) -> ImportResult:
@@ -107,9 +119,7 @@ def import_annotations(root: Path, source: Path, from_: str | None = None) -> Im
     if Dataset.peek(root).is_merged():
         return _import_merged(root, source, name, fmt)
     with output_errors(root), Dataset.open(root, "import") as ds:
-        kept = [r for r in ds.records() if r.dropped is None]
-        found = fmt.read(source, ReadContext(ds.classes, {r.name: (r.width, r.height) for r in kept}))
-        _check_identity(ds, source, found)
+        found = _read(fmt, source, ds, [r for r in ds.records() if r.dropped is None])
         result = apply_review(ds, found.frames, fmt)
     result.source_format, result.matched_by_name = name, found.dataset_id is None
     _refresh_report(root)
@@ -182,8 +192,7 @@ def _import_merged(root: Path, source: Path, name: str, fmt: Format) -> ImportRe
 
     merged = Dataset.peek(root)
     kept = [r for r in merged.records() if r.dropped is None]
-    found = fmt.read(source, ReadContext(merged.classes, {r.name: (r.width, r.height) for r in kept}))
-    _check_identity(merged, source, found)
+    found = _read(fmt, source, merged, kept)
     by_name = {r.name: r for r in kept}
     per_product: dict[str, dict[str, list[Box]]] = {}
     for frame, boxes in found.frames.items():

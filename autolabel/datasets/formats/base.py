@@ -47,10 +47,29 @@ class ReadContext:
     Attributes:
         classes: The dataset's class names by id (a name outside them is an error).
         sizes: Each frame's (width, height) by name (formats with relative coordinates need them).
+        dataset_id: The dataset's id: a source that carries another is refused (:meth:`check_id`).
+        dataset: The dataset's folder, for that message.
     """
 
     classes: list[str]
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dataset_id: str | None = None
+    dataset: str = "the dataset"
+
+    def check_id(self, found: str | None, where: object) -> None:
+        """Refuses a source carrying another dataset's id; readers call it as soon as they find the id.
+
+        Called before the frames are checked, so that another dataset's export (whose frame or
+        class names may well differ) is named as such.
+        """
+        from autolabel.errors import InputError
+
+        if found is not None and self.dataset_id is not None and found != self.dataset_id:
+            shown = found if found.isprintable() and len(found) <= 60 else show(found)
+            raise InputError(
+                f"{where}: holds frames of another dataset (id {shown}; {self.dataset} is {self.dataset_id}); "
+                "import it into the dataset it was exported from. Nothing was written"
+            )
 
 
 @dataclass
@@ -232,20 +251,42 @@ def show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# A JSON or XML file larger than this is not a review export (reading it would take that much memory, and more).
+MAX_SOURCE_BYTES = 1 << 30
+
+
+def read_source(path: Path, what: str, limit: int = MAX_SOURCE_BYTES) -> bytes:
+    """A source file's bytes; one line naming it when it cannot be read or is larger than ``limit``."""
+    from autolabel.errors import InputError
+
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{path}: {size} bytes is too large to be {what} (at most {limit})")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _place(text: str, index: int) -> str:
+    """``line:column`` of ``text[index]``."""
+    return f"{text.count(chr(10), 0, index) + 1}:{index - text.rfind(chr(10), 0, index)}"
+
+
 def load_json(path: Path, what: str):
     """A JSON file's content; one line naming the file (and line:column) when it cannot be read.
 
     A leading BOM is allowed (Windows tools write one); ``NaN`` and the infinities become
-    :class:`Constant` markers; a number Python will not parse (thousands of digits) is an error.
+    :class:`Constant` markers; a number Python will not parse (thousands of digits) is an error
+    naming its line and column; a file over :data:`MAX_SOURCE_BYTES` is refused unread.
     """
     import json
+    import re
 
     from autolabel.errors import InputError
 
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        text = read_source(path, what).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
@@ -255,7 +296,32 @@ def load_json(path: Path, what: str):
     except RecursionError as exc:
         raise InputError(f"{path}: JSON nested too deeply to be {what}") from exc
     except ValueError as exc:  # an integer past Python's digit limit
-        raise InputError(f"{path}: a number in it is too long to read ({str(exc).split(':')[0]})") from exc
+        import sys
+
+        long = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
+        at, digits = (f":{_place(text, long.start())}", len(long[0])) if long else ("", "too many")
+        raise InputError(f"{path}{at}: a number of {digits} digits is too long to read") from exc
+
+
+def parse_xml(data: bytes, where: str, what: str):
+    """The root element of an XML source, parsed by defusedxml; one line naming ``where`` when it cannot be.
+
+    Entity declarations (the billion laughs, external entities) are refused, not expanded.
+    """
+    from defusedxml import ElementTree as SafeET
+    from defusedxml.common import DefusedXmlException
+
+    from autolabel.errors import InputError
+
+    try:
+        return SafeET.fromstring(data)
+    except SafeET.ParseError as exc:
+        raise InputError(f"{where}: not {what} (XML: {exc})") from exc
+    except DefusedXmlException as exc:
+        raise InputError(
+            f"{where}: not {what} (XML: entity declarations and external references are not allowed; "
+            f"refused, not expanded: {type(exc).__name__})"
+        ) from exc
 
 
 def number(value, where: str) -> float:

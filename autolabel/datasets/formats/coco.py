@@ -134,18 +134,32 @@ def _int_id(value, where: str) -> int:
     return value
 
 
+def _new_id(value, seen: dict, what: str, where: str) -> int | str:
+    """An id of a category or an image, which no earlier one of the file has (``seen``: id -> its index)."""
+    value = _int_id(value, where)
+    if value in seen:
+        raise InputError(f"{where}: id {show(value)} is also the id of {what}[{seen[value]}]")
+    return value
+
+
 def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
     """Adds one COCO file's frames (by image file name) and boxes to ``out``."""
     body = _object(load_json(path, "a COCO file"), str(path))
-    categories: dict = {}
+    info = body.get("info")
+    if isinstance(info, dict) and isinstance(info.get("autolabel_dataset"), str):
+        out.dataset_id = info["autolabel_dataset"]
+        ctx.check_id(out.dataset_id, path)
+    categories: dict = {}  # id -> the dataset's class id, or the name that is none of its classes
+    seen: dict = {}
     for k, cat in enumerate(_list(body, "categories", str(path))):
         where = f"{path}: categories[{k}]"
         cat = _object(cat, where)
         name = cat.get("name")
-        if name not in ctx.classes:
-            raise InputError(f"{where}: class {show(name)} is not one of the dataset's classes {ctx.classes}")
-        categories[_int_id(cat.get("id"), where)] = ctx.classes.index(name)
+        cid = _new_id(cat.get("id"), seen, "categories", where)
+        # A category no box uses may be unknown (CVAT lists every label of its project).
+        categories[cid], seen[cid] = ctx.classes.index(name) if name in ctx.classes else show(name), k
     images: dict = {}
+    seen = {}
     for k, image in enumerate(_list(body, "images", str(path))):
         where = f"{path}: images[{k}]"
         image = _object(image, where)
@@ -157,7 +171,8 @@ def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
             raise InputError(f"{where}: no frame {name!r} in the dataset (an export of another dataset?)")
         if name in out.frames:
             raise InputError(f"{where}: frame {name!r} is listed twice (also {out.where[name]})")
-        images[_int_id(image.get("id"), where)] = name
+        iid = _new_id(image.get("id"), seen, "images", where)
+        images[iid], seen[iid] = name, k
         out.frames[name], out.where[name] = [], where
     for k, ann in enumerate(_list(body, "annotations", str(path))):
         where = f"{path}: annotations[{k}]"
@@ -168,6 +183,8 @@ def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
         cls = categories.get(_int_id(ann.get("category_id"), f"{where}.category_id"))
         if cls is None:
             raise InputError(f"{where}: category_id {show(ann.get('category_id'))} is not one of its categories")
+        if isinstance(cls, str):
+            raise InputError(f"{where}: class {cls} is not one of the dataset's classes {ctx.classes}")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise InputError(f"{where}: bbox: expected [x, y, width, height], got {show(bbox)}")
@@ -179,9 +196,6 @@ def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
             raise InputError(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {width}x{height} image")
         box = Box(cls, max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
         out.frames[name].append(box)
-    info = body.get("info")
-    if isinstance(info, dict) and isinstance(info.get("autolabel_dataset"), str):
-        out.dataset_id = info["autolabel_dataset"]
 
 
 class Coco(Format):

@@ -8,12 +8,23 @@ folder holding either (a task CVAT exported).
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+import zlib
 from pathlib import Path
 from xml.dom.minidom import parseString
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, image_name, marker_id
+from autolabel.datasets.formats.base import (
+    Annotations,
+    ExportFolder,
+    Format,
+    ReadContext,
+    image_name,
+    marker_id,
+    parse_xml,
+    read_source,
+)
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
 
@@ -94,34 +105,33 @@ def _xml_bytes(path: Path) -> tuple[bytes, str]:
                 if info.file_size > MAX_XML_BYTES:
                     raise InputError(f"{path}: {names[0]} is {info.file_size} bytes unpacked; too large")
                 return zf.read(names[0]), f"{path}:{names[0]}"
-        return path.read_bytes(), str(path)
-    except (OSError, zipfile.BadZipFile) as exc:
+        with path.open("rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted entry; NotImplementedError: a compression zipfile cannot undo.
         raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    if zipped or path.suffix.lower() == ".zip":
+        raise InputError(f"{path}: not a valid zip file (truncated or damaged?); download the export again")
+    return read_source(path, f"a {CVAT_XML}", MAX_XML_BYTES), str(path)
 
 
-def _coordinate(box, key: str, where: str) -> float:
-    text = box.get(key)
+def _coordinate(box, key: str, where: str, default: str | None = None) -> float:
+    text = box.get(key, default)
     try:
         if text is None or len(text) > 40:
             raise ValueError
         value = float(text)
     except ValueError:
         raise InputError(f"{where}: {key} must be a number, got {str(text)[:20]!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InputError(f"{where}: {key} must be finite")
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {key} must be finite, got {text[:20]!r}")
     return value
 
 
 def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:
     """The frames (by image name) and rectangles of a CVAT for images 1.1 file."""
-    from defusedxml import ElementTree as SafeET
-    from defusedxml.common import DefusedXmlException
-
     data, where = _xml_bytes(path)
-    try:
-        root = SafeET.fromstring(data)
-    except (SafeET.ParseError, DefusedXmlException) as exc:
-        raise InputError(f"{where}: not a CVAT annotations file (XML: {exc})") from exc
+    root = parse_xml(data, where, "a CVAT annotations file")
     if root.tag != "annotations":
         raise InputError(f"{where}: not a CVAT for images 1.1 file (root element <{root.tag}>)")
     if root.find("track") is not None:
@@ -130,8 +140,10 @@ def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:
     dataset = root.find("meta/task/autolabel_dataset")
     if dataset is not None and dataset.text:
         out.dataset_id = dataset.text.strip()
+    out.dataset_id = out.dataset_id or marker_id(path)
+    ctx.check_id(out.dataset_id, where)
     for k, image in enumerate(root.findall("image")):
-        at = f"{where}: image {image.get('name') or k}"
+        at = f"{where}: image {image.get('name') or k!r}"
         name = Path((image.get("name") or "").replace("\\", "/")).stem
         if name not in ctx.sizes:
             raise InputError(f"{at}: no frame {name!r} in the dataset (a task of another dataset?)")
@@ -151,7 +163,7 @@ def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:
             label = shape.get("label")
             if label not in ctx.classes:
                 raise InputError(f"{here}: class {label!r} is not one of the dataset's classes {ctx.classes}")
-            if float(shape.get("rotation") or 0):
+            if _coordinate(shape, "rotation", here, default="0"):
                 raise InputError(f"{here}: rotated boxes are not supported")
             x1, y1, x2, y2 = (_coordinate(shape, key, here) for key in ("xtl", "ytl", "xbr", "ybr"))
             if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
@@ -180,9 +192,7 @@ class Cvat(Format):
         )
 
     def read(self, path: Path, ctx: ReadContext) -> Annotations:
-        found = parse_cvat(path, ctx)
-        found.dataset_id = found.dataset_id or marker_id(path)
-        return found
+        return parse_cvat(path, ctx)
 
     def detect(self, path: Path) -> bool:
         if path.is_dir():

@@ -186,17 +186,26 @@ def _dataset_of(task: dict, where: str) -> str | None:
     return value
 
 
-def _reviews(export: Path, tasks: list, sizes: dict[str, tuple[int, int]], classes: list[str]) -> Annotations:
+def _task_id(tid, i: int) -> str:
+    """How messages name a task: its id as Label Studio shows it, else its place in the export."""
+    if isinstance(tid, str) and tid.isprintable() and len(tid) <= 60:
+        return tid
+    return _show(tid) if isinstance(tid, int | str) and not isinstance(tid, bool) else f"#{i + 1}"
+
+
+def _reviews(export: Path, tasks: list, ctx: ReadContext) -> Annotations:
     """Each reviewed frame's new boxes; the whole export is checked before anything is written."""
+    sizes, classes = ctx.sizes, ctx.classes
     reviews: dict[str, tuple[str, list[Box]]] = {}
     ids: dict[str, str] = {}  # dataset id -> the first task carrying it
     for i, task in enumerate(tasks):
         tid = task.get("id") if isinstance(task, dict) else None
-        where = f"{export}: task {tid if isinstance(tid, int | str) and not isinstance(tid, bool) else f'#{i + 1}'}"
+        where = f"{export}: task {_task_id(tid, i)}"
         if not isinstance(task, dict):
             raise InputError(f"{where}: expected a task object, got {_show(task)}")
         dataset = _dataset_of(task, where)
         if dataset is not None:
+            ctx.check_id(dataset, where)
             ids.setdefault(dataset, where)
             if len(ids) > 1:
                 raise InputError(f"{where}: tasks of two datasets in one export ({', '.join(ids)}); import each apart")
@@ -238,7 +247,7 @@ def read_export(path: Path, ctx: ReadContext) -> Annotations:
     tasks = load_json(path, "a Label Studio export")
     if not isinstance(tasks, list):
         raise InputError(f"{path}: expected Label Studio's JSON export (a list of tasks), got {_show(tasks)}")
-    return _reviews(path, tasks, ctx.sizes, ctx.classes)
+    return _reviews(path, tasks, ctx)
 
 
 class LabelStudio(Format):

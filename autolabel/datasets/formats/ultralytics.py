@@ -39,8 +39,9 @@ class Ultralytics(Format):
         folders = [path / "labels" / split for split in SPLITS if (path / "labels" / split).is_dir()]
         if not folders:
             raise InputError(f"{path}: not an Ultralytics folder (no labels/train or labels/val)")
-        ids = id_map(class_names_beside(path / "labels"), ctx.classes, path / DATA_YAML)
-        out = Annotations()
+        out = Annotations(dataset_id=marker_id(path))
+        ctx.check_id(out.dataset_id, path)
+        ids = id_map(class_names_beside(path / "labels"), ctx.classes)
         for folder in folders:
             part = read_label_folder(folder, ctx, ids)
             for name in part.frames:
@@ -48,7 +49,6 @@ class Ultralytics(Format):
                     raise InputError(f"{part.where[name]}: frame {name!r} is also in {out.where[name]}")
             out.frames |= part.frames
             out.where |= part.where
-        out.dataset_id = marker_id(path)
         return out
 
     def detect(self, path: Path) -> bool:

@@ -24,6 +24,8 @@ from autolabel.datasets.formats.base import (
     ReadContext,
     image_name,
     marker_id,
+    parse_xml,
+    read_source,
 )
 from autolabel.datasets.layout import ANNOTATIONS, LABELMAP, SPLITS
 from autolabel.datasets.records import Box, FrameRecord
@@ -138,17 +140,7 @@ def _number(obj, tag: str, where: str) -> float:
 
 def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
     """One VOC file's frame name (its ``<filename>``'s stem, else the file's) and boxes in pixels."""
-    from defusedxml import ElementTree as SafeET
-    from defusedxml.common import DefusedXmlException
-
-    try:
-        if path.stat().st_size > MAX_XML_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size} bytes is not one frame's VOC annotation")
-        root = SafeET.fromstring(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except (SafeET.ParseError, DefusedXmlException) as exc:
-        raise InputError(f"{path}: not a VOC annotation (XML: {exc})") from exc
+    root = parse_xml(read_source(path, "one frame's VOC annotation", MAX_XML_BYTES), str(path), "a VOC annotation")
     if root.tag != "annotation":
         raise InputError(f"{path}: not a VOC annotation (root element <{root.tag}>)")
     filename = (root.findtext("filename") or "").strip()
@@ -160,6 +152,8 @@ def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
     for k, obj in enumerate(root.findall("object")):
         where = f"{path}: object {k + 1}"
         label = (obj.findtext("name") or "").strip()
+        if not label:
+            raise InputError(f"{where}: no <name> (the object's class)")
         if label not in ctx.classes:
             raise InputError(f"{where}: class {label!r} is not one of the dataset's classes {ctx.classes}")
         bndbox = obj.find("bndbox")
@@ -169,8 +163,8 @@ def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
         x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive -> pixel edges
         if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
             raise InputError(f"{where}: box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] lies outside the image")
-        if x2 < x1 or y2 < y1:
-            raise InputError(f"{where}: box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] has its corners reversed")
+        if x2 <= x1 or y2 <= y1:  # 1-based inclusive: xmax = xmin is one pixel, xmax = xmin - 1 none
+            raise InputError(f"{where}: box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] has no area")
         boxes.append(
             Box(ctx.classes.index(label), max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
         )
@@ -219,13 +213,13 @@ class Voc(Format):
         files = [folder] if folder.is_file() else sorted(folder.glob("*.xml")) if folder.is_dir() else []
         if not files:
             raise InputError(f"{path}: no VOC annotations (.xml files) there")
-        out = Annotations()
+        out = Annotations(dataset_id=marker_id(files[0]))
+        ctx.check_id(out.dataset_id, path)
         for file in files:
             name, boxes = parse_voc(file, ctx)
             if name in out.frames:
                 raise InputError(f"{file}: frame {name!r} is also annotated in {out.where[name]}")
             out.frames[name], out.where[name] = boxes, str(file)
-        out.dataset_id = marker_id(files[0])
         return out
 
     def detect(self, path: Path) -> bool:

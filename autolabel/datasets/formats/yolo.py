@@ -12,7 +12,7 @@ present, name the ids, which then map to the dataset's classes by name.
 
 from __future__ import annotations
 
-import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,11 @@ from autolabel.errors import InputError
 YOLO_GRID = 1_000_000
 # A box may reach this far past the image edge (rounding in other tools); it is cut at the edge.
 EDGE_PX = 0.5
+# A class id (ASCII digits; six at most) and a coordinate (a plain decimal number: no NaN, no infinity).
+CLASS_ID = re.compile(r"[0-9]{1,6}")
+NUMBER = re.compile(r"[+-]?([0-9]{1,20}(\.[0-9]{0,20})?|\.[0-9]{1,20})([eE][+-]?[0-9]{1,3})?")
+# Text files beside YOLO labels that are not labels: labelImg's class list, a VOC folder's.
+NOT_LABELS = frozenset({"classes.txt", "labelmap.txt"})
 # A label file longer than this is not one frame's labels.
 MAX_LABEL_BYTES = 16 << 20
 
@@ -93,13 +98,14 @@ def label_path(name: str) -> str:
     return f"{LABELS}/{name}.txt"
 
 
-def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int], n_classes: int) -> list[Box]:
+def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int | str], n_classes: int) -> list[Box]:
     """The boxes of one YOLO label file in pixels; InputError naming the file and line when malformed.
 
     Args:
         path: The ``.txt`` file.
         size: The frame's (width, height).
-        ids: The file's class ids to the dataset's (empty: the same ids).
+        ids: The file's class ids to the dataset's, or to the name that is none of its classes
+            (empty: the same ids).
         n_classes: How many classes the dataset has.
     """
     try:
@@ -119,20 +125,19 @@ def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int], n_c
         where = f"{path}:{lineno}"
         if len(fields) != 5:
             raise InputError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
-        if not fields[0].isdigit() or len(fields[0]) > 6:
+        if not CLASS_ID.fullmatch(fields[0]):
             raise InputError(f"{where}: class {fields[0][:20]!r} is not a class id")
-        cls = int(fields[0])
-        cls = ids.get(cls, cls) if ids else cls
-        if ids and int(fields[0]) not in ids or not 0 <= cls < n_classes:
+        cls = ids.get(int(fields[0]), -1) if ids else int(fields[0])
+        if isinstance(cls, str):
+            raise InputError(f"{where}: class id {fields[0]} is {cls!r}, which is not one of the dataset's classes")
+        if not 0 <= cls < n_classes:
             raise InputError(f"{where}: class id {fields[0]} is not one of the dataset's {n_classes} classes")
-        try:
-            if any(len(v) > 40 for v in fields[1:]):
-                raise ValueError
-            cx, cy, w, h = (float(v) for v in fields[1:])
-        except ValueError:
-            raise InputError(f"{where}: coordinates must be numbers") from None
-        if not all(math.isfinite(v) for v in (cx, cy, w, h)) or w <= 0 or h <= 0:
-            raise InputError(f"{where}: box of width {w:g} and height {h:g}: both must be finite and above 0")
+        bad = next((v for v in fields[1:] if not NUMBER.fullmatch(v)), None)
+        if bad is not None:
+            raise InputError(f"{where}: coordinates must be numbers, got {bad[:20]!r}")
+        cx, cy, w, h = (float(v) for v in fields[1:])
+        if w <= 0 or h <= 0:
+            raise InputError(f"{where}: box of width {w:g} and height {h:g}: both must be above 0")
         x1, y1, x2, y2 = (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
         if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
             raise InputError(f"{where}: box [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px lies outside the image")
@@ -144,34 +149,56 @@ def class_names_beside(folder: Path) -> list[str] | None:
     """The class names a labels folder comes with (labelImg's ``classes.txt``, or a ``data.yaml``), if any."""
     for candidate in (folder / "classes.txt", folder.parent / "classes.txt"):
         if candidate.is_file():
-            return [line.strip() for line in candidate.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            try:
+                if candidate.stat().st_size > MAX_LABEL_BYTES:
+                    raise InputError(f"{candidate}: {candidate.stat().st_size} bytes is not a list of classes")
+                text = candidate.read_bytes().decode("utf-8-sig")
+            except OSError as exc:
+                raise InputError(f"{candidate}: cannot read: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{candidate}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            return [line.strip() for line in text.splitlines() if line.strip()]
     for candidate in (folder / "data.yaml", folder.parent / "data.yaml"):
         if candidate.is_file():
-            from autolabel.config import read_yaml
-
-            names = (read_yaml(candidate) or {}).get("names")
-            if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names)]
-            if isinstance(names, list):
-                return [str(n) for n in names]
+            return _yaml_names(candidate)
     return None
 
 
-def id_map(names: list[str] | None, classes: list[str], where: Path) -> dict[int, int]:
-    """A source's class ids to the dataset's, by name; empty when the source names none."""
+def _yaml_names(path: Path) -> list[str] | None:
+    """The class names of an Ultralytics ``data.yaml``: a list, or a mapping from ids 0, 1, 2, ..."""
+    from autolabel.config import read_yaml
+    from autolabel.errors import ConfigError
+
+    try:
+        body = read_yaml(path)
+    except ConfigError as exc:  # the source's file, not a config of ours
+        raise InputError(str(exc)) from exc
+    names = body.get("names") if isinstance(body, dict) else None
+    if isinstance(names, dict) and all(type(k) is int for k in names) and set(names) == set(range(len(names))):
+        names = [names[k] for k in range(len(names))]
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str | int) for n in names)):
+        raise InputError(
+            f"{path}: names: expected a list of class names, or a mapping from the ids 0, 1, 2, ... to them"
+        )
+    return None if names is None else [str(n) for n in names]
+
+
+def id_map(names: list[str] | None, classes: list[str]) -> dict[int, int | str]:
+    """A source's class ids to the dataset's, by name, or to the name when it is none of the dataset's classes.
+
+    Empty when the source names none. A name the dataset lacks is an error only where a box
+    uses it (labelImg's ``classes.txt`` lists its predefined classes too).
+    """
     if names is None:
         return {}
-    unknown = [n for n in names if n not in classes]
-    if unknown:
-        raise InputError(f"{where}: class {unknown[0]!r} is not one of the dataset's classes {classes}")
-    return {i: classes.index(n) for i, n in enumerate(names)}
+    return {i: classes.index(n) if n in classes else n for i, n in enumerate(names)}
 
 
-def read_label_folder(folder: Path, ctx: ReadContext, ids: dict[int, int]) -> Annotations:
+def read_label_folder(folder: Path, ctx: ReadContext, ids: dict[int, int | str]) -> Annotations:
     """Every ``.txt`` of a labels folder whose stem is a frame of the dataset (others are an error)."""
     out = Annotations()
     for path in sorted(folder.glob("*.txt")):
-        if path.name == "classes.txt":
+        if path.name in NOT_LABELS and path.stem not in ctx.sizes:
             continue
         if path.stem not in ctx.sizes:
             raise InputError(f"{path}: no frame {path.stem!r} in the dataset (a label file of another dataset?)")
@@ -200,13 +227,16 @@ class Yolo(Format):
         folder = path / LABELS if (path / LABELS).is_dir() else path
         if not folder.is_dir():
             raise InputError(f"{path}: not a YOLO labels folder")
-        found = read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes, folder))
-        found.dataset_id = marker_id(folder)
+        dataset_id = marker_id(folder)
+        ctx.check_id(dataset_id, path)
+        found = read_label_folder(folder, ctx, id_map(class_names_beside(folder), ctx.classes))
+        found.dataset_id = dataset_id
         return found
 
     def detect(self, path: Path) -> bool:
         folder = path / LABELS if (path / LABELS).is_dir() else path
-        return folder.is_dir() and any(folder.glob("*.txt"))
+        # Not the class lists (labelImg's classes.txt, the labelmap.txt of a VOC folder).
+        return folder.is_dir() and any(p.name not in NOT_LABELS for p in folder.glob("*.txt"))
 
     def tolerance(self, width: int, height: int) -> float:
         return yolo_tolerance(width, height)
