@@ -115,6 +115,24 @@ def match(preds: list[Box], truth: list[Box], min_iou: float) -> list[tuple[int,
     return pairs
 
 
+def _pair_left(
+    preds: list[Box], truth: list[Box], p_left: list[int], t_left: list[int], same_class: bool, min_iou: float
+) -> list[int]:
+    """Pairs left-over predictions (highest score first) with the left-over reviewer's box each overlaps most,
+    of the same class or of another (``same_class``), at IoU ``min_iou`` or more; removes both from the lists
+    and returns the reviewer's boxes paired."""
+    paired = []
+    for i in sorted(p_left, key=lambda i: -(preds[i].confidence or 1)):
+        found = [(iou(preds[i], truth[j]), j) for j in t_left if (truth[j].class_id == preds[i].class_id) == same_class]
+        found = [(o, j) for o, j in found if o >= min_iou]
+        if found:
+            _, j = max(found)
+            t_left.remove(j)
+            p_left.remove(i)
+            paired.append(j)
+    return paired
+
+
 def score_frame(preds: list[Box], truth: list[Box], classes: dict[int, Score], min_iou: float) -> None:
     """Adds one reviewed frame's counts to each class's score."""
     pairs = match(preds, truth, min_iou)
@@ -131,24 +149,11 @@ def score_frame(preds: list[Box], truth: list[Box], classes: dict[int, Score], m
             classes[t.class_id].fn += 1
     p_left = [i for i in range(len(preds)) if i not in matched_p]
     t_left = [j for j in range(len(truth)) if j not in matched_t]
-    # The right place, another class: counted under the reviewer's class.
-    for i in sorted(p_left, key=lambda i: -(preds[i].confidence or 1)):
-        found = [(iou(preds[i], truth[j]), j) for j in t_left if truth[j].class_id != preds[i].class_id]
-        found = [(o, j) for o, j in found if o >= min_iou]
-        if found:
-            _, j = max(found)
-            classes[truth[j].class_id].wrong_class += 1
-            t_left.remove(j)
-            p_left.remove(i)
-    # The right class, the wrong place.
-    for i in sorted(p_left, key=lambda i: -(preds[i].confidence or 1)):
-        found = [(iou(preds[i], truth[j]), j) for j in t_left if truth[j].class_id == preds[i].class_id]
-        found = [(o, j) for o, j in found if o >= MISPLACED_IOU]
-        if found:
-            _, j = max(found)
-            classes[truth[j].class_id].misplaced += 1
-            t_left.remove(j)
-            p_left.remove(i)
+    # The right place, another class; then the right class, the wrong place: under the reviewer's class.
+    for j in _pair_left(preds, truth, p_left, t_left, same_class=False, min_iou=min_iou):
+        classes[truth[j].class_id].wrong_class += 1
+    for j in _pair_left(preds, truth, p_left, t_left, same_class=True, min_iou=MISPLACED_IOU):
+        classes[truth[j].class_id].misplaced += 1
     for i in p_left:
         classes[preds[i].class_id].spurious += 1
     for j in t_left:

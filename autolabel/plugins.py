@@ -58,3 +58,14 @@ def load(group: str, taken: set[str], check: Callable[[object, str], object]) ->
             continue
         found[ep.name] = obj
     return found
+
+
+def registered(obj: object, kind: type, name: str):
+    """What an entry point (or a built-in) registers: an instance of ``kind`` (a class or factory is called)
+    whose ``name`` is the name it is registered under; TypeError or ValueError saying why not."""
+    value = obj() if callable(obj) and not isinstance(obj, kind) else obj
+    if not isinstance(value, kind):
+        raise TypeError(f"{obj!r} is not an autolabel {kind.__name__} ({kind.__module__}.{kind.__name__})")
+    if value.name != name:
+        raise ValueError(f"its name is {value.name!r}, registered as {name!r}")
+    return value

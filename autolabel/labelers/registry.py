@@ -192,12 +192,9 @@ BUILTIN: tuple[BaseModel, ...] = (
 
 
 def _check(obj: object, name: str) -> BaseModel:
-    spec = obj() if callable(obj) and not isinstance(obj, BaseModel) else obj
-    if not isinstance(spec, BaseModel):
-        raise TypeError(f"{obj!r} is not an autolabel BaseModel spec (autolabel.labelers.registry.BaseModel)")
-    if spec.name != name:
-        raise ValueError(f"its name is {spec.name!r}, registered as {name!r}")
-    return spec
+    from autolabel.plugins import registered
+
+    return registered(obj, BaseModel, name)
 
 
 @functools.cache

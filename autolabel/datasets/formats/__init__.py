@@ -40,12 +40,9 @@ __all__ = [
 
 
 def _check(obj: object, name: str) -> Format:
-    fmt = obj() if isinstance(obj, type) else obj
-    if not isinstance(fmt, Format):
-        raise TypeError(f"{obj!r} is not an autolabel Format (autolabel.datasets.formats.base.Format)")
-    if fmt.name != name:
-        raise ValueError(f"its name is {fmt.name!r}, registered as {name!r}")
-    return fmt
+    from autolabel.plugins import registered
+
+    return registered(obj, Format, name)
 
 
 @functools.cache

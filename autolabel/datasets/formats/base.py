@@ -268,6 +268,33 @@ def read_source(path: Path, what: str, limit: int = MAX_SOURCE_BYTES) -> bytes:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
+def read_text(path: Path, what: str, limit: int = MAX_SOURCE_BYTES) -> str:
+    """A source text file's content (UTF-8, a leading BOM allowed); one line naming it when it cannot be read."""
+    from autolabel.errors import InputError
+
+    data = read_source(path, what, limit)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def text_number(text: str | None, where: str, what: str, longest: int = 40) -> float:
+    """A finite number written as text in a file (an XML attribute or element), else one line saying what was there."""
+    from autolabel.errors import InputError
+
+    shown = repr(str(text)[:20]) if text is not None else "nothing"
+    try:
+        if text is None or len(text) > longest or "_" in text:
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {what} must be a number, got {shown}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {what} must be finite, got {shown}")
+    return value
+
+
 def _place(text: str, index: int) -> str:
     """``line:column`` of ``text[index]``."""
     return f"{text.count(chr(10), 0, index) + 1}:{index - text.rfind(chr(10), 0, index)}"

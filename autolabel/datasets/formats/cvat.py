@@ -8,7 +8,6 @@ folder holding either (a task CVAT exported).
 from __future__ import annotations
 
 import io
-import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,6 +23,7 @@ from autolabel.datasets.formats.base import (
     marker_id,
     parse_xml,
     read_source,
+    text_number,
 )
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
@@ -116,16 +116,7 @@ def _xml_bytes(path: Path) -> tuple[bytes, str]:
 
 
 def _coordinate(box, key: str, where: str, default: str | None = None) -> float:
-    text = box.get(key, default)
-    try:
-        if text is None or len(text) > 40:
-            raise ValueError
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {key} must be a number, got {str(text)[:20]!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{where}: {key} must be finite, got {text[:20]!r}")
-    return value
+    return text_number(box.get(key, default), where, key)
 
 
 def parse_cvat(path: Path, ctx: ReadContext) -> Annotations:

@@ -26,6 +26,7 @@ from autolabel.datasets.formats.base import (
     marker_id,
     parse_xml,
     read_source,
+    text_number,
 )
 from autolabel.datasets.layout import ANNOTATIONS, LABELMAP, SPLITS
 from autolabel.datasets.records import Box, FrameRecord
@@ -126,16 +127,7 @@ def annotation_path(name: str) -> str:
 
 def _number(obj, tag: str, where: str) -> float:
     node = obj.find(tag)
-    text = (node.text or "").strip() if node is not None else ""
-    try:
-        if len(text) > 20:
-            raise ValueError
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: <{tag}> must be a number, got {text[:20]!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{where}: <{tag}> must be finite, got {text[:20]!r}")
-    return value
+    return text_number((node.text or "").strip() if node is not None else None, where, f"<{tag}>", longest=20)
 
 
 def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:

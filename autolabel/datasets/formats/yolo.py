@@ -25,6 +25,7 @@ from autolabel.datasets.formats.base import (
     ReadContext,
     image_name,
     marker_id,
+    read_text,
 )
 from autolabel.datasets.layout import IMAGES, LABELS
 from autolabel.datasets.records import Box, FrameRecord
@@ -108,14 +109,7 @@ def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int | str
             (empty: the same ids).
         n_classes: How many classes the dataset has.
     """
-    try:
-        if path.stat().st_size > MAX_LABEL_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size} bytes is not a label file")
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = read_text(path, "a label file", MAX_LABEL_BYTES)
     width, height = size
     boxes = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -149,14 +143,7 @@ def class_names_beside(folder: Path) -> list[str] | None:
     """The class names a labels folder comes with (labelImg's ``classes.txt``, or a ``data.yaml``), if any."""
     for candidate in (folder / "classes.txt", folder.parent / "classes.txt"):
         if candidate.is_file():
-            try:
-                if candidate.stat().st_size > MAX_LABEL_BYTES:
-                    raise InputError(f"{candidate}: {candidate.stat().st_size} bytes is not a list of classes")
-                text = candidate.read_bytes().decode("utf-8-sig")
-            except OSError as exc:
-                raise InputError(f"{candidate}: cannot read: {exc.strerror or exc}") from exc
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{candidate}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            text = read_text(candidate, "a list of classes", MAX_LABEL_BYTES)
             return [line.strip() for line in text.splitlines() if line.strip()]
     for candidate in (folder / "data.yaml", folder.parent / "data.yaml"):
         if candidate.is_file():
