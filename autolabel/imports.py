@@ -162,20 +162,9 @@ def apply_review(ds: Dataset, reviews: dict[str, list[Box]], fmt: Format) -> Imp
     )
 
 
-def product_folder(merged_root: Path, recorded: Path) -> Path:
-    """A merged dataset's product dataset: where the merge found it, else beside the merge (the tree was moved)."""
-    for candidate in (recorded, merged_root.parent / recorded.name):
-        state = Dataset.state_of(candidate)
-        if state is not None and state.kind == "product":
-            return candidate
-    raise InputError(
-        f"{merged_root}: its product dataset {recorded} is gone (not there, nor beside the merge); "
-        "import into the product datasets, then merge again"
-    )
-
-
 def _product_folder(merged: Dataset, product: str) -> Path:
     """The folder of the product dataset that a merged dataset's frames of ``product`` came from."""
+    from autolabel.merge import product_folder
     from autolabel.naming import safe_name
 
     for recorded in merged.state.inputs:

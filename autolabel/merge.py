@@ -256,10 +256,20 @@ def _merge(
     return result
 
 
+def product_folder(merged_root: Path, recorded: Path) -> Path:
+    """A merged dataset's product dataset: where the merge found it, else beside the merge (the tree was moved)."""
+    for candidate in (recorded, merged_root.parent / recorded.name):
+        state = Dataset.state_of(candidate)
+        if state is not None and state.kind == "product":
+            return candidate
+    raise InputError(
+        f"{merged_root}: its product dataset {recorded} is gone (not there, nor beside the merge); "
+        "import into the product datasets, then merge again"
+    )
+
+
 def merge_again(output: Path) -> MergeResult:
     """Makes a merged dataset again from its products, with the options it was made with (after an import)."""
-    from autolabel.imports import product_folder
-
     state = Dataset.peek(output).state
     inputs = [product_folder(output, output / p) for p in state.inputs]
     options = state.merge or {}
