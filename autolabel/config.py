@@ -98,6 +98,16 @@ class FilterConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Tracks across frames (``--track``): missed frames filled, one-frame blips dropped, one class per object."""
+
+    enabled: bool = False
+    stride: int = 5
+    max_gap: int = 10
+    min_track: int = 3
+
+
+@dataclass
 class EngineConfig:
     """Where labeling runs: this process (local) or a Ray cluster (ray). Never changes the output."""
 
@@ -123,6 +133,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> RunConfig:
@@ -180,8 +191,18 @@ class RunConfig:
         if not 1 <= d.jpeg_quality <= 100:
             raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
+        validate_tracking(self.tracking)
         validate_engine(self.engine)
         return self
+
+
+def validate_tracking(t: TrackingConfig) -> None:
+    """Checks the tracking knobs."""
+    for name, least in (("stride", 1), ("max_gap", 0), ("min_track", 1)):
+        value = getattr(t, name)
+        if value < least:
+            flag = {"stride": "--track-stride", "max_gap": "--max-gap", "min_track": "--min-track"}[name]
+            raise ConfigError(f"tracking.{name} ({flag}) must be >= {least}, got {show(value)}")
 
 
 ENGINES = ("local", "ray")

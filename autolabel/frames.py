@@ -17,7 +17,7 @@ from autolabel.config import RunConfig
 from autolabel.errors import InputError
 from autolabel.events import Duplicate, SourceEnd, SourceFailed
 from autolabel.jobs import Job
-from autolabel.sampling import Frame, iter_frames
+from autolabel.sampling import Frame, iter_frames, sampled_indices
 from autolabel.selection import Deduper, embedding, farthest_point, thumbnail
 from autolabel.sources import Source
 
@@ -27,19 +27,49 @@ def selects(source: Source, config: RunConfig) -> bool:
     return source.is_video and (config.sampling.max_frames is not None or bool(config.sampling.dedup))
 
 
-def source_frames(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
+def probe_indices(source: Source, config: RunConfig) -> set[int]:
+    """The frames ``--track`` labels for tracking: every ``--track-stride``-th frame of a video (none otherwise)."""
+    if not config.tracking.enabled or not source.is_video:
+        return set()
+    return set(sampled_indices(source, config.tracking.stride))
+
+
+def source_frames(
+    source: Source, config: RunConfig, done: set[int], duplicates: set[int], probed: set[int] = frozenset()
+) -> Iterator:
     """A source's pending frames in order: each a Frame to label, or a Duplicate (--dedup) to journal.
+
+    With ``--track`` the frames on the tracking grid come too, as frames that are not kept
+    (``Frame.kept`` False: labeled and journaled for tracking, never written).
+
+    Args:
+        source: The media file.
+        config: The run's settings.
+        done: Frames journaled already (kept, duplicates, probes).
+        duplicates: Of those, the near-duplicates (--dedup).
+        probed: Of those, the frames labeled for tracking only.
 
     Raises:
         InputError: The source cannot be read (after the frames read before the problem).
     """
     s = config.sampling
+    probes = probe_indices(source, config)
     if source.is_video and s.max_frames is not None:
-        yield from _chosen_frames(source, config, done)
+        yield from _chosen_frames(source, config, done, probes)
     elif source.is_video and s.dedup:
-        yield from _deduplicated(source, config, done, duplicates)
+        yield from _deduplicated(source, config, done, duplicates | set(probed), probes)
+    elif probes:
+        sampled = set(sampled_indices(source, s.frame_rate, s.fps))
+        yield from _marked(iter_frames(source, 1, None, skip=done, only=sorted(sampled | probes)), sampled)
     else:
         yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+
+
+def _marked(frames: Iterator[Frame], kept: set[int]) -> Iterator[Frame]:
+    """Frames marked as kept or not (labeled for tracking only)."""
+    for frame in frames:
+        frame.kept = frame.index in kept
+        yield frame
 
 
 def job_frames(
@@ -51,7 +81,7 @@ def job_frames(
             continue
         done, duplicates = job.done.get(source.stem, set()), job.duplicates.get(source.stem, set())
         try:
-            yield from source_frames(source, config, done, duplicates)
+            yield from source_frames(source, config, done, duplicates, job.probed.get(source.stem, set()))
         except InputError as exc:
             yield SourceFailed(source, str(exc))
             continue
@@ -71,17 +101,29 @@ def _duplicate(frame: Frame) -> Duplicate:
     return Duplicate(frame.source, frame.index, frame.t, w, h)
 
 
-def _deduplicated(source: Source, config: RunConfig, done: set[int], duplicates: set[int]) -> Iterator:
+def _deduplicated(
+    source: Source, config: RunConfig, done: set[int], not_kept: set[int], probes: set[int] = frozenset()
+) -> Iterator:
     """The pending sampled frames of a video, each a Frame to label or a Duplicate of the last kept one.
 
     Each decision compares a frame with the last frame kept before it, whichever run kept it:
     one kept by an earlier run (a resumed run, or a frame relabeled because its image was
-    lost) is decoded again, so a resumed run decides as an uninterrupted one.
+    lost) is decoded again, so a resumed run decides as an uninterrupted one. ``not_kept``:
+    the journaled frames that are no kept frame (duplicates, probes). ``probes``: frames to
+    label for tracking only, never compared.
     """
     s = config.sampling
-    earlier = sorted(done - duplicates)  # kept (labeled) by earlier runs
+    earlier = sorted(done - not_kept)  # kept (labeled) by earlier runs
     dedup = Deduper(s.dedup)
-    for frame in iter_frames(source, s.frame_rate, s.fps, skip=done):
+    if probes:
+        sampled = set(sampled_indices(source, s.frame_rate, s.fps))
+        frames = _marked(iter_frames(source, 1, None, skip=done, only=sorted(sampled | probes)), sampled)
+    else:
+        frames = iter_frames(source, s.frame_rate, s.fps, skip=done)
+    for frame in frames:
+        if not frame.kept:
+            yield frame
+            continue
         before = bisect.bisect_left(earlier, frame.index)
         if before and (dedup.reference is None or dedup.reference[0] < earlier[before - 1]):
             ref = _decode_one(source, config, earlier[before - 1])
@@ -92,7 +134,7 @@ def _deduplicated(source: Source, config: RunConfig, done: set[int], duplicates:
             yield _duplicate(frame)
 
 
-def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterator:
+def _chosen_frames(source: Source, config: RunConfig, done: set[int], probes: set[int] = frozenset()) -> Iterator:
     """``--max-frames``: the pending frames of the N most diverse sampled frames, and the duplicates, in order.
 
     A first pass decodes every sampled frame and keeps only its embedding (and, with
@@ -122,7 +164,12 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int]) -> Iterato
     del embeddings
     pending = [d for d in dups if d.index not in done]
     k = 0
-    for frame in iter_frames(source, s.frame_rate, s.fps, skip=done, only=chosen):
+    if probes:  # frames to label for tracking only, beside the chosen ones (a duplicate is not probed)
+        extra = probes - {d.index for d in dups}
+        frames = _marked(iter_frames(source, 1, None, skip=done, only=sorted(set(chosen) | extra)), set(chosen))
+    else:
+        frames = iter_frames(source, s.frame_rate, s.fps, skip=done, only=chosen)
+    for frame in frames:
         while k < len(pending) and pending[k].index < frame.index:
             yield pending[k]
             k += 1

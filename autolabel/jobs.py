@@ -28,6 +28,8 @@ class ProductResult:
     dropped_frames: int = 0  # by filters
     duplicate_frames: int = 0  # left out as near-duplicates (--dedup), never labeled
     new_duplicates: int = 0  # of those, found by this run
+    new_probes: int = 0  # frames labeled for tracking only by this run (--track)
+    tracked: int = 0  # kept frames whose boxes tracking changed
     seconds: float = 0.0
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
@@ -67,6 +69,7 @@ class Job:
         missing_images: Journaled frames whose image was deleted: labeled again.
         source_ids: File name -> content identity, read once.
         duplicates: Source stem -> indices journaled as duplicates.
+        probed: Source stem -> indices journaled as labeled for tracking only (``--track``).
         rederived: Only the box thresholds changed: the journal settled anew (written when the run starts).
     """
 
@@ -84,4 +87,5 @@ class Job:
     missing_images: int = 0
     source_ids: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, set[int]] = field(default_factory=dict)
+    probed: dict[str, set[int]] = field(default_factory=dict)
     rederived: Rederived | None = None

@@ -33,6 +33,7 @@ from autolabel.errors import InputError, OutputError
 from autolabel.fileio import make_staging_dir, output_errors, replace_dir
 from autolabel.naming import SEPARATOR, safe_name
 from autolabel.postprocess import FilterStats, apply_filters, filters_active
+from autolabel.tracking import BLOCK as TRACK_BLOCK
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,12 @@ def _merge(
     stats = FilterStats()
     active = filters if filters is not None and filters_active(filters) else None
     records: list[FrameRecord] = []
+    offset = 0  # track ids stay unique: each product's come after the previous ones'
     try:
         with DatasetWriter(staging, classes, formats) as writer:
             for key in sorted(by_slug):
                 ds = by_slug[key]
+                shift, offset = offset, offset + (max(ds.state.track_blocks.values(), default=-1) + 1) * TRACK_BLOCK
                 folder = ds.root
                 slug = safe_name(str(ds.state.product or folder.name))
                 result.products.append(slug)
@@ -216,6 +219,8 @@ def _merge(
                     _check_labels(folder, record)
                     for box in [*record.boxes, *(record.model_boxes or ())]:
                         box.class_id = remap[box.class_id]
+                        if box.track_id is not None:
+                            box.track_id += shift
                     record.split = membership.get(record.name, "train")
                     record.product = ds.state.product or slug
                     # Cleaned names never hold "__": "<product>__<frame>" cannot collide.

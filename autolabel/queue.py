@@ -33,6 +33,7 @@ SIGNALS: dict[str, tuple[float, str]] = {
     "rare_class": (0.5, "boxes of a class with under 5% of the product's boxes"),
     "missing_class": (2.0, "among the best candidates of a class that has no box in the product"),
     "class_overlap": (1.0, "boxes of different classes in one place (IoU >= 0.5)"),
+    "track_disagreement": (1.0, "--track changed what the model said here: a box filled in, dropped, or its class"),
 }
 
 
@@ -77,6 +78,22 @@ def _neighbours(records: list[FrameRecord], gap: float) -> dict[str, tuple[Frame
 
 def _best_iou(box: Box, others: list[Box]) -> float:
     return max((iou(box, o) for o in others if o.class_id == box.class_id), default=0.0)
+
+
+def _disagreement(r: FrameRecord, model: list[Box], thresholds: Thresholds | None) -> float:
+    """How many boxes tracking added, dropped or gave another class, against the model's boxes above threshold."""
+    if not any(b.track_id is not None for b in r.boxes):
+        return 0.0
+    said = [b for b in model if thresholds is None or thresholds.passes(b)]
+    kept = list(r.boxes)
+    unmatched = 0
+    for b in said:
+        same = [k for k in kept if k.class_id == b.class_id and iou(k, b) >= SAME_PLACE_IOU]
+        if same:
+            kept.remove(same[0])
+        else:
+            unmatched += 1
+    return float(unmatched + len(kept))
 
 
 def _jitter(here: FrameRecord, before: FrameRecord, after: FrameRecord) -> float:
@@ -128,6 +145,7 @@ def build(
         t = thresholds.get(r.product, thresholds.get(None))
         signals = {
             "near_threshold": _closeness(model, t) if t is not None else 0.0,
+            "track_disagreement": _disagreement(r, model, t),
             "rare_class": float(sum(1 for b in r.boxes if b.class_id in rare)),
             "missing_class": missing.get(r.name, 0.0),
             "class_overlap": float(

@@ -160,6 +160,7 @@ def flicker(records: list[FrameRecord], gap: float) -> list[str]:
 def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
     return [
         f"{classes[b.class_id] if b.class_id < len(classes) else b.class_id}"
+        + (f" #{b.track_id}" if b.track_id is not None else "")
         + (f" {b.confidence:.2f}" if b.confidence is not None else "")
         for b in record.boxes
     ]
@@ -291,7 +292,7 @@ def render(
                 r.width,
                 r.height,
                 splits.get(r.name, ""),
-                [[b.class_id, b.x1, b.y1, b.x2, b.y2, b.confidence] for b in r.boxes],
+                [[b.class_id, b.x1, b.y1, b.x2, b.y2, b.confidence, b.track_id] for b in r.boxes],
                 thumbs.get(r.name),
             ]
             for r in sorted(records, key=lambda r: r.name)
@@ -459,6 +460,7 @@ figcaption{{font-size:11px;padding:2px 4px;overflow:hidden;text-overflow:ellipsi
 <section><h2>Facts about the frames</h2><p>Information, not reasons to review: good frames have them too.</p>{flags}</section>
 <section><h2>Contact sheet</h2>
 <div id="controls"><label>Show <select id="filter"><option value="">all frames</option>{options}</select></label>
+<label>Track <input id="track" size="10" placeholder="id"></label>
 <button id="prev">&larr; previous</button><span id="page"></span><button id="next">next &rarr;</button></div>
 <div id="grid"></div></section>
 <div id="modal"><div id="stage"><img id="full" alt=""><svg id="boxes"></svg></div><div id="caption"></div></div>
@@ -470,7 +472,10 @@ const byName = new Map(D.frames.map(f => [f[0], f]));
 let list = D.frames, page = 0;
 const grid = document.getElementById("grid"), modal = document.getElementById("modal");
 const NS = "http://www.w3.org/2000/svg";
-function label(b) {{ const c = D.classes[b[0]] ?? String(b[0]); return b[5] === null ? c : c + " " + b[5].toFixed(2); }}
+function label(b) {{
+  const c = (D.classes[b[0]] ?? String(b[0])) + (b[6] == null ? "" : " #" + b[6]);
+  return b[5] === null ? c : c + " " + b[5].toFixed(2);
+}}
 function show() {{
   const pages = Math.max(1, Math.ceil(list.length / D.pageSize));
   page = Math.min(Math.max(page, 0), pages - 1);
@@ -508,6 +513,10 @@ function open(name) {{
 }}
 modal.addEventListener("click", () => modal.classList.remove("open"));
 document.addEventListener("keydown", e => {{ if (e.key === "Escape") modal.classList.remove("open"); }});
+document.getElementById("track").addEventListener("input", e => {{
+  const id = e.target.value.trim();  // a track's frames side by side, in frame order
+  list = id ? D.frames.filter(f => f[4].some(b => String(b[6]) === id)) : D.frames; page = 0; show();
+}});
 document.getElementById("filter").addEventListener("change", e => {{
   const key = e.target.value, names = key ? new Set(D.flags[key]) : null;
   list = names ? D.frames.filter(f => names.has(f[0])) : D.frames; page = 0; show();

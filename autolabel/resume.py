@@ -20,7 +20,7 @@ from autolabel.config import FilterConfig, RunConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.layout import JOURNAL, MERGED_DIR, RUN_YAML, STATE
-from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.records import PROBE, FrameRecord
 from autolabel.datasets.rederive import rederive as rederive_journal
 from autolabel.datasets.state import PRODUCT, SourceState, State, product_id
 from autolabel.errors import InputError, OutputError
@@ -92,6 +92,8 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
         },
         "filters": dataclasses.asdict(config.filters),
         "jpeg_quality": config.dataset.jpeg_quality,
+        # Absent unless on, so datasets made without it resume as they are.
+        **({"tracking": dataclasses.asdict(config.tracking)} if config.tracking.enabled else {}),
     }
 
 
@@ -273,9 +275,12 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
         if rederived.unimaged:
             notes.append(f"{len(rederived.unimaged)} frames a filter had left out are let in: labeling them again")
     duplicates: dict[str, set[int]] = {}
+    probed: dict[str, set[int]] = {}
     for record in records:
         if record.dropped == DUPLICATE:
             duplicates.setdefault(record.source, set()).add(record.index)
+        elif record.dropped == PROBE:
+            probed.setdefault(record.source, set()).add(record.index)
     complete = state.complete_sources() if state is not None else set()
     pending = 0  # for the progress bar only: a source is done when read to its end, whatever its header says
     s = config.sampling
@@ -296,6 +301,7 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
     job.missing_images = len(missing)
     job.source_ids = ids
     job.duplicates = duplicates
+    job.probed = probed
     return job
 
 

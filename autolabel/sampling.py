@@ -46,12 +46,14 @@ class Frame:
         index: Frame index in the source (0 for still images).
         t: Time in the video, seconds (0 for still images).
         image: BGR uint8 array (H, W, 3).
+        kept: A frame of the dataset; False: labeled for tracking only (``--track``), never written.
     """
 
     source: Source
     index: int
     t: float
     image: np.ndarray
+    kept: bool = True
 
     @property
     def name(self) -> str:

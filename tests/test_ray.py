@@ -108,7 +108,9 @@ def test_split_cuts_between_batches_at_keyframes():
 
 @needs_ray
 @pytest.mark.parametrize(
-    "settings", [{}, {"sampling.dedup": 0.98, "sampling.max_frames": 12}], ids=["stride+errors", "dedup+max-frames"]
+    "settings",
+    [{}, {"sampling.dedup": 0.98, "sampling.max_frames": 12}, {"tracking.enabled": True, "tracking.stride": 3}],
+    ids=["stride+errors", "dedup+max-frames", "track"],
 )
 def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
     from autolabel.datasets.dataset import Dataset
@@ -119,7 +121,7 @@ def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
     from autolabel.sources import discover_products
 
     make_input(tmp_path, broken=not settings)
-    if settings:  # a product held still, then turned: near-duplicates to journal, never label
+    if "sampling.dedup" in settings:  # a product held still, then turned: near-duplicates to journal, never label
         make_turning_product(tmp_path, {"clip.mp4": FROZEN + TURNING})
     (local, expected), (ray, files) = both(tmp_path, **settings)
     assert [r.errors for r in ray] == [r.errors for r in local]
@@ -132,6 +134,9 @@ def test_ray_writes_the_local_dataset(ray_session, tmp_path, settings):
         )
     journal = [r.name for r in read_journal(tmp_path / "dataset" / "mug")]
     assert len(journal) == len(set(journal))
+    if "tracking.enabled" in settings:
+        assert sum(r.new_probes for r in ray) > 0
+        return
     if settings:
         assert sum(r.duplicate_frames for r in ray) > 0
         return

@@ -101,6 +101,33 @@ def _run_flags() -> list[Flag]:
         Flag(("--precision",), str, "auto, fp32, fp16, bf16.", key="model.precision"),
         _format_flag(),
         Flag(("--val-fraction",), float, "Share of frames in the validation split.", key="dataset.val_fraction"),
+        Flag(
+            ("--track",),
+            bool,
+            "Link boxes into tracks: fill missed frames, drop blips, one class per object.",
+            key="tracking.enabled",
+        ),  # fmt: skip
+        Flag(
+            ("--track-stride",),
+            int,
+            "With --track: detect on every Nth frame of each video (1: every frame).",
+            key="tracking.stride",
+            needs=("tracking.enabled", True, "--track"),
+        ),  # fmt: skip
+        Flag(
+            ("--max-gap",),
+            int,
+            "With --track: fill a track's gaps of up to this many frames.",
+            key="tracking.max_gap",
+            needs=("tracking.enabled", True, "--track"),
+        ),  # fmt: skip
+        Flag(
+            ("--min-track",),
+            int,
+            "With --track: drop tracks with fewer detections (blips).",
+            key="tracking.min_track",
+            needs=("tracking.enabled", True, "--track"),
+        ),  # fmt: skip
         Flag(("--seed",), int, "Split seed.", key="dataset.seed"),
         *FILTERS,
         Flag(

@@ -118,6 +118,8 @@ class Given:
             for part in key.split("."):
                 actual = getattr(actual, part)
             if actual != wanted:
+                if wanted is True:
+                    raise ConfigError(f"{f.spelling} applies with {option} only; add {option}, or leave it out")
                 words = option.lstrip("-").replace("-", " ")
                 raise ConfigError(f"{f.spelling} is for {option} {wanted} ({words}: {actual})")
 

@@ -14,12 +14,13 @@ from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
 from autolabel.datasets.formats import Context, written
 from autolabel.datasets.formats.yolo import data_yaml_text
 from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, RUN_YAML, SPLITS
-from autolabel.datasets.records import FrameRecord, boxes_per_class, dataset_warnings
+from autolabel.datasets.records import PROBE, FrameRecord, boxes_per_class, dataset_warnings
 from autolabel.datasets.split import assign_splits
 from autolabel.datasets.state import STATE_VERSION
 from autolabel.fileio import atomic_write_text
 from autolabel.jobs import Job, ProductResult
 from autolabel.selection import DUPLICATE
+from autolabel.tracking import retrack
 
 # The packages whose versions shape the output (run.yaml lists them).
 VERSIONED = (
@@ -103,17 +104,28 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     state = ds.state
     classes = list(state.classes)  # the ontology's, and those a discovering labeler added
     all_records = list(ds.records())
+    ctx = Context(classes, state.product or job.product.name, state.id)
+    chosen = written(state.formats)
+    if config.tracking.enabled:  # the kept frames settled on their tracks, from the journal
+        tracked = retrack(all_records, config, state.track_blocks, classes)
+        if tracked:
+            state.pending = True
+            ds.save()
+            ds.rewrite_journal(all_records)
+            kept = [r for r in all_records if r.dropped is None]
+            sync_frame_files(job.out, kept, ctx, chosen, tracked, keep_edits=False)
+            state.pending = False  # finished here; a kill before this is finished by the next run
+            result.tracked = len(tracked)
     records = [r for r in all_records if r.dropped is None]
     result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
-    result.dropped_frames = len(all_records) - len(records) - result.duplicate_frames
+    probes = sum(1 for r in all_records if r.dropped == PROBE)
+    result.dropped_frames = len(all_records) - len(records) - result.duplicate_frames - probes
     d = config.dataset
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:
         r.split = splits[r.name]
-    ctx = Context(classes, state.product or job.product.name, state.id)
-    chosen = written(state.formats)
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
-    journaled = result.new_frames + result.new_duplicates
+    journaled = result.new_frames + result.new_duplicates + result.new_probes
     earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
     if state.pending:  # a re-derivation (new box thresholds) was killed before all its files were written
         sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)

@@ -20,7 +20,7 @@ from autolabel import progress
 from autolabel.config import RunConfig
 from autolabel.datasets import finalize
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.records import PROBE, FrameRecord
 from autolabel.datasets.writer import DatasetWriter, encode_jpeg
 from autolabel.events import Duplicate, Event, SourceEnd, SourceFailed
 from autolabel.jobs import Job, ProductResult
@@ -126,6 +126,13 @@ def write_product(
                 if isinstance(event, Duplicate):
                     worker.put((event.record(), None))
                     result.new_duplicates += 1
+                elif event.record.dropped == PROBE:  # for tracking only: the model's boxes, journaled
+                    record = event.record
+                    if event.names is not None and number_classes(record, event.names, class_ids):
+                        writer.classes[:] = list(class_ids)
+                        worker.put(_NewClasses(tuple(class_ids)))
+                    worker.put((record, None))
+                    result.new_probes += 1
                 else:
                     record = event.record
                     if event.names is not None and number_classes(record, event.names, class_ids):

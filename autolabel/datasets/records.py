@@ -23,6 +23,8 @@ MODEL = "model"
 REVIEWED = "reviewed"
 INTERPOLATED = "interpolated"
 ORIGINS = (MODEL, REVIEWED, INTERPOLATED)
+# A frame labeled for tracking only (``--track``): journaled with the model's boxes, never in the dataset.
+PROBE = "probe"
 
 
 @dataclass

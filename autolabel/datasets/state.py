@@ -56,6 +56,7 @@ class State:
             above it can change without labeling again); None: not known.
         pending: A re-derivation of the files from the journal was under way (finished by the next run).
         unscored: Frames reviewed before the model's boxes were kept beside a review (``eval`` skips them).
+        track_blocks: Each tracked video's block of track ids, by source stem (``--track``).
         settings: A merged dataset's products' box thresholds and filters (what ``eval`` scores).
         merge: A merged dataset's options (filters, unite_case), to merge it again the same way.
         inputs: A merged dataset's product dataset folders.
@@ -76,6 +77,7 @@ class State:
     floor: float | None = None
     pending: bool = False
     unscored: list[str] = field(default_factory=list)
+    track_blocks: dict[str, int] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     products: list[str] = field(default_factory=list)
     settings: dict[str, dict] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class State:
                 "floor": self.floor,
                 "pending": self.pending,
                 "unscored": list(self.unscored),
+                "track_blocks": dict(self.track_blocks),
             }
         return out
 
@@ -189,6 +192,10 @@ def parse_state(path: Path, data: Any) -> State:
     state.floor = float(floor) if floor is not None else None if "floor" in data else _old_floor(state)
     state.pending = bool(_typed(path, data, "pending", bool, False))
     state.unscored = _names(path, data, "unscored")
+    blocks = _typed(path, data, "track_blocks", dict, {})
+    if not all(isinstance(k, str) and type(v) is int for k, v in blocks.items()):
+        raise _fail(path, "'track_blocks' must map source stems to integers")
+    state.track_blocks = dict(blocks)
     sources = _typed(path, data, "sources", dict, {})
     for name, info in sources.items():
         if not isinstance(info, dict) or not isinstance(info.get("stem"), str):

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.records import PROBE, FrameRecord
 from autolabel.datasets.state import State
 from autolabel.events import Duplicate, Event, Labeled, SourceEnd, SourceFailed
 from autolabel.jobs import Job
@@ -90,6 +90,8 @@ def labeled_frame(frame: Frame, detections, nms_iou: float) -> Labeled:
     det = nms(detections, nms_iou)
     h, w = frame.image.shape[:2]
     record = FrameRecord(frame.name, frame.source.stem, frame.index, frame.t, w, h, to_boxes(det))
+    if not frame.kept:  # labeled for tracking only: journaled with the model's boxes, never written
+        record.dropped = PROBE
     if not named:
         return Labeled(record, frame.image)
     return Labeled(record, frame.image, tuple(str(n) for n in det.data[CLASS_NAME]) if len(det) else ())

@@ -83,6 +83,7 @@ class WorkItem:
     indices: tuple[int, ...] | None
     done: frozenset[int] = frozenset()
     duplicates: frozenset[int] = frozenset()
+    probed: frozenset[int] = frozenset()
     last: bool = True
     failure: str | None = None
 
@@ -124,8 +125,16 @@ def plan_items(product: int, job: Job, config: RunConfig, state: State, batch_si
         if source.path.name in complete:
             continue
         done = frozenset(job.done.get(source.stem, ()))
-        whole = WorkItem(product, source, None, done, frozenset(job.duplicates.get(source.stem, ())))
-        if not source.is_video or selects(source, config):
+        whole = WorkItem(
+            product,
+            source,
+            None,
+            done,
+            frozenset(job.duplicates.get(source.stem, ())),
+            frozenset(job.probed.get(source.stem, ())),
+        )
+        # Frames chosen by comparing them, and --track's probes: one task reads the source in order.
+        if not source.is_video or selects(source, config) or config.tracking.enabled:
             items.append(whole)
             continue
         try:
@@ -168,7 +177,7 @@ def _frames(item: WorkItem, config: RunConfig, folder: str) -> Iterator:
         if item.failure is not None:
             raise InputError(item.failure)
         if item.indices is None:
-            yield from source_frames(source, config, set(item.done), set(item.duplicates))
+            yield from source_frames(source, config, set(item.done), set(item.duplicates), set(item.probed))
         else:
             yield from iter_frames(source, s.frame_rate, s.fps, only=item.indices, check_end=item.last)
     except InputError as exc:

@@ -20,6 +20,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "cvat": ("autolabel.datasets.formats.cvat", "Cvat"),
     "label-studio": ("autolabel.datasets.formats.label_studio", "LabelStudio"),
     "ultralytics": ("autolabel.datasets.formats.ultralytics", "Ultralytics"),
+    "mot": ("autolabel.datasets.formats.mot", "Mot"),
 }
 # The formats a dataset always has: its labels back data.yaml and the split lists.
 ALWAYS = "yolo"

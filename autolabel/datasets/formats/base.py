@@ -167,12 +167,14 @@ class Format:
         help: One line for ``--help`` and docs.
         frame_dirs: The folders its frame files go in (flushed before the journal line).
         dataset_format: It can be part of a dataset (``run --format``, ``merge``).
+        empty_frames: Its files list frames without boxes (MOT's rows do not).
     """
 
     name: str = ""
     help: str = ""
     frame_dirs: tuple[str, ...] = ()
     dataset_format: bool = True
+    empty_frames: bool = True  # its files list a frame without boxes (so reading it back gives the frame)
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
         """A frame's files in a dataset, by path relative to the dataset (none by default)."""

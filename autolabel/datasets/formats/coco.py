@@ -94,19 +94,20 @@ def coco_files(
         for j, b in enumerate(r.boxes):
             x, y, w, h = float(b.x1), float(b.y1), float(b.x2 - b.x1), float(b.y2 - b.y1)
             score = 1.0 if r.reviewed or b.confidence is None else float(b.confidence)
-            out["annotations"].append(
-                {
-                    "id": image_id * block + j + 1,
-                    "image_id": image_id,
-                    "category_id": b.class_id + 1,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "segmentation": [],
-                    "iscrowd": 0,
-                    "score": score,
-                    "reviewed": r.reviewed,
-                }
-            )
+            annotation = {
+                "id": image_id * block + j + 1,
+                "image_id": image_id,
+                "category_id": b.class_id + 1,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "segmentation": [],
+                "iscrowd": 0,
+                "score": score,
+                "reviewed": r.reviewed,
+            }
+            if b.track_id is not None:  # --track: the object it belongs to (as CVAT and FiftyOne read it)
+                annotation["attributes"] = {"track_id": b.track_id}
+            out["annotations"].append(annotation)
     return files
 
 
