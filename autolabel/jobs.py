@@ -30,6 +30,7 @@ class ProductResult:
     new_duplicates: int = 0  # of those, found by this run
     new_probes: int = 0  # frames labeled for tracking only by this run (--track)
     tracked: int = 0  # kept frames whose boxes tracking changed
+    tracking_seconds: float = 0.0  # of ``seconds``, spent tracking (--track)
     seconds: float = 0.0
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)

@@ -31,6 +31,11 @@ def print_run_summary(results) -> None:
         if r.filtered or r.dropped_frames:
             removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
             echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
+        if r.tracked or r.new_probes:
+            echo(
+                f"    tracks (--track): {r.new_probes} more frames labeled for tracking, {r.tracked} kept frames "
+                f"settled on their tracks ({r.tracking_seconds:.2f} s)"
+            )
         if r.reviewed_frames:
             echo(f"    reviewed frames (autolabel import): {r.reviewed_frames}")
         missing = [p for p, differed in r.repaired if not differed]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     ctx = Context(classes, state.product or job.product.name, state.id)
     chosen = written(state.formats)
     if config.tracking.enabled:  # the kept frames settled on their tracks, from the journal
+        start = time.perf_counter()
         tracked = retrack(all_records, config, state.track_blocks, classes)
+        result.tracking_seconds = time.perf_counter() - start
         if tracked:
             state.pending = True
             ds.save()
