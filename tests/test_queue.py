@@ -87,3 +87,13 @@ def test_warnings_reach_the_run_the_merge_and_the_report(tmp_path, monkeypatch):
     assert out.count("no validation frames") >= 2
     page = (tmp_path / "ds" / "mug" / "report.html").read_text()
     assert "class &#x27;rim&#x27; got no box" in page and 'id="queue"' in page
+
+
+def test_where_tracking_changed_what_the_model_said_is_a_reason_to_review():
+    said = [mug(), hand()]
+    tracked = [Box(0, 10, 10, 40, 40, 0.9, track_id=1), Box(0, 60, 10, 90, 40, 0.9, track_id=2)]  # hand re-classed
+    records = [frame(i, *[Box(b.class_id, b.x1, b.y1, b.x2, b.y2, 0.9, track_id=k + 1) for k, b in enumerate(said)])
+               for i in range(6)]  # fmt: skip
+    records[3] = frame(3, *tracked, model=said)
+    top = build(records, ["mug", "hand"], T)[0]
+    assert top.name == "a_000003" and top.signals["track_disagreement"] == 2.0  # the hand dropped, a mug added

@@ -206,3 +206,13 @@ def test_a_killed_tracked_run_resumes_byte_identical(tmp_path, fraction):
 def test_track_flags_need_track():
     result = CliRunner().invoke(app, ["run", "--track-stride", "2"])
     assert result.exit_code == 2 and "--track-stride applies with --track only" in result.stderr
+
+
+def test_the_report_shows_track_ids_and_a_tracks_frames(clip):
+    from autolabel.report import write_report
+
+    (r,) = run(run_config(clip, **{"sampling.frame_rate": 5, "tracking.enabled": True}), Blobs)
+    page = write_report(r.output).path.read_text()
+    track = next(b.track_id for f in kept(r.output).values() for b in f.boxes)
+    assert f",{track}]" in page  # each box of the page's data carries its track id
+    assert 'id="track"' in page  # the input that shows one track's frames
