@@ -216,3 +216,21 @@ def test_the_report_shows_track_ids_and_a_tracks_frames(clip):
     track = next(b.track_id for f in kept(r.output).values() for b in f.boxes)
     assert f",{track}]" in page  # each box of the page's data carries its track id
     assert 'id="track"' in page  # the input that shows one track's frames
+
+
+@pytest.mark.parametrize(
+    "selection", [{"sampling.dedup": 0.99}, {"sampling.max_frames": 4}], ids=["dedup", "max-frames"]
+)
+def test_tracking_with_frames_chosen_by_comparing_them(clip, selection):
+    settings = {"sampling.frame_rate": 2, "tracking.enabled": True, "tracking.stride": 3, **selection}
+    labeler = Blobs()
+    (r,) = run(run_config(clip, **settings), lambda: labeler)
+    assert r.ok and r.new_probes > 0
+    journal = list(read_journal(r.output))
+    kept_frames = [x for x in journal if x.dropped is None]
+    if "sampling.max_frames" in selection:
+        assert len(kept_frames) == 4
+    assert all(x.index % 2 == 0 for x in kept_frames)  # kept frames come from the sampling, probes from the grid
+    assert {x.index for x in journal if x.dropped == PROBE} <= set(range(0, FRAMES, 3))
+    (again,) = run(run_config(clip, **settings), lambda: labeler)
+    assert again.ok and again.new_frames == 0 and again.new_probes == 0 and not again.repaired
