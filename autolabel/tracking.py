@@ -161,7 +161,9 @@ def track_source(
     return {name: [b for _, b in sorted(boxes, key=lambda nb: nb[0])] for name, boxes in out.items()}
 
 
-def retrack(records: list[FrameRecord], config, blocks: dict[str, int], classes: list[str]) -> set[str]:
+def retrack(
+    records: list[FrameRecord], config, blocks: dict[str, int], classes: list[str], videos: set[str]
+) -> set[str]:
     """Tracks every video of a product's journal and settles its kept, unreviewed frames on their tracks.
 
     Args:
@@ -170,6 +172,7 @@ def retrack(records: list[FrameRecord], config, blocks: dict[str, int], classes:
         config: The run's settings (``config.tracking``, the thresholds, the filters).
         blocks: Each video's block of track ids by source stem (a new video gets the next one).
         classes: The dataset's classes.
+        videos: The stems of the product's videos (a still image has no track; a source gone keeps its boxes).
 
     Returns the names of the kept frames whose boxes changed. Frame filters (``--drop-empty``,
     ``--drop-multi``) judged the model's boxes when the frame was written and stay as they are;
@@ -184,7 +187,7 @@ def retrack(records: list[FrameRecord], config, blocks: dict[str, int], classes:
     box_filters = dataclasses.replace(config.filters, drop_empty=False, drop_multi=False)
     by_source: dict[str, list[FrameRecord]] = defaultdict(list)
     for r in records:
-        if r.dropped is None or r.dropped == PROBE:
+        if (r.dropped is None or r.dropped == PROBE) and r.source in videos:
             by_source[r.source].append(r)
     changed = set()
     for stem in sorted(by_source, key=lambda s: (s not in blocks, blocks.get(s, 0), s)):

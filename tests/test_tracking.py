@@ -234,3 +234,12 @@ def test_tracking_with_frames_chosen_by_comparing_them(clip, selection):
     assert {x.index for x in journal if x.dropped == PROBE} <= set(range(0, FRAMES, 3))
     (again,) = run(run_config(clip, **settings), lambda: labeler)
     assert again.ok and again.new_frames == 0 and again.new_probes == 0 and not again.repaired
+
+
+def test_a_still_image_keeps_its_boxes_under_track(clip):
+    from tests.conftest import make_image
+
+    make_image(clip / "videos" / "mug" / "still.jpg", size=(96, 64))
+    (r,) = run(run_config(clip, **{"sampling.frame_rate": 5, "tracking.enabled": True}), Blobs)
+    still = next(x for x in read_journal(r.output) if x.source == "still")
+    assert [b.class_id for b in still.boxes] == [0] and still.boxes[0].track_id is None

@@ -109,7 +109,8 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     chosen = written(state.formats)
     if config.tracking.enabled:  # the kept frames settled on their tracks, from the journal
         start = time.perf_counter()
-        tracked = retrack(all_records, config, state.track_blocks, classes)
+        videos = {s.stem for s in job.sources if s.is_video}
+        tracked = retrack(all_records, config, state.track_blocks, classes, videos)
         result.tracking_seconds = time.perf_counter() - start
         if tracked:
             state.pending = True
