@@ -198,7 +198,10 @@ def retrack(
         for r in frames:
             if r.dropped is not None or r.reviewed:
                 continue
-            model = r.model_boxes if r.model_boxes is not None else r.boxes
+            # The model's own boxes: kept apart, or the frame's without the track ids an earlier tracking gave.
+            model = (
+                r.model_boxes if r.model_boxes is not None else [dataclasses.replace(b, track_id=None) for b in r.boxes]
+            )
             before = (r.boxes, r.model_boxes)
             settle(r, tracked[r.name], Thresholds(0.0, applies=False), box_filters)
             r.dropped = None

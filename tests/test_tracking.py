@@ -183,7 +183,7 @@ def test_track_source_on_records():
     assert all(not boxes for boxes in track_source(weak, TrackingConfig(True, 1, 10, 3), Thresholds(0.35), 1).values())
 
 
-@pytest.mark.parametrize("fraction", [0.15, 0.4, 0.7, 0.95])
+@pytest.mark.parametrize("fraction", [0.15, 0.5, 0.85, 0.92, 0.97, 0.995])
 def test_a_killed_tracked_run_resumes_byte_identical(tmp_path, fraction):
     from tests.conftest import make_product
 
