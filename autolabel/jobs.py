@@ -28,6 +28,8 @@ class ProductResult:
     dropped_frames: int = 0  # by filters
     duplicate_frames: int = 0  # left out as near-duplicates (--dedup), never labeled
     new_duplicates: int = 0  # of those, found by this run
+    sampled_frames: int | None = None  # --max-frames: the videos' sampled frames it chose among (None: not set)
+    chosen_frames: int = 0  # --max-frames: of those, the frames it chose (labeled)
     seconds: float = 0.0
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
