@@ -245,6 +245,19 @@ class FolderLock:
         self.release()
 
 
+def lock_holder(folder: Path) -> str | None:
+    """Who holds a dataset folder's lock (what its lock file says), or None when no process does."""
+    path = lock_path(folder)
+    if not path.exists():
+        return None
+    try:
+        fd = _locked_fd(path, wait=False)
+    except _Held as held:
+        return held.holder
+    _unlock(path, fd)
+    return None
+
+
 @contextlib.contextmanager
 def waiting_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Holds an exclusive OS lock (``flock``) on the lock file ``path``, waiting for it when another holds it.

@@ -42,7 +42,7 @@ from autolabel.labelers.base import (
     pick_dtype,
     precision_name,
 )
-from autolabel.ontology import Ontology
+from autolabel.ontology import Ontology, closest_names
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def class_map(names: list[str], ontology: Ontology, keep_unmapped: bool) -> list
     for caption, cls in zip(ontology.captions, ontology.caption_class, strict=True):
         hits = by_lemma.get(caption.lower())
         if not hits:
-            close = difflib.get_close_matches(caption.lower(), list(by_lemma), n=5, cutoff=0.6)
+            close = closest_names(caption, list(by_lemma))
             hint = f"closest: {'; '.join(close)}" if close else "no close name"
             raise InputError(f"caption {caption!r} names none of the classifier's {len(names)} classes ({hint})")
         for i in hits:
@@ -195,7 +195,7 @@ def model_files(mc, cache: str | None = None) -> list[ModelFile]:
 def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> DiscoverLabeler:
     """Loads the backbone and the classifier from their fetched files on the configured device."""
     dc = mc.discover
-    device = pick_device(mc.device)
+    device = pick_device(mc.device, "which is slow (about a second per frame, more with many objects)")
     try:
         backbone = load_model(
             dc.backbone, files["backbone_weights"], "discovery backbone",
