@@ -315,3 +315,59 @@ def test_run_finishes_the_whole_flow_with_train_flags_quietly(tmp_path, fake, mo
     assert "best weights: " in result.stdout and "\x1b[" not in result.output
     assert len(result.output.splitlines()) < 25, result.output  # Ultralytics' argument and layer tables: 88 lines
     assert not [w for w in caught if "get_trial_id" in str(w.message)]
+
+
+RAY_DRIVER = """
+import importlib.abc, importlib.machinery, importlib.util, json, os, sys
+from pathlib import Path
+
+repo = Path(sys.argv[1])
+
+
+class EditableHook(importlib.abc.MetaPathFinder):
+    # As an editable install (pip install -e) finds autolabel: a finder after every path entry.
+    def find_spec(self, name, path=None, target=None):
+        if name == "autolabel":
+            init = repo / "autolabel" / "__init__.py"
+            return importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        return None
+
+
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != repo]
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder) + 1, EditableHook())
+import ray
+
+from autolabel.engines.ray_engine import worker_env
+
+ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=worker_env())
+
+
+@ray.remote
+def where():
+    import autolabel
+
+    return getattr(autolabel, "__file__", None)
+
+
+print(json.dumps(ray.get(where.remote())))
+ray.shutdown()
+"""
+
+
+def test_ray_workers_import_autolabel_when_run_beside_a_folder_named_autolabel(tmp_path):
+    """Item 3: from the clone's parent (it holds ``autolabel/``), Ray's workers used to import that folder."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    (tmp_path / "parent" / "autolabel" / "videos").mkdir(parents=True)  # a clone: no __init__.py at its root
+    (tmp_path / "driver.py").write_text(RAY_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(REPO)],
+        cwd=tmp_path / "parent", env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == str(REPO / "autolabel" / "__init__.py")
