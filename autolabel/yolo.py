@@ -32,6 +32,19 @@ def ultralytics_env(cache: str | None = None) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir(cache) / "ultralytics"))
+    logger = logging.getLogger("ultralytics")
+    if not any(isinstance(f, _NoSettingsNote) for f in logger.filters):
+        logger.addFilter(_NoSettingsNote())
+
+
+class _NoSettingsNote(logging.Filter):
+    """Drops Ultralytics' note on first import about its settings file: autolabel keeps it in its cache."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not text.startswith(
+            ("Creating new Ultralytics Settings", "View Ultralytics Settings", "Update Settings")
+        )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

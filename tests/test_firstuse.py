@@ -371,3 +371,25 @@ def test_ray_workers_import_autolabel_when_run_beside_a_folder_named_autolabel(t
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == str(REPO / "autolabel" / "__init__.py")
+
+
+def test_a_missing_hub_file_says_where_hf_is_when_it_is_not_on_path(monkeypatch, tmp_path):
+    import sys
+
+    from autolabel.fetch import Hub, ModelFile, _missing
+
+    f = ModelFile("w", "weights", "--w", hub=Hub("org/repo", "model.safetensors"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no hf there
+    line = _missing([f], tmp_path, "offline")
+    assert "run `hf download org/repo model.safetensors`, or pass --w FILE" in line
+    if (Path(sys.executable).parent / "hf").is_file():
+        assert line.endswith(f" (`hf` is not on PATH: it is {Path(sys.executable).parent / 'hf'})")
+    (tmp_path / "hf").write_text("#!/bin/sh\n")
+    (tmp_path / "hf").chmod(0o755)
+    assert "not on PATH" not in _missing([f], tmp_path, "offline")  # activated: plain `hf download`
+
+
+def test_make_says_how_to_reach_the_command():
+    text = (REPO / "Makefile").read_text()
+    assert "'source $(BIN)/activate' puts autolabel (and hf) on PATH" in text
+    assert "autolabel --help' (or run $(BIN)/autolabel directly)" in text
