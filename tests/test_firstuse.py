@@ -393,3 +393,18 @@ def test_make_says_how_to_reach_the_command():
     text = (REPO / "Makefile").read_text()
     assert "'source $(BIN)/activate' puts autolabel (and hf) on PATH" in text
     assert "autolabel --help' (or run $(BIN)/autolabel directly)" in text
+
+
+def test_the_quickstart_products_are_the_bundled_clips_with_captions_yolo_knows():
+    import json
+
+    import yaml
+    from ultralytics.utils import ROOT
+
+    from autolabel.sources import discover_products
+
+    coco = set(yaml.safe_load((ROOT / "cfg" / "datasets" / "coco.yaml").read_text())["names"].values())
+    for product in discover_products(REPO / "examples" / "quickstart"):
+        clip = product.folder / f"{product.name}.mp4"
+        assert clip.resolve() == (REPO / "videos" / product.name / f"{product.name}.mp4").resolve()
+        assert set(json.loads(product.ontology_path.read_text())) <= coco
