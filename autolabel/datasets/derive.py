@@ -105,15 +105,17 @@ def record_written(root: Path, rels: Iterable[str], forget: bool = False) -> Non
         atomic_write_text(root / DERIVED, json.dumps(digests, indent=1, sort_keys=True) + "\n", sync_parent=False)
 
 
-def keep_hand_edits(root: Path) -> list[str]:
-    """Dataset-level files changed since autolabel wrote them: each moved under ``.autolabel/edited/``.
+def keep_hand_edits(root: Path, expected: dict[str, bytes]) -> list[str]:
+    """Dataset-level files changed since a run wrote them: each moved under ``.autolabel/edited/``.
 
-    Returns their paths (relative to ``root``); they are written again from the journal next.
+    A file that holds what is about to be written (``expected``: an import wrote it from the
+    same journal) is no edit. Returns their paths (relative to ``root``); they are written again next.
     """
     edited = []
     for rel, digest in sorted(_written_digests(root).items()):
         now = _digest(root / rel)
-        if now is not None and now != digest:
+        same = rel in expected and now == hashlib.sha256(expected[rel]).hexdigest()
+        if now is not None and now != digest and not same:
             _keep_edit(root, rel)
             edited.append(rel)
     return edited
@@ -154,12 +156,10 @@ def sync_dataset_files(root: Path, records: list[FrameRecord], ctx: Context, for
     Returns the paths written; the dataset folder is flushed when any was.
     """
     written = []
-    files = {rel: data for fmt in formats for rel, data in fmt.dataset_files(records, ctx).items()}
-    record_written(root, files, forget=True)
-    for rel, data in files.items():
-        if sync_file(root, rel, data, keep_edits=False) is not None:
-            written.append(rel)
-    record_written(root, files)
+    for fmt in formats:
+        for rel, data in fmt.dataset_files(records, ctx).items():
+            if sync_file(root, rel, data, keep_edits=False) is not None:
+                written.append(rel)
     if written:
         for folder in sorted({str(Path(rel).parent) for rel in written}):
             sync_dir(root / folder)

@@ -37,13 +37,17 @@ VERSIONED = (
 )
 
 
+def split_list_text(records: list[FrameRecord], split: str) -> str:
+    """``<split>.txt``: ``./images/<name>.jpg`` lines, relative to the dataset, sorted."""
+    return "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in sorted(r.name for r in records if r.split == split))
+
+
 def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
     """Writes ``train.txt`` and ``val.txt`` (``./images/<name>.jpg`` lines, relative to the dataset)."""
     counts = {}
     for split in SPLITS:
-        names = sorted(r.name for r in records if r.split == split)
-        atomic_write_text(root / f"{split}.txt", "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in names))
-        counts[split] = len(names)
+        atomic_write_text(root / f"{split}.txt", split_list_text(records, split))
+        counts[split] = sum(1 for r in records if r.split == split)
     return counts
 
 
@@ -61,21 +65,24 @@ def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats:
         ctx: Classes, title and id.
         formats: The dataset's formats.
     """
+    chosen = written(formats)
+    has_val = any(r.split == "val" for r in records)
+    own = {f"{split}.txt": split_list_text(records, split).encode() for split in SPLITS}
+    own[DATA_YAML] = data_yaml_text(ctx.classes, has_val).encode()
+    files = {rel: data for fmt in chosen for rel, data in fmt.dataset_files(records, ctx).items()}
     notes = []
-    edited = keep_hand_edits(root)
+    edited = keep_hand_edits(root, own | files)
     if edited:
         notes.append(
             f"rewrote {len(edited)} dataset files edited by hand since autolabel wrote them ({', '.join(edited)}); "
             "the edited copies are in .autolabel/edited/. They are made from the journal: change the split with "
             "--val-fraction/--seed, the labels with autolabel import"
         )
-    own = [f"{s}.txt" for s in SPLITS] + [DATA_YAML]
-    record_written(root, own, forget=True)
-    split = write_split_lists(root, records)
-    write_data_yaml(root, ctx.classes, has_val=split.get("val", 0) > 0)
-    record_written(root, own)
-    chosen = written(formats)
+    record_written(root, [*own, *files], forget=True)  # a kill before the note below leaves none to mistake
+    write_split_lists(root, records)
+    write_data_yaml(root, ctx.classes, has_val=has_val)
     sync_dataset_files(root, records, ctx, chosen)
+    record_written(root, [*own, *files])
     return notes + [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
