@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --force-reinstall \
 		"$$(grep -o '^opencv-python-headless==[0-9.]*' constraints.txt)"
 	touch $(STAMP)
+	@echo "installed: the command is $(BIN)/autolabel; 'source $(BIN)/activate' puts autolabel (and hf) on PATH"
 
 run: install
 	$(BIN)/autolabel run --frame-rate $(FRAME_RATE)
+	@echo "next: 'source $(BIN)/activate', then 'autolabel --help' (or run $(BIN)/autolabel directly)"
 
 test: install
 	$(BIN)/python -m pytest -q

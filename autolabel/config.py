@@ -42,6 +42,12 @@ class DiscoverConfig:
     backbone_weights: str | None = None
     classifier: str = "convnext_base.fb_in22k"
     classifier_weights: str | None = None
+    method: str = "seeds"
+    n_seeds: int = 10
+    seed_correlation: float | None = None
+    seed_score: float = 0.4
+    seed_nms: float = 0.5
+    seed_confidence: float = 0.25
     number_seeds: int = 3
     correlation_th: float = 0.5
     k_patches: int = 100
@@ -236,16 +242,26 @@ def validate_filters(f: FilterConfig) -> None:
         raise ConfigError(f"filters.overlap_iou must be in (0, 1] or null, got {f.overlap_iou}")
 
 
+# seeds: seed 002's multi-seed method (the default); lost: LOST's expansion, seed by seed (autolabel's first).
+DISCOVER_METHODS = ("seeds", "lost")
+
+
 def validate_discover(c: DiscoverConfig) -> None:
     """Checks the discovery knobs."""
     for name in ("backbone", "classifier"):
         if not getattr(c, name).strip():
             raise ConfigError(f"model.discover.{name} must name a timm model, got {show(getattr(c, name))}")
+    if c.method not in DISCOVER_METHODS:
+        raise ConfigError(f"model.discover.method must be one of {', '.join(DISCOVER_METHODS)}, got {show(c.method)}")
+    if c.n_seeds < 1:
+        raise ConfigError(f"model.discover.n_seeds must be >= 1, got {show(c.n_seeds)}")
+    if c.seed_correlation is not None and not math.isfinite(c.seed_correlation):
+        raise ConfigError(f"model.discover.seed_correlation must be a finite number, got {c.seed_correlation}")
     if c.number_seeds < 1:
         raise ConfigError(f"model.discover.number_seeds must be >= 1, got {show(c.number_seeds)}")
     if c.k_patches < 1:
         raise ConfigError(f"model.discover.k_patches must be >= 1, got {show(c.k_patches)}")
-    for name in ("correlation_th", "min_object_size", "min_confidence"):
+    for name in ("correlation_th", "min_object_size", "min_confidence", "seed_score", "seed_nms", "seed_confidence"):
         value = getattr(c, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"model.discover.{name} must be between 0 and 1, got {value}")

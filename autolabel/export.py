@@ -18,13 +18,17 @@ Everything is written from the journal (the dataset's source of truth) and its s
 lists. Images are hard-linked where the file system allows (copied otherwise), so a
 20,000-frame export costs no image copies. The export is built in a staging folder
 beside the output and swapped in whole; the output must be absent, empty, or an earlier
-export of the same dataset (``.autolabel-export.json`` says which), never anything else.
+export of the same dataset (``.autolabel-export.json`` says which, and lists the files it
+wrote), never anything else. Files a user put into an earlier export (notes, a training
+run's folder) are kept: hard-linked into the new export before the swap, so a crash at any
+moment leaves them in one of the two folders.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ from autolabel.datasets.layout import JOURNAL, SPLITS
 from autolabel.datasets.records import FrameRecord
 from autolabel.errors import ConfigError, InputError, OutputError
 from autolabel.fileio import (
+    TMP_MARK,
     FolderLock,
     atomic_write_text,
     make_staging_dir,
@@ -63,6 +68,7 @@ class ExportResult:
     load: str = ""
     unreviewed: int | None = None  # with --review: the unreviewed frames the queue chose from
     total: int = 0  # frames in the dataset
+    kept: list[str] = field(default_factory=list)  # files of the user's in an earlier export, kept
 
 
 def _check_output(dataset: Path, output: Path) -> None:
@@ -126,6 +132,9 @@ def export_dataset(
         stack.enter_context(FolderLock(output, "export"))
         ds = stack.enter_context(Dataset.open(dataset, "export (reading)"))
         _check_output(dataset, output)  # again, now that no one else can be writing it
+        old = output.with_name(f".{output.name}{TMP_MARK}old")
+        if not output.exists() and old.is_dir():  # a swap killed half-way: the earlier export is brought back
+            os.replace(old, output)
         remove_stale_temporaries(output.parent, prefix=output.name)
         records = _records(ds)
         result.total = len(records)
@@ -139,12 +148,10 @@ def export_dataset(
             ctx = Context(ds.classes, str(ds.state.product or dataset.resolve().name), ds.state.id)
             ex = ExportFolder(staging, dataset, output, records, ctx, image_url_prefix, queued=review is not None)
             result.load = fmt.export(ex)
-            atomic_write_text(
-                staging / MARK,
-                json.dumps({"dataset": str(dataset.resolve()), "to": to, "dataset_id": ds.state.id}, ensure_ascii=False)
-                + "\n",
-                sync_parent=False,
-            )
+            own = _files(staging)
+            result.kept = _keep_user_files(output, staging, own)
+            mark = {"dataset": str(dataset.resolve()), "to": to, "dataset_id": ds.state.id, "files": sorted(own)}
+            atomic_write_text(staging / MARK, json.dumps(mark, ensure_ascii=False) + "\n", sync_parent=False)
             for folder in sorted(ex.dirs | {staging}, key=lambda p: len(p.parts), reverse=True):
                 sync_dir(folder)
             replace_dir(staging, output)
@@ -156,3 +163,56 @@ def export_dataset(
     result.boxes = sum(len(r.boxes) for r in records)
     result.split = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
     return result
+
+
+def _files(folder: Path) -> set[str]:
+    """Every file (and symlink) under ``folder``, as paths relative to it."""
+    out = set()
+    for top, dirs, names in os.walk(folder):
+        rel = Path(top).relative_to(folder)
+        out |= {(rel / n).as_posix() for n in names}
+        out |= {(rel / d).as_posix() for d in dirs if (Path(top) / d).is_symlink()}
+    return out
+
+
+def _keep_user_files(output: Path, staging: Path, own: set[str]) -> list[str]:
+    """Links the files a user added to an earlier export in ``output`` into ``staging``; returns their paths.
+
+    The earlier export's own files are those its mark lists; an export made before marks listed
+    them counts every file the new one does not write as the user's. A file of the user's at a
+    path the new export writes is an error (nothing is written over).
+    """
+    if not output.is_dir():
+        return []
+    try:
+        listed = json.loads((output / MARK).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    earlier = set(listed) if isinstance(listed, list) else None
+    kept = []
+    for rel in sorted(_files(output) - {MARK}):
+        if earlier is not None and rel in earlier:
+            continue
+        if rel in own:
+            if earlier is None:
+                continue  # an older export's file, written again
+            raise OutputError(
+                f"{output / rel}: was not written by the earlier export, and the new one writes a file there; "
+                "move it out of the export folder first"
+            )
+        src, dst = output / rel, staging / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        kept.append(rel)
+    for top, dirs, _ in os.walk(output):  # empty folders of the user's too
+        for d in dirs:
+            rel = (Path(top) / d).relative_to(output)
+            if not (Path(top) / d).is_symlink() and not any((Path(top) / d).iterdir()):
+                (staging / rel).mkdir(parents=True, exist_ok=True)
+    return kept

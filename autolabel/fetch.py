@@ -77,6 +77,17 @@ class Hub:
         return " ".join(shlex.quote(w) for w in words)
 
 
+def hf_where() -> str:
+    """Where ``hf`` is when it is not on PATH (a virtual environment not activated), for the end of a message."""
+    import shutil
+    import sys
+
+    if shutil.which("hf"):
+        return ""
+    beside = Path(sys.executable).parent / "hf"  # huggingface_hub's command, installed beside this Python
+    return f" (`hf` is not on PATH: it is {beside})" if beside.is_file() else ""
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A file (or folder) a model needs, and every way to get it.
@@ -351,10 +362,11 @@ def _not_there(f: ModelFile) -> str:
 
 def _missing(files: Sequence[ModelFile], cache: Path, why: str) -> str:
     """One line naming every file in ``files`` and how to supply each."""
+    where = hf_where() if any(f.hub is not None for f in files) else ""
     if len(files) == 1:
-        return f"missing {files[0].describe()} ({why}): {files[0].how(cache)}"
+        return f"missing {files[0].describe()} ({why}): {files[0].how(cache)}{where}"
     each = "; ".join(f"{f.describe()}: {f.how(cache)}" for f in files)
-    return f"missing {len(files)} model files ({why}): {each}"
+    return f"missing {len(files)} model files ({why}): {each}{where}"
 
 
 def _check_digest(f: ModelFile, path: Path, digests) -> None:

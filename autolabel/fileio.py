@@ -5,7 +5,7 @@ umask allows (``mkstemp`` alone makes them 0600), renamed into place, and the fo
 is flushed after the rename: a reader, a resumed run or a power cut never sees half a
 file, nor a name that points at lost data. One exclusive OS lock per dataset keeps a
 second process out; the OS releases it when its holder dies, so a killed run never
-blocks the next one.
+blocks the next one, and a command that ends removes its lock file.
 """
 
 from __future__ import annotations
@@ -220,32 +220,22 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         """Takes the lock or raises OutputError naming who holds it."""
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
+            fd = _locked_fd(self.path, wait=False)
+        except _Held as held:
             raise OutputError(
-                f"{self.folder}: in use by {holder}; wait for it to finish (or stop it), then try again"
+                f"{self.folder}: in use by {held.holder}; wait for it to finish (or stop it), then try again"
             ) from None
-        except OSError:
-            os.close(fd)
-            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"autolabel {self.purpose} (PID {os.getpid()})\n".encode(), 0)
         self._fd = fd
         return self
 
     def release(self) -> None:
-        """Releases the lock (closing the file releases it)."""
+        """Removes the lock file and releases the lock (closing the file releases it)."""
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)
+            _unlock(self.path, self._fd)
             self._fd = None
 
     def __enter__(self) -> FolderLock:
@@ -253,6 +243,19 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_holder(folder: Path) -> str | None:
+    """Who holds a dataset folder's lock (what its lock file says), or None when no process does."""
+    path = lock_path(folder)
+    if not path.exists():
+        return None
+    try:
+        fd = _locked_fd(path, wait=False)
+    except _Held as held:
+        return held.holder
+    _unlock(path, fd)
+    return None
 
 
 @contextlib.contextmanager
@@ -263,23 +266,65 @@ def waiting_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Itera
     shared cache). The OS releases the lock when its holder dies.
 
     Args:
-        path: The lock file (created; left in place so every process locks the same file).
+        path: The lock file (created, and removed again when the lock is let go).
         on_wait: Called once when the lock is held elsewhere, before waiting (to say so).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = _locked_fd(path, wait=False)
+    except _Held:
+        if on_wait is not None:
+            on_wait()
+        fd = _locked_fd(path, wait=True)
+    try:
+        yield
+    finally:
+        _unlock(path, fd)
+
+
+class _Held(Exception):
+    """The lock is held by another process (``holder``: what its lock file says)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def _locked_fd(path: Path, wait: bool) -> int:
+    """Opens (creating) lock file ``path`` and takes its ``flock``: the descriptor, or _Held.
+
+    The holder removes the file before it lets go (:func:`_unlock`), so no lock file is left
+    behind; a process that opened the file just before and got the lock just after finds the
+    name gone or pointing at a new file, and opens it again, so two processes never hold
+    locks on two different files of one name.
     """
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise _Held(holder) from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed it between our open and our lock: take the new one
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Removes lock file ``path`` while its lock is held, then releases the lock."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,8 @@ class ProductResult:
     new_probes: int = 0  # frames labeled for tracking only by this run (--track)
     tracked: int = 0  # kept frames whose boxes tracking changed
     tracking_seconds: float = 0.0  # of ``seconds``, spent tracking (--track)
+    sampled_frames: int | None = None  # --max-frames: the videos' sampled frames it chose among (None: not set)
+    chosen_frames: int = 0  # --max-frames: of those, the frames it chose (labeled)
     seconds: float = 0.0
     split: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)

@@ -30,7 +30,7 @@ from autolabel.datasets.state import MERGED as MERGED_KIND
 from autolabel.datasets.state import PRODUCT, State, dataset_id
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.errors import InputError, OutputError
-from autolabel.fileio import make_staging_dir, output_errors, replace_dir
+from autolabel.fileio import lock_holder, make_staging_dir, output_errors, replace_dir
 from autolabel.naming import SEPARATOR, safe_name
 from autolabel.postprocess import FilterStats, apply_filters, filters_active
 from autolabel.tracking import BLOCK as TRACK_BLOCK
@@ -54,10 +54,15 @@ class MergeResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
-    """Finished product datasets directly under ``root``; also why others were skipped."""
+def find_product_datasets(
+    root: Path, exclude: Path | None = None, flag: str = "--root"
+) -> tuple[list[Path], list[str]]:
+    """Finished product datasets directly under ``root`` (given by ``flag``); also why others were skipped."""
     if not root.is_dir():
-        raise InputError(f"{root}: dataset folder does not exist; run `autolabel run` first")
+        raise InputError(
+            f"{root}: dataset folder does not exist; run `autolabel run` first, or give the folder that holds "
+            f"the product datasets with {flag}"
+        )
     found, skipped = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if exclude is not None and folder.resolve() == exclude.resolve():
@@ -65,11 +70,13 @@ def find_product_datasets(root: Path, exclude: Path | None = None) -> tuple[list
         try:
             _check_input(Dataset.peek(folder))
         except InputError as exc:
-            skipped.append(str(exc))
+            holder = lock_holder(folder)  # unfinished because a run is writing it right now
+            skipped.append(f"{folder}: in use by {holder}; merge again when it ends" if holder else str(exc))
             continue
         found.append(folder)
     if not found:
-        raise InputError(f"{root}: no finished product datasets to merge")
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise InputError(f"{root}: no finished product datasets to merge{why}")
     return found, skipped
 
 

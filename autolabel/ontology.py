@@ -107,3 +107,29 @@ def _no_duplicate_keys(path: Path):
         return out
 
     return hook
+
+
+def closest_names(caption: str, names: list[str], n: int = 5) -> list[str]:
+    """The names a caption most likely meant, for "names none of the classes" errors (may be none).
+
+    Names sharing a whole word with the caption (``mobile phone`` -> ``cell phone``), then near
+    spellings (``cofee mug`` -> ``coffee mug``), best first. Names that only share letters
+    (``cardboard box`` -> ``surfboard``, ``carrot``) are no suggestion: they send a user the wrong way.
+    """
+    import difflib
+    import re
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    said = caption.lower().strip()
+    own = words(said)
+
+    def ratio(name: str) -> float:
+        return difflib.SequenceMatcher(None, said, name.lower()).ratio()
+
+    sharing = sorted((name for name in names if own & words(name)), key=ratio, reverse=True)
+    spelled = difflib.get_close_matches(said, [name.lower() for name in names], n=n, cutoff=0.75)
+    by_lower = {name.lower(): name for name in names}
+    ordered = [*[by_lower[s] for s in spelled], *sharing]
+    return list(dict.fromkeys(ordered))[:n]

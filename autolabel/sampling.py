@@ -108,10 +108,14 @@ def _open_container(path):
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot open video (unreadable or not a video)") from exc
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(
+            f"{path}: cannot open video ({why}): truncated (a copy or recording that did not finish loses the "
+            "index MP4 and MOV files keep at their end) or not a video"
+        ) from exc
     if not container.streams.video:
         container.close()
-        raise InputError(f"{path}: has no video stream")
+        raise InputError(f"{path}: has no video stream (an audio-only file, or a damaged or truncated video)")
     return container
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from autolabel import progress
 from autolabel.config import read_yaml, show
 from autolabel.errors import ConfigError, InputError
-from autolabel.yolo import load_yolo, ultralytics_env
+from autolabel.yolo import load_yolo, quiet_ultralytics, ultralytics_env
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,11 @@ def check_export_formats(formats: list[str]) -> None:
             )
 
 
-def pick_train_device(requested: Any) -> str:
-    """CUDA when available (never silently the CPU on a GPU machine); a requested device must exist."""
+def pick_train_device(requested: Any, length: str = "") -> str:
+    """CUDA when available (never silently the CPU on a GPU machine); a requested device must exist.
+
+    ``length`` says how long the training is (epochs, image size), for the warning when it falls back to the CPU.
+    """
     import torch
 
     if isinstance(requested, (list, tuple)):  # device: [0, 1] in train.yaml
@@ -182,7 +185,7 @@ def pick_train_device(requested: Any) -> str:
         return text
     if torch.cuda.is_available():
         return "0"
-    log.warning("no CUDA device found: training on the CPU, which is slow")
+    log.warning("no CUDA device found: training on the CPU, which is slow%s", f" ({length})" if length else "")
     return "cpu"
 
 
@@ -195,8 +198,10 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
     settings = load_train_settings(options.config, options.overrides)
     check_export_formats(options.export)
     model_name = str(settings.pop("model"))
-    settings["device"] = pick_train_device(settings.get("device"))
+    length = f"{settings.get('epochs', 100)} epochs at {settings.get('imgsz', 640)} px; --epochs and --imgsz shorten it"
+    settings["device"] = pick_train_device(settings.get("device"), length)
     model = load_yolo(model_name, cache=cache, progress=progress.enabled())
+    quiet_ultralytics(model, not progress.enabled())
     project = Path(settings.pop("project", "runs")).expanduser().resolve()
     if not has_val:
         log.warning(

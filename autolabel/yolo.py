@@ -9,8 +9,11 @@ assets release into autolabel's cache, like every other model file.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import re
+import sys
 from pathlib import Path
 
 from autolabel.errors import InputError
@@ -29,6 +32,52 @@ def ultralytics_env(cache: str | None = None) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir(cache) / "ultralytics"))
+    logger = logging.getLogger("ultralytics")
+    if not any(isinstance(f, _NoSettingsNote) for f in logger.filters):
+        logger.addFilter(_NoSettingsNote())
+
+
+class _NoSettingsNote(logging.Filter):
+    """Drops Ultralytics' note on first import about its settings file: autolabel keeps it in its cache."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not text.startswith(
+            ("Creating new Ultralytics Settings", "View Ultralytics Settings", "Update Settings")
+        )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainText(logging.Filter):
+    """Ultralytics' log lines without their colour codes (for a log file or a pipe, not a terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _ANSI.sub("", record.msg)
+        return True
+
+
+def quiet_ultralytics(model, quiet: bool) -> None:
+    """Ultralytics' output while it trains ``model``: only its warnings with ``-q``; no colour codes off a terminal.
+
+    Its level (``logging.getLogger("ultralytics")``) also turns its progress bars off. Its Ray Tune
+    callback is taken off the trainer: with Ray installed it warns on every epoch of a training that
+    is no Ray Tune trial, which ``autolabel train`` never is.
+    """
+    logger = logging.getLogger("ultralytics")
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not sys.stdout.isatty() and not any(isinstance(f, _PlainText) for f in logger.filters):
+        logger.addFilter(_PlainText())
+    model.add_callback("on_pretrain_routine_start", _without_ray_tune)
+
+
+def _without_ray_tune(trainer) -> None:
+    raytune = sys.modules.get("ultralytics.utils.callbacks.raytune")  # imported only where its setting is on
+    hook = getattr(raytune, "callbacks", {}).get("on_fit_epoch_end")
+    if hook is not None and hook in trainer.callbacks["on_fit_epoch_end"]:
+        trainer.callbacks["on_fit_epoch_end"].remove(hook)
 
 
 def checkpoint_file(model: str, flag: str = "--model", key: str = "base_weights") -> ModelFile | None:

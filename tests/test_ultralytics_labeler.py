@@ -85,7 +85,10 @@ def test_caption_that_names_no_class(tmp_path):
     make_product(tmp_path / "videos", "ok", {"Person": "hand"}, {"a.mp4": 2})
     result = runner.invoke(app, yolo_run(tmp_path / "videos", tmp_path / "ds"))
     assert result.exit_code == 1
-    assert "caption 'cardboard box' names none of yolo11n.pt's 80 classes (closest:" in result.stderr
+    assert "caption 'cardboard box' names none of yolo11n.pt's 80 classes (its classes: person, bicycle," in (
+        result.stderr
+    )
+    assert "surfboard, tennis racket" in result.stderr and "closest" not in result.stderr  # no letter-alike guesses
     assert "Traceback" not in result.stderr
     assert (tmp_path / "ds" / "ok" / "data.yaml").is_file() and not (tmp_path / "ds" / "box").exists()
 

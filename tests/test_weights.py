@@ -28,6 +28,8 @@ def test_the_checkpoint_has_its_release_address_its_hash_and_its_hub_copy(tmp_pa
 
 
 def test_missing_everywhere_names_both_sources_the_place_and_the_flag(tmp_path):
+    from autolabel.fetch import hf_where
+
     """Offline (AUTOLABEL_OFFLINE=1 in the tests) with nothing cached."""
     cache = tmp_path / "cache"
     with pytest.raises(MissingWeightsError) as err:
@@ -36,6 +38,7 @@ def test_missing_everywhere_names_both_sources_the_place_and_the_flag(tmp_path):
         "missing Grounding DINO weights groundingdino_swint_ogc.pth (AUTOLABEL_OFFLINE=1): download "
         f"{GDINO_RELEASE}/groundingdino_swint_ogc.pth and put it at {cache / 'groundingdino_swint_ogc.pth'}, "
         "or run `hf download ShilongLiu/GroundingDINO groundingdino_swint_ogc.pth`, or pass --weights FILE"
+        + hf_where()  # where `hf` is, when it is not on PATH
     )
 
 

@@ -37,6 +37,7 @@ FILTERS = [
         float,
         "Drop the less confident of two boxes overlapping this much.",
         key="filters.overlap_iou",
+        shown="off",
     ),  # fmt: skip
     Flag(("--drop-empty/--keep-empty",), bool, "Drop frames without boxes.", key="filters.drop_empty"),
     Flag(("--drop-multi/--keep-multi",), bool, "Drop frames with several boxes.", key="filters.drop_multi"),
@@ -48,8 +49,39 @@ IMAGE_URL_PREFIX = Flag(
     ("--image-url-prefix",), str, "Label Studio image URL prefix (default: its Local Files storage)."
 )
 REVIEW = Flag(("--review",), int, "label-studio: only the N frames the review queue puts first, in its order.")
+REPORT = Flag(("--report/--no-report",), bool, "Write report.html per dataset.", key="report")
 ONLY_FLAGGED = Flag(("--only-flagged",), bool, "Retired: use --review N.", default=False)
 RETIRED = "--only-flagged is retired: use --review N (the N unreviewed frames the review queue puts first)"
+
+
+@functools.cache
+def _train_defaults() -> dict[str, Any]:
+    """The train settings ``autolabel train`` starts from (configs/train.yaml here, else packaged), for --help."""
+    from autolabel.config import read_yaml
+    from autolabel.train import default_train_config
+
+    path = default_train_config()
+    data = read_yaml(path)
+    return {k: f"{v} ({path})" for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _train_flags(prefix: str = "") -> list[Flag]:
+    """What to train and how long: ``train``'s flags, also ``run --train``'s (``prefix`` says so in --help)."""
+    shown = _train_defaults()
+    texts = {
+        "model": "The YOLO model: yolo11n.pt (checkpoint) or yolo11n.yaml (scratch).",
+        "epochs": "Training epochs.",
+        "imgsz": "Training image size.",
+        "batch": "Training batch size.",
+    }
+    kinds = {"model": str, "epochs": int, "imgsz": int, "batch": int}
+    return [
+        Flag((f"--{k}",), kinds[k], f"{prefix}{t[0].lower() + t[1:] if prefix else t}", shown=shown.get(k))
+        for k, t in texts.items()
+    ]
+
+
+TRAIN_KEYS = ("model", "epochs", "imgsz", "batch")
 
 
 def _format_flag() -> Flag:
@@ -65,15 +97,28 @@ def _run_flags() -> list[Flag]:
         Flag(("--input", "-i"), Path, "Folder of product folders.", key="input"),
         Flag(("--output", "-o"), Path, "Dataset folder (one sub-folder per product).", key="output"),
         Flag(("--product", "-p"), list[str], "Only this product (repeatable).", key="products"),
-        Flag(("--frame-rate", "--frame_rate"), int, "Keep every Nth frame (0, N, 2N, ...).", key="sampling.frame_rate"),
-        Flag(("--fps",), float, "Keep F frames per second of video instead.", key="sampling.fps"),
+        Flag(
+            ("--frame-rate",),
+            int,
+            "Keep every Nth frame (0, N, 2N, ...).",
+            key="sampling.frame_rate",
+            aliases=("--frame_rate",),  # the seed's spelling
+        ),  # fmt: skip
+        Flag(("--fps",), float, "Keep F frames per second of video instead.", key="sampling.fps", shown="off"),
         Flag(
             ("--dedup",),
             float,
             "Drop a frame this similar (0-1) to the last kept one, e.g. 0.98; 0: off.",
             key="sampling.dedup",
+            shown="off",
         ),  # fmt: skip
-        Flag(("--max-frames",), int, "Keep N frames per video, chosen for diversity.", key="sampling.max_frames"),
+        Flag(
+            ("--max-frames",),
+            int,
+            "Keep N frames per video, chosen for diversity.",
+            key="sampling.max_frames",
+            shown="every sampled frame",
+        ),  # fmt: skip
         CONFIG,
         Flag(("--base-model",), str, f"{', '.join(registry.names())}.", key="model.base_model"),
         *model_flags(),
@@ -95,8 +140,20 @@ def _run_flags() -> list[Flag]:
             "Grounding DINO family: ... and its best token above this.",
             key="model.text_threshold",
         ),  # fmt: skip
-        Flag(("--image-size",), int, "Model input short side (px; OWL: the square side).", key="model.image_size"),
-        Flag(("--batch-size",), int, "Frames per forward (default: automatic).", key="model.batch_size"),
+        Flag(
+            ("--image-size",),
+            int,
+            "Model input short side (px; OWL: the square side).",
+            key="model.image_size",
+            shown="the model's own",
+        ),  # fmt: skip
+        Flag(
+            ("--batch-size",),
+            int,
+            "Frames per forward.",
+            key="model.batch_size",
+            shown="from free GPU memory; 2 on CPU",
+        ),  # fmt: skip
         Flag(("--device",), str, "auto, cpu, cuda, cuda:N, mps.", key="model.device"),
         Flag(("--precision",), str, "auto, fp32, fp16, bf16.", key="model.precision"),
         _format_flag(),
@@ -141,20 +198,23 @@ def _run_flags() -> list[Flag]:
         Flag(
             ("--ray-address",),
             str,
-            "With --engine ray: auto or ray://HOST:PORT joins a cluster (default: start one).",
+            "With --engine ray: auto or ray://HOST:PORT joins a cluster.",
             key="engine.ray_address",
+            shown="start one on this machine",
             needs=("engine.name", "ray", "--engine"),
         ),  # fmt: skip
         Flag(
             ("--actors",),
             int,
-            "With --engine ray: labeler actors (default: one per GPU).",
+            "With --engine ray: labeler actors.",
             key="engine.actors",
+            shown="one per GPU",
             needs=("engine.name", "ray", "--engine"),
         ),  # fmt: skip
-        Flag(("--report/--no-report",), bool, "Write report.html per dataset.", key="report"),
+        REPORT,
         Flag(("--merge",), bool, "Then merge all products into <output>/merged.", default=False),
         Flag(("--train",), bool, "Then merge and train a YOLO model (configs/train.yaml).", default=False),
+        *_train_flags("With --train: "),
         QUIET,
         DEBUG,
     ]
@@ -234,6 +294,9 @@ def _run(given: Given) -> int:
         overrides["model.class_thresholds"] = _class_thresholds(given["class_thresholds"])
     cfg = load_config(given["config"], overrides)
     given.check_needs(cfg)
+    for key in TRAIN_KEYS:
+        if given[key] is not None and not given["train"]:
+            raise ConfigError(f"--{key} is for --train (the model trained after the merge)")
     if given["frame_rate"] is not None:
         cfg.sampling.fps = None
 
@@ -258,7 +321,7 @@ def _run(given: Given) -> int:
         from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 
         out = Path(cfg.output) / MERGED
-        inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out)
+        inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out, flag="--output")
         chosen = cfg.dataset.formats if given["format"] else None
         merged = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
         print_merge_summary(merged, skipped)
@@ -267,7 +330,8 @@ def _run(given: Given) -> int:
         if given["train"]:
             from autolabel.train import TrainOptions, train_model
 
-            outcome = train_model(TrainOptions(data=merged.output / "data.yaml"))
+            overrides = {k: given[k] for k in TRAIN_KEYS} | ({"verbose": False} if given["quiet"] else {})
+            outcome = train_model(TrainOptions(data=merged.output / "data.yaml", overrides=overrides))
             echo(outcome.describe())
     return 1 if failed else 0
 
@@ -314,12 +378,14 @@ def _merge(given: Given) -> None:
     chosen = cfg.dataset.formats if given["format"] else None
     result = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
     print_merge_summary(result, skipped)
+    if cfg.report:  # as run --merge does
+        print_report(write_report_for(result.output))
 
 
 def _train(given: Given) -> None:
     from autolabel.train import TrainOptions, train_model
 
-    keys = ("model", "epochs", "imgsz", "batch", "device", "name")
+    keys = (*TRAIN_KEYS, "device", "name")
     overrides: dict[str, Any] = {k: given[k] for k in keys}
     if given["quiet"]:
         overrides["verbose"] = False
@@ -357,6 +423,8 @@ def _export(given: Given) -> None:
     echo(f"exported {r.frames} frames ({split}), {r.boxes} boxes -> {r.output} ({r.to}); {images}")
     if r.unreviewed is not None:
         echo(f"  the review queue's first {r.frames} of {r.unreviewed} unreviewed frames ({r.total} in the dataset)")
+    if r.kept:
+        echo(f"  kept {len(r.kept)} files of yours from the earlier export (e.g. {r.kept[0]})")
     echo(f"  load: {r.load}")
 
 
@@ -388,6 +456,8 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # click's plain help: no type column (<bool> on every flag), no markup eaten
+        context_settings={"max_content_width": 100},
     )
     app.callback()(_callback)
     command(
@@ -401,6 +471,7 @@ def build_app() -> typer.Typer:
         _format_flag(),
         *FILTERS,
         UNITE_CASE,
+        REPORT,
         QUIET,
         DEBUG,
     ]
@@ -408,12 +479,9 @@ def build_app() -> typer.Typer:
     command(app, "merge", merge_flags, _guarded(_merge), doc)
     train_flags = [
         Flag(("--data",), Path, "Dataset yaml.", default=Path("dataset/merged/data.yaml")),
-        Flag(("--model",), str, "yolo11n.pt (checkpoint) or yolo11n.yaml (scratch)."),
-        Flag(("--epochs",), int, "Training epochs (default: configs/train.yaml)."),
-        Flag(("--imgsz",), int, "Training image size (default: configs/train.yaml)."),
-        Flag(("--batch",), int, "Training batch size (default: configs/train.yaml)."),
-        Flag(("--device",), str, "cpu, 0, 0,1, cuda:0, mps (default: CUDA when available)."),
-        Flag(("--name",), str, "Run name under runs/."),
+        *_train_flags(),
+        Flag(("--device",), str, "cpu, 0, 0,1, cuda:0, mps.", shown="CUDA when available, else cpu"),
+        Flag(("--name",), str, "Run name under runs/.", shown=_train_defaults().get("name")),
         Flag(("--config", "-c"), Path, "Train settings (default ./configs/train.yaml, else packaged)."),
         Flag(("--export",), list[str], "Export best.pt, e.g. onnx (repeatable)."),
         QUIET,
@@ -471,7 +539,19 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _callback() -> None:
+def _version(value: bool) -> None:
+    if value:
+        from autolabel import __version__
+
+        typer.echo(f"autolabel {__version__}")
+        raise typer.Exit
+
+
+def _callback(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
     """Label product videos with Grounding DINO, merge the datasets, distill a YOLO model."""
 
 

@@ -32,6 +32,8 @@ class Flag:
         needs: ``(config key, value, flag that sets it)`` the run must have for the flag to mean
             anything: given without it, the flag is an error instead of being silently ignored.
         name: The parameter name (default: from the first long spelling).
+        aliases: Other spellings that still work but ``--help`` does not list (the seed's ``--frame_rate``).
+        shown: The default ``--help`` shows when neither the config nor ``default`` has it.
     """
 
     decls: tuple[str, ...]
@@ -41,6 +43,8 @@ class Flag:
     default: Any = None
     needs: tuple[str, Any, str] | None = None
     name: str | None = None
+    aliases: tuple[str, ...] = ()
+    shown: str | None = None
 
     @property
     def param(self) -> str:
@@ -69,23 +73,51 @@ def _defaults(cls: type) -> Any:
     return cls()
 
 
-def _show(value: Any) -> str | bool:
-    if value is None:
-        return False
+def _show(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
     if isinstance(value, list):
-        return ",".join(map(str, value)) or False
-    if isinstance(value, bool):
-        return False  # the pair says it
+        return ",".join(map(str, value)) or None
     return str(value)
+
+
+# What a value looks like in --help (click's own names), by the flag's type.
+_METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+def _metavar(flag: Flag) -> str | None:
+    kind = flag.type
+    if getattr(kind, "__origin__", None) is list:
+        kind = kind.__args__[0]
+    return _METAVARS.get(kind)
+
+
+def _help(flag: Flag) -> str:
+    """The flag's help with its default, as ``--help`` shows it (``[default: 30]``; a pair: the side taken)."""
+    value = config_default(flag.key) if flag.key else flag.default
+    if flag.type is bool and "/" in flag.decls[0]:
+        on, off = flag.decls[0].split("/")
+        shown = (on if value else off) if isinstance(value, bool) else None
+    else:
+        shown = flag.shown or _show(value if value is not ... else None)
+    return f"{flag.help}  [default: {shown}]" if shown else flag.help
 
 
 def _annotation(flag: Flag) -> Any:
     if not flag.decls:  # a positional argument
-        return Annotated[flag.type, typer.Argument(help=flag.help, show_default=False)]
-    shown = _show(config_default(flag.key)) if flag.key else _show(flag.default)
-    option = typer.Option(*flag.decls, help=flag.help, show_default=shown)
+        return Annotated[flag.type, typer.Argument(help=flag.help, show_default=False, metavar=flag.param.upper())]
+    option = typer.Option(*flag.decls, help=_help(flag), show_default=False, metavar=_metavar(flag))
     kind = flag.type if flag.default is not None else flag.type | None
     return Annotated[kind, option]
+
+
+def _alias_param(flag: Flag) -> str:
+    return f"{flag.param}__alias"
+
+
+def _alias_annotation(flag: Flag) -> Any:
+    option = typer.Option(*flag.aliases, hidden=True, metavar=_metavar(flag))
+    return Annotated[flag.type | None, option]
 
 
 @dataclass
@@ -135,8 +167,18 @@ def command(app: typer.Typer, name: str, flags: list[Flag], fn: Callable[[Given]
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if not f.decls else inspect.Parameter.KEYWORD_ONLY
         default = inspect.Parameter.empty if f.default is ... else f.default
         params.append(inspect.Parameter(f.param, kind, default=default, annotation=_annotation(f)))
+        if f.aliases:
+            alias = inspect.Parameter(
+                _alias_param(f), inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_alias_annotation(f)
+            )
+            params.append(alias)
 
     def handler(**values: Any) -> Any:
+        for f in flags:
+            if f.aliases:
+                given = values.pop(_alias_param(f))
+                if given is not None and values[f.param] is None:
+                    values[f.param] = given
         return fn(Given(values, flags))
 
     handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -18,8 +18,8 @@ def print_run_summary(results) -> None:
     echo()
     echo("Summary")
     for r in results:
-        if r.output is None:
-            echo(f"  {r.product}: FAILED: {r.errors[0] if r.errors else 'unknown error'}")
+        if r.output is None:  # its error was logged (stderr) when it happened: not printed twice
+            echo(f"  {r.product}: FAILED, see {_errors(r.errors)} above")
             continue
         classes = ", ".join(f"{name} {n}" for name, n in r.boxes_per_class.items()) or "-"
         split = " / ".join(f"{k} {v}" for k, v in r.split.items())
@@ -28,6 +28,12 @@ def print_run_summary(results) -> None:
         echo(f"    boxes per class: {classes}")
         if r.duplicate_frames:
             echo(f"    near-duplicates dropped (--dedup, not labeled): {r.duplicate_frames}")
+        if r.sampled_frames is not None:
+            left = max(0, r.sampled_frames - r.chosen_frames - r.duplicate_frames)
+            echo(
+                f"    --max-frames: {r.chosen_frames} of the videos' {r.sampled_frames} sampled frames chosen; "
+                f"{left} left out (not labeled)"
+            )
         if r.filtered or r.dropped_frames:
             removed = ", ".join(f"{k} {v}" for k, v in r.filtered.items())
             echo(f"    filters removed: {removed or '-'} (frames dropped in total: {r.dropped_frames})")
@@ -51,13 +57,20 @@ def print_run_summary(results) -> None:
                 if any(p.startswith(f"{folder}/") for p in edited):
                     source = shlex.quote(str(r.output / ".autolabel" / "edited" / folder))
                     echo(f"      autolabel import {source} --dataset {shlex.quote(str(r.output))} --from {fmt}")
-        echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
+        if r.new_frames or r.new_duplicates:
+            echo(f"    time {r.seconds:.1f} s, {r.fps:.2f} frames/s")
+        else:
+            echo(f"    up to date: nothing new to label ({r.seconds:.1f} s)")
         for note in r.notes:
             echo(f"    note: {note}")
         for warning in r.warnings:
             echo(f"    warning: {warning}")
-        for e in r.errors:
-            echo(f"    error: {e}")
+        if r.errors:
+            echo(f"    see {_errors(r.errors)} above")
+
+
+def _errors(errors: list[str]) -> str:
+    return "the error" if len(errors) == 1 else f"{len(errors)} errors" if errors else "no error message"
 
 
 def print_merge_summary(result, skipped: list[str] = ()) -> None:

@@ -5,17 +5,28 @@ frame's files in every format the dataset has with what its journal record says,
 writes again, atomically, those that are missing or differ; a hand-edited file is kept
 under ``.autolabel/edited/`` first. This also finishes an import killed between its
 journal rewrite and its derived files.
+
+The dataset-level files (``train.txt``, ``val.txt``, ``data.yaml``, COCO's files, VOC's
+labelmap) change with every new frame, so a difference from today's journal says nothing;
+their digests as autolabel last wrote them are kept in ``.autolabel/derived.json``, and a
+file whose content no longer has its digest was edited by hand: it is kept under
+``.autolabel/edited/`` too before it is written again, and the run names it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from autolabel.datasets.formats import Context, Format
-from autolabel.datasets.layout import EDITED
+from autolabel.datasets.layout import EDITED, STATE_DIR
 from autolabel.datasets.records import FrameRecord
-from autolabel.fileio import atomic_write_bytes, sync_dir
+from autolabel.fileio import atomic_write_bytes, atomic_write_text, sync_dir
+
+DERIVED = f"{STATE_DIR}/derived.json"
 
 
 def _differs(path: Path, data: bytes) -> bool | None:
@@ -38,19 +49,76 @@ def sync_file(root: Path, rel: str, data: bytes, keep_edits: bool) -> tuple[str,
     if differs is False:
         return None
     if differs and keep_edits:
-        edited = root / EDITED / rel
-        if edited.exists():
-            k = 1
-            while (root / EDITED / "earlier" / str(k) / rel).exists():
-                k += 1
-            earlier = root / EDITED / "earlier" / str(k) / rel
-            earlier.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(edited, earlier)
-        edited.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, edited)
+        _keep_edit(root, rel)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data, sync_parent=False)
     return rel, bool(differs)
+
+
+def _keep_edit(root: Path, rel: str) -> None:
+    """Moves ``rel`` to ``.autolabel/edited/rel``; a copy kept there before moves to ``earlier/<n>/`` first."""
+    edited = root / EDITED / rel
+    if edited.exists():
+        k = 1
+        while (root / EDITED / "earlier" / str(k) / rel).exists():
+            k += 1
+        earlier = root / EDITED / "earlier" / str(k) / rel
+        earlier.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(edited, earlier)
+    edited.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(root / rel, edited)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _written_digests(root: Path) -> dict[str, str]:
+    try:
+        data = json.loads((root / DERIVED).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+    )
+
+
+def record_written(root: Path, rels: Iterable[str], forget: bool = False) -> None:
+    """Notes the digests of dataset-level files autolabel just wrote (see :func:`keep_hand_edits`).
+
+    With ``forget``, drops theirs instead: called before writing them, so that a run killed
+    between a write and its note leaves no digest to take the new file for a hand edit.
+    """
+    digests = _written_digests(root)
+    before = dict(digests)
+    for rel in rels:
+        digest = None if forget else _digest(root / rel)
+        if digest is None:
+            digests.pop(rel, None)
+        else:
+            digests[rel] = digest
+    if digests != before:
+        (root / STATE_DIR).mkdir(exist_ok=True)
+        atomic_write_text(root / DERIVED, json.dumps(digests, indent=1, sort_keys=True) + "\n", sync_parent=False)
+
+
+def keep_hand_edits(root: Path, expected: dict[str, bytes]) -> list[str]:
+    """Dataset-level files changed since a run wrote them: each moved under ``.autolabel/edited/``.
+
+    A file that holds what is about to be written (``expected``: an import wrote it from the
+    same journal) is no edit. Returns their paths (relative to ``root``); they are written again next.
+    """
+    edited = []
+    for rel, digest in sorted(_written_digests(root).items()):
+        now = _digest(root / rel)
+        same = rel in expected and now == hashlib.sha256(expected[rel]).hexdigest()
+        if now is not None and now != digest and not same:
+            _keep_edit(root, rel)
+            edited.append(rel)
+    return edited
 
 
 def sync_frame_files(

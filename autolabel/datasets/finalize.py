@@ -11,15 +11,17 @@ import yaml
 
 from autolabel.config import RunConfig, to_dict
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
+from autolabel.datasets.derive import keep_hand_edits, record_written, sync_dataset_files, sync_frame_files
 from autolabel.datasets.formats import Context, written
 from autolabel.datasets.formats.yolo import data_yaml_text
-from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, RUN_YAML, SPLITS
+from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, LABELMAP, RUN_YAML, SPLITS
 from autolabel.datasets.records import PROBE, FrameRecord, boxes_per_class, dataset_warnings
 from autolabel.datasets.split import assign_splits
 from autolabel.datasets.state import STATE_VERSION
+from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_text
 from autolabel.jobs import Job, ProductResult
+from autolabel.sampling import sampled_indices
 from autolabel.selection import DUPLICATE
 from autolabel.tracking import retrack
 
@@ -37,13 +39,17 @@ VERSIONED = (
 )
 
 
+def split_list_text(records: list[FrameRecord], split: str) -> str:
+    """``<split>.txt``: ``./images/<name>.jpg`` lines, relative to the dataset, sorted."""
+    return "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in sorted(r.name for r in records if r.split == split))
+
+
 def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
     """Writes ``train.txt`` and ``val.txt`` (``./images/<name>.jpg`` lines, relative to the dataset)."""
     counts = {}
     for split in SPLITS:
-        names = sorted(r.name for r in records if r.split == split)
-        atomic_write_text(root / f"{split}.txt", "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in names))
-        counts[split] = len(names)
+        atomic_write_text(root / f"{split}.txt", split_list_text(records, split))
+        counts[split] = sum(1 for r in records if r.split == split)
     return counts
 
 
@@ -61,11 +67,25 @@ def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats:
         ctx: Classes, title and id.
         formats: The dataset's formats.
     """
-    split = write_split_lists(root, records)
-    write_data_yaml(root, ctx.classes, has_val=split.get("val", 0) > 0)
     chosen = written(formats)
+    has_val = any(r.split == "val" for r in records)
+    own = {f"{split}.txt": split_list_text(records, split).encode() for split in SPLITS}
+    own[DATA_YAML] = data_yaml_text(ctx.classes, has_val).encode()
+    files = {rel: data for fmt in chosen for rel, data in fmt.dataset_files(records, ctx).items()}
+    notes = []
+    edited = keep_hand_edits(root, own | files)
+    if edited:
+        notes.append(
+            f"rewrote {len(edited)} dataset files edited by hand since autolabel wrote them ({', '.join(edited)}); "
+            "the edited copies are in .autolabel/edited/. They are made from the journal: change the split with "
+            "--val-fraction/--seed, the labels with autolabel import"
+        )
+    record_written(root, [*own, *files], forget=True)  # a kill before the note below leaves none to mistake
+    write_split_lists(root, records)
+    write_data_yaml(root, ctx.classes, has_val=has_val)
     sync_dataset_files(root, records, ctx, chosen)
-    return [note for fmt in chosen for note in fmt.notes(ctx)]
+    record_written(root, [*own, *files])
+    return notes + [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
 def update_class_list(root: Path, classes: list[str], formats: list[str]) -> None:
@@ -75,12 +95,14 @@ def update_class_list(root: Path, classes: list[str], formats: list[str]) -> Non
     extended; its class lists must name every id a label file on disk uses, at any moment.
     """
     path = root / DATA_YAML
+    record_written(root, [DATA_YAML, LABELMAP], forget=True)
     if path.is_file():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         write_data_yaml(root, classes, has_val=data.get("val") != data.get("train"))
     ctx = Context(classes)
     for fmt in written(formats):
         fmt.classes_changed(root, ctx)
+    record_written(root, [DATA_YAML, LABELMAP])
 
 
 def versions() -> dict[str, str]:
@@ -94,6 +116,19 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def _count_chosen(job: Job, config: RunConfig, records: list, result: ProductResult) -> None:
+    """``--max-frames``: how many sampled frames of the product's videos there were, and how many it chose."""
+    videos = {s.stem: s for s in job.sources if s.is_video}
+    sampled = 0
+    for source in videos.values():
+        try:
+            sampled += len(sampled_indices(source, config.sampling.frame_rate, config.sampling.fps))
+        except InputError:
+            continue  # reported where it is read
+    result.sampled_frames = sampled
+    result.chosen_frames = sum(1 for r in records if r.source in videos and r.dropped not in (DUPLICATE, PROBE))
 
 
 def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductResult) -> None:
@@ -124,6 +159,8 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
     probes = sum(1 for r in all_records if r.dropped == PROBE)
     result.dropped_frames = len(all_records) - len(records) - result.duplicate_frames - probes
+    if config.sampling.max_frames is not None:
+        _count_chosen(job, config, all_records, result)
     d = config.dataset
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:

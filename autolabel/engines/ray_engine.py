@@ -26,9 +26,11 @@ import bisect
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -353,6 +355,47 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
+class _NotForUsers(logging.Filter):
+    """Drops Ray's note that token authentication is on (as it should be); its warning when it is off stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
+
+
+def quiet_ray() -> None:
+    """Ray's lines that tell an autolabel user nothing, off before Ray starts (``--debug`` keeps them).
+
+    The note that token authentication is on, and Ray Data's note that its progress bars are off
+    (ours show). Its C++ core worker's lines are left alone: silencing them (``RAY_BACKEND_LOG_LEVEL``)
+    prints a line of its own, and hides real failures' context.
+    """
+    if logging.getLogger("autolabel").isEnabledFor(logging.DEBUG):
+        return
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _NotForUsers) for f in auth.filters):
+        auth.addFilter(_NotForUsers())
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def worker_env() -> dict | None:
+    """The runtime environment that makes Ray's workers import this autolabel, wherever the run started.
+
+    Ray's workers put the driver's working directory first on their path. Run from the folder
+    that holds a clone (named ``autolabel``, no ``__init__.py``), that folder would be imported as
+    an empty namespace package: an editable install is found by an import hook, after every path
+    entry. The folder that holds the package goes on the workers' ``PYTHONPATH`` then, so the real
+    package is found on the path itself (a regular package beats a namespace portion).
+    """
+    import autolabel
+
+    home = Path(autolabel.__file__).resolve().parents[1]
+    on_path = {Path(p or ".").resolve() for p in sys.path}
+    if home in on_path:  # an installed or PYTHONPATH copy: found on the path already
+        return None
+    paths = [str(home), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+
+
 class RayEngine:
     """Connects to Ray (or starts it), and runs products' work through one Ray Data stream."""
 
@@ -369,12 +412,14 @@ class RayEngine:
         if not ray.is_initialized():
             address = self.config.engine.ray_address
             check_reachable(address)
+            quiet_ray()
             try:
                 ray.init(
                     address=address,
                     include_dashboard=False if address is None else None,
                     logging_level=logging.WARNING,
                     log_to_driver=False,  # workers' logs stay in the session's log folder
+                    runtime_env=worker_env(),
                 )
             except ConnectionError as exc:
                 raise ConfigError(f"--ray-address {address}: cannot join a Ray cluster there ({exc})") from None

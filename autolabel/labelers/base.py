@@ -105,21 +105,31 @@ def merge_parts(parts: Sequence[sv.Detections], nms_iou: float) -> sv.Detections
     return nms(sv.Detections.merge(list(parts)), nms_iou)
 
 
-def pick_device(requested: str) -> str:
-    """``auto`` picks CUDA when available; an explicit CUDA or MPS request must be satisfiable."""
+# What the CPU costs, per base model, for the warning (measured on 2 CPU cores, README "Performance").
+CPU_SLOW = "which is slow (several seconds per frame)"
+
+
+def pick_device(requested: str, on_cpu: str = CPU_SLOW) -> str:
+    """``auto`` picks CUDA when available; an explicit CUDA or MPS request must be satisfiable.
+
+    Args:
+        requested: ``model.device``.
+        on_cpu: What labeling on the CPU costs with this model, for the warning (a small YOLO
+            labels several frames a second there; Grounding DINO takes seconds per frame).
+    """
     import torch
 
     if requested == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        log.warning("no CUDA device found: labeling on the CPU, which is slow (several seconds per frame)")
+        log.warning("no CUDA device found: labeling on the CPU, %s", on_cpu)
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device is {requested!r} but no CUDA device is available")
     if requested == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("model.device is 'mps' but no Apple MPS device is available")
     if requested == "cpu":
-        log.warning("labeling on the CPU, which is slow (several seconds per frame)")
+        log.warning("labeling on the CPU, %s", on_cpu)
     return requested
 
 

@@ -42,7 +42,7 @@ from autolabel.labelers.base import (
     pick_dtype,
     precision_name,
 )
-from autolabel.ontology import Ontology
+from autolabel.ontology import Ontology, closest_names
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def class_map(names: list[str], ontology: Ontology, keep_unmapped: bool) -> list
     for caption, cls in zip(ontology.captions, ontology.caption_class, strict=True):
         hits = by_lemma.get(caption.lower())
         if not hits:
-            close = difflib.get_close_matches(caption.lower(), list(by_lemma), n=5, cutoff=0.6)
+            close = closest_names(caption, list(by_lemma))
             hint = f"closest: {'; '.join(close)}" if close else "no close name"
             raise InputError(f"caption {caption!r} names none of the classifier's {len(names)} classes ({hint})")
         for i in hits:
@@ -195,7 +195,7 @@ def model_files(mc, cache: str | None = None) -> list[ModelFile]:
 def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool = True) -> DiscoverLabeler:
     """Loads the backbone and the classifier from their fetched files on the configured device."""
     dc = mc.discover
-    device = pick_device(mc.device)
+    device = pick_device(mc.device, "which is slow (about a second per frame, more with many objects)")
     try:
         backbone = load_model(
             dc.backbone, files["backbone_weights"], "discovery backbone",
@@ -354,16 +354,15 @@ class DiscoverLabeler:
             x = F.interpolate(frames, size=(rows_px, cols_px), mode="bilinear", antialias=True, align_corners=False)
             keys = self._backbone_keys(_normalize(x, *self._b_norm))
             affinity = lost.similarity(keys).cpu().numpy()
-            keys_np = keys.float().cpu().numpy()
-            found = [
-                lost.discover(
-                    keys_np[i], affinity[i], grid, self.dc.number_seeds, self.dc.correlation_th, self.dc.k_patches
-                )
-                for i in range(len(images))
-            ]
+            found = self._find(keys, affinity, grid)
             min_area = self.dc.min_object_size * h * w
             boxes = [[self._to_pixels(d, h, w, rows_px, cols_px) for d in per] for per in found]
-            boxes = [[b for b in per if (b[2] - b[0]) * (b[3] - b[1]) >= min_area] for per in boxes]
+            # The first seed's object stays whatever its size (seed 002's method: LOST's guarantee).
+            keep_first = self.dc.method == "seeds"
+            boxes = [
+                [b for j, b in enumerate(per) if (keep_first and j == 0) or (b[2] - b[0]) * (b[3] - b[1]) >= min_area]
+                for per in boxes
+            ]
             crops = [
                 F.interpolate(
                     frames[i : i + 1, :, y0:y1, x0:x1], size=self.crop_size, mode="bilinear", antialias=True,
@@ -380,12 +379,14 @@ class DiscoverLabeler:
                 p, idx = logits.float().softmax(dim=-1).max(dim=-1)
                 probs, top = p.cpu().numpy(), idx.cpu().numpy()
         out, k = [], 0
+        cut = max(self.dc.min_confidence, self.dc.seed_confidence if keep_first else 0.0)
         for per in boxes:
             xyxy, conf, names = [], [], []
-            for box in per:
+            for j, box in enumerate(per):
                 name, prob = self._map[int(top[k])], float(probs[k])
                 k += 1
-                if name is None or prob < self.dc.min_confidence:
+                least = self.dc.min_confidence if keep_first and j == 0 else cut  # the first: seed 002's cut spared
+                if name is None or prob < least:
                     continue
                 xyxy.append(box)
                 conf.append(prob)
@@ -402,6 +403,26 @@ class DiscoverLabeler:
                 )
             )
         return out
+
+    def _find(self, keys, affinity: np.ndarray, grid: tuple[int, int]) -> list[list[lost.Discovery]]:
+        """Each frame's objects on the patch grid, by ``model.discover.method``."""
+        dc = self.dc
+        if dc.method == "seeds":
+            dim = int(keys.shape[-1])
+            correlation = (
+                dc.seed_correlation
+                if dc.seed_correlation is not None
+                else lost.SEED_CORRELATION * dim / lost.SEED_KEY_DIM
+            )
+            return [
+                lost.discover_seeds(a, grid, dc.n_seeds, correlation, dc.k_patches, dc.seed_score, dc.seed_nms)
+                for a in affinity
+            ]
+        keys_np = keys.float().cpu().numpy()
+        return [
+            lost.discover(keys_np[i], affinity[i], grid, dc.number_seeds, dc.correlation_th, dc.k_patches)
+            for i in range(len(affinity))
+        ]
 
     def _backbone_keys(self, x):
         """The last block's attention keys of the patch tokens, ``(B, N, dim)``."""

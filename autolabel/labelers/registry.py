@@ -176,7 +176,13 @@ BUILTIN: tuple[BaseModel, ...] = (
                 "discover: its weights (.safetensors, .pth).",
                 file=True,
             ),  # fmt: skip
-            Option("--number-seeds", "discover.number_seeds", int, "discover: objects per frame."),
+            Option(
+                "--discover-method",
+                "discover.method",
+                str,
+                "discover: seeds (seed 002's: every seed cluster an object) or lost (LOST, seed by seed).",
+            ),  # fmt: skip
+            Option("--number-seeds", "discover.number_seeds", int, "discover, method lost: objects per frame."),
             Option(
                 "--keep-unmapped/--drop-unmapped",
                 "discover.keep_unmapped",

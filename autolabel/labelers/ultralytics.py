@@ -9,7 +9,6 @@ to ``predict`` in batches, with the box threshold as ``conf`` and the NMS IoU as
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import supervision as sv
 from autolabel.errors import InputError, MissingWeightsError
 from autolabel.fetch import ModelFile
 from autolabel.labelers.base import label_by_size, pick_device
-from autolabel.ontology import Ontology
+from autolabel.ontology import Ontology, closest_names
 from autolabel.yolo import DEFAULT_ULTRALYTICS_WEIGHTS, checkpoint_file, open_yolo
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool 
     model = open_yolo(weights, files.get("base_weights"), "--base-weights", cache)
     if getattr(model, "task", "detect") not in ("detect", "segment", "pose", "obb"):
         raise InputError(f"{weights}: a {model.task} model has no boxes; use a detection checkpoint")
-    device = pick_device(mc.device)
+    device = pick_device(mc.device, "slower than on a GPU (the run summary gives its frames/s)")
     half = device.startswith("cuda") and mc.precision in ("auto", "fp16")
     if device.startswith("cuda") and mc.precision == "bf16":
         log.warning("Ultralytics predicts in fp16 or fp32; using fp16 for precision bf16")
@@ -112,10 +111,13 @@ class UltralyticsLabeler:
             for caption, cls in zip(ontology.captions, ontology.caption_class, strict=True):
                 model_id = lookup.get(caption.lower().strip())
                 if model_id is None:
-                    close = difflib.get_close_matches(caption.lower(), list(lookup), n=5, cutoff=0.4)
-                    hint = f"closest: {', '.join(close)}" if close else f"classes: {', '.join(list(lookup)[:20])} ..."
+                    close = closest_names(caption, list(lookup))
+                    every = list(lookup) if len(lookup) <= 100 else [*list(lookup)[:20], "..."]
+                    hint = f"closest: {', '.join(close)}" if close else f"its classes: {', '.join(every)}"
                     raise InputError(
-                        f"caption {caption!r} names none of {self.weights_name}'s {len(lookup)} classes ({hint})"
+                        f"caption {caption!r} names none of {self.weights_name}'s {len(lookup)} classes ({hint}); "
+                        "a closed-set checkpoint finds only its own classes: use one of them as the caption "
+                        '(e.g. {"cup": "mug"}), or an open-vocabulary one (YOLO-World, YOLOE)'
                     )
                 mapping[model_id] = cls
             self._class_map = mapping

@@ -84,6 +84,8 @@ def cvat_zip(xml: str) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         entry = zipfile.ZipInfo(CVAT_XML, ZIP_TIME)
         entry.compress_type = zipfile.ZIP_DEFLATED
+        entry.create_system = 3  # Unix: unzip applies the mode below (less the user's umask)
+        entry.external_attr = 0o644 << 16  # readable by all, as any file; 0 unzips as 0600 or 0000
         zf.writestr(entry, xml)
     return buf.getvalue()
 
