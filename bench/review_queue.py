@@ -25,10 +25,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from clips import read_stamp, stamp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 W, H, SIDE = 320, 240, 40
+CELL = 8
 KINDS = ("miss", "spurious", "flip", "shift")
 
 
@@ -51,14 +54,13 @@ def make_clip(path: Path, frames: int) -> None:
         (rx, ry), (bx, by) = positions(i)
         img[ry : ry + SIDE, rx : rx + SIDE] = (0, 0, 230)
         img[by : by + SIDE, bx : bx + SIDE] = (230, 0, 0)
-        for bit in range(10):
-            img[0:8, bit * 8 : bit * 8 + 8] = 255 if i >> bit & 1 else 0
+        stamp(img, i, CELL)
         writer.write(img)
     writer.release()
 
 
 def frame_index(image: np.ndarray) -> int:
-    return sum(1 << bit for bit in range(10) if image[2:6, bit * 8 + 2 : bit * 8 + 6].mean() > 128)
+    return read_stamp(image, CELL)
 
 
 class PlantingLabeler:

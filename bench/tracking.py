@@ -32,11 +32,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from clips import read_stamp, stamp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 YOLO11N = ROOT.parent / "shared" / "data" / "weights" / "yolo11n.pt"
 W, H, SIDE, FRAMES = 320, 240, 36, 300
+CELL = 6
 RATES = {"miss": 0.08, "blip": 0.04, "flip": 0.04}
 
 
@@ -56,8 +59,7 @@ def make_clip(path: Path, frames: int) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (W, H))
     for i in range(frames):
         img = np.full((H, W, 3), 120, np.uint8)
-        for bit in range(10):
-            img[0:6, bit * 6 : bit * 6 + 6] = 255 if i >> bit & 1 else 0
+        stamp(img, i, CELL)
         for cls, (x1, y1, x2, y2) in truth(i):
             img[int(y1) : int(y2), int(x1) : int(x2)] = (0, 0, 220) if cls == 0 else (220, 0, 0)
         writer.write(img)
@@ -65,7 +67,7 @@ def make_clip(path: Path, frames: int) -> None:
 
 
 def frame_index(image: np.ndarray) -> int:
-    return sum(1 << bit for bit in range(10) if image[1:5, bit * 6 + 1 : bit * 6 + 5].mean() > 128)
+    return read_stamp(image, CELL)
 
 
 class Planting:

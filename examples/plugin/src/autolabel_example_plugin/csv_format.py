@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
-from autolabel.datasets.formats.base import Annotations, Context, Format, ReadContext
+from autolabel.datasets.formats.base import Annotations, Context, Format, ReadContext, read_text, text_number
 from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import InputError
 
@@ -44,18 +43,6 @@ def csv_text(records: list[FrameRecord], classes: list[str]) -> str:
     return buf.getvalue()
 
 
-def _number(text: str, column: str, where: str) -> float:
-    try:
-        if len(text) > 40:
-            raise ValueError
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {column} must be a number, got {text[:20]!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{where}: {column} must be finite, got {text[:20]!r}")
-    return value
-
-
 def _row(row: list[str], ctx: ReadContext, where: str) -> tuple[str, Box | None]:
     """One row's frame name and box (None for a frame's bare row), checked."""
     if len(row) != len(COLUMNS):
@@ -68,7 +55,7 @@ def _row(row: list[str], ctx: ReadContext, where: str) -> tuple[str, Box | None]
         return name, None
     if label not in ctx.classes:
         raise InputError(f"{where}: class {label!r} is not one of the dataset's classes {ctx.classes}")
-    x1, y1, x2, y2 = (_number(v, c, where) for v, c in zip(corners, COLUMNS[2:6], strict=True))
+    x1, y1, x2, y2 = (text_number(v, where, c) for v, c in zip(corners, COLUMNS[2:6], strict=True))
     width, height = ctx.sizes[name]
     if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
         raise InputError(f"{where}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width}x{height} image")
@@ -76,7 +63,7 @@ def _row(row: list[str], ctx: ReadContext, where: str) -> tuple[str, Box | None]
         raise InputError(f"{where}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has its corners reversed")
     confidence = None
     if score:
-        confidence = _number(score, "score", where)
+        confidence = text_number(score, where, "score")
         if not 0.0 <= confidence <= 1.0:
             raise InputError(f"{where}: score must be between 0 and 1, got {score[:20]!r}")
     box = Box(ctx.classes.index(label), max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
@@ -86,14 +73,7 @@ def _row(row: list[str], ctx: ReadContext, where: str) -> tuple[str, Box | None]
 
 def read_csv(path: Path, ctx: ReadContext) -> Annotations:
     """The frames (by image stem) and boxes of one ``boxes.csv``; InputError naming ``file:line`` when malformed."""
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size} bytes is too large for a {CSV_FILE}")
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = read_text(path, f"a {CSV_FILE}", MAX_BYTES)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     out = Annotations()
     try:
