@@ -33,11 +33,15 @@ class Context:
         classes: The dataset's class names by id.
         title: The product's name (or the dataset folder's), for formats that name the set.
         dataset_id: The dataset's id, for formats that carry it (an import checks it).
+        masks: A segmentation dataset (``run --masks``): every box is written with its outline, its
+            mask's rings (:attr:`autolabel.datasets.records.Box.mask`) or, where it has none, its box
+            as a 4-point polygon (:func:`outline`).
     """
 
     classes: list[str]
     title: str = "autolabel"
     dataset_id: str | None = None
+    masks: bool = False
 
 
 @dataclass
@@ -154,6 +158,13 @@ def marker_id(path: Path) -> str | None:
     return None
 
 
+def outline(box: Box) -> list[list[float]]:
+    """The rings a segmentation dataset writes for ``box``: its mask, or its box's 4 corners where it has none."""
+    from autolabel.masks.geometry import box_ring
+
+    return box.mask if box.mask else [box_ring(box.x1, box.y1, box.x2, box.y2)]
+
+
 def image_name(record: FrameRecord) -> str:
     """A frame's image file name."""
     return f"{record.name}{IMAGE_SUFFIX}"
@@ -167,12 +178,18 @@ class Format:
         help: One line for ``--help`` and docs.
         frame_dirs: The folders its frame files go in (flushed before the journal line).
         dataset_format: It can be part of a dataset (``run --format``, ``merge``).
+        mask_dirs: The folders its frame files go in only in a segmentation dataset.
+        outlines: In a segmentation dataset its boxes are the boxes of their polygons (YOLO-seg).
     """
 
     name: str = ""
     help: str = ""
     frame_dirs: tuple[str, ...] = ()
     dataset_format: bool = True
+    # The folders its frame files go in only in a segmentation dataset (VOC's PNGs).
+    mask_dirs: tuple[str, ...] = ()
+    # Its boxes are read back from polygons (YOLO-seg): a box is compared by its outline, not its corners.
+    outlines: bool = False
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
         """A frame's files in a dataset, by path relative to the dataset (none by default)."""
