@@ -98,6 +98,18 @@ class FilterConfig:
 
 
 @dataclass
+class MaskConfig:
+    """Segmentation masks from the final boxes (``--masks``): a SAM-family model outlines each box."""
+
+    model: str | None = None
+    mask_model: str | None = None
+    revision: str | None = None
+    tolerance: float = 1.0
+    min_area: int = 0
+    batch_size: int | None = None
+
+
+@dataclass
 class EngineConfig:
     """Where labeling runs: this process (local) or a Ray cluster (ray). Never changes the output."""
 
@@ -123,6 +135,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> RunConfig:
@@ -180,6 +193,7 @@ class RunConfig:
         if not 1 <= d.jpeg_quality <= 100:
             raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
+        validate_masks(self.masks)
         validate_engine(self.engine)
         return self
 
@@ -203,6 +217,23 @@ def validate_engine(e: EngineConfig) -> None:
     for name in ("actor_cpus", "decode_cpus"):
         if not getattr(e, name) > 0:
             raise ConfigError(f"engine.{name} must be > 0, got {show(getattr(e, name))}")
+
+
+def validate_masks(mc: MaskConfig) -> None:
+    """Checks the mask model's name and knobs."""
+    from autolabel import masks
+
+    if mc.model is not None and mc.model != masks.NONE:
+        masks.get(mc.model)
+    elif mc.mask_model is not None or mc.revision is not None:
+        flag = "--mask-model" if mc.mask_model is not None else "--mask-revision"
+        raise ConfigError(f"{flag} needs a mask model: --masks {'|'.join(masks.names())}")
+    if not 0.0 <= mc.tolerance <= 16.0:
+        raise ConfigError(f"masks.tolerance must be between 0 (lossless) and 16 pixels, got {mc.tolerance}")
+    if mc.min_area < 0:
+        raise ConfigError(f"masks.min_area must be >= 0 pixels, got {show(mc.min_area)}")
+    if mc.batch_size is not None and mc.batch_size < 1:
+        raise ConfigError(f"masks.batch_size must be >= 1 (or null for automatic), got {show(mc.batch_size)}")
 
 
 def validate_filters(f: FilterConfig) -> None:

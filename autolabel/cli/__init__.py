@@ -41,6 +41,27 @@ FILTERS = [
     Flag(("--drop-empty/--keep-empty",), bool, "Drop frames without boxes.", key="filters.drop_empty"),
     Flag(("--drop-multi/--keep-multi",), bool, "Drop frames with several boxes.", key="filters.drop_multi"),
 ]
+MASK_FLAGS = [
+    Flag(
+        ("--masks",),
+        str,
+        "Segmentation masks from the final boxes: sam2, sam, sam-hq, edgetam, ultralytics (none: take them away).",
+        key="masks.model",
+    ),  # fmt: skip
+    Flag(
+        ("--mask-model",),
+        str,
+        "The mask model: hub id or folder (transformers), or an Ultralytics checkpoint (sam2_b.pt, mobile_sam.pt).",
+        key="masks.mask_model",
+    ),  # fmt: skip
+    Flag(("--mask-revision",), str, "Hub branch, tag or commit of a hub id --mask-model.", key="masks.revision"),
+    Flag(
+        ("--mask-tolerance",),
+        float,
+        "Polygon simplification (px), kept only at mask IoU >= 0.99; 0: lossless.",
+        key="masks.tolerance",
+    ),  # fmt: skip
+]
 UNITE_CASE = Flag(
     ("--unite-case",), bool, "Merge: unite classes whose names differ only in case (hand/Hand).", default=False
 )
@@ -99,6 +120,7 @@ def _run_flags() -> list[Flag]:
         Flag(("--batch-size",), int, "Frames per forward (default: automatic).", key="model.batch_size"),
         Flag(("--device",), str, "auto, cpu, cuda, cuda:N, mps.", key="model.device"),
         Flag(("--precision",), str, "auto, fp32, fp16, bf16.", key="model.precision"),
+        *MASK_FLAGS,
         _format_flag(),
         Flag(("--val-fraction",), float, "Share of frames in the validation split.", key="dataset.val_fraction"),
         Flag(("--seed",), int, "Split seed.", key="dataset.seed"),
@@ -346,6 +368,10 @@ def _import(given: Given) -> None:
     )
     if r.matched_by_name:
         echo(f"  matched by file name: {r.frames_reviewed} frames (the source carries no dataset id)")
+    if r.masks is not None:
+        from autolabel.cli.output import mask_line
+
+        echo(f"  {mask_line(r.masks)}")
 
 
 DATASET = argument("dataset", Path, "A product dataset or a merged one.")

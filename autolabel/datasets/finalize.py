@@ -19,6 +19,8 @@ from autolabel.datasets.split import assign_splits
 from autolabel.datasets.state import STATE_VERSION
 from autolabel.fileio import atomic_write_text
 from autolabel.jobs import Job, ProductResult
+from autolabel.masks import step as mask_step
+from autolabel.masks.step import MaskLoader
 from autolabel.selection import DUPLICATE
 
 # The packages whose versions shape the output (run.yaml lists them).
@@ -66,7 +68,7 @@ def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats:
     return [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
-def update_class_list(root: Path, classes: list[str], formats: list[str]) -> None:
+def update_class_list(root: Path, classes: list[str], formats: list[str], masks: bool = False) -> None:
     """Rewrites an existing ``data.yaml`` (and the formats' class lists) for a class list that grew.
 
     A discovering labeler adds classes while a dataset that was finalized before is
@@ -76,7 +78,7 @@ def update_class_list(root: Path, classes: list[str], formats: list[str]) -> Non
     if path.is_file():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         write_data_yaml(root, classes, has_val=data.get("val") != data.get("train"))
-    ctx = Context(classes)
+    ctx = Context(classes, masks=masks)
     for fmt in written(formats):
         fmt.classes_changed(root, ctx)
 
@@ -94,11 +96,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductResult) -> None:
+def finalize_product(
+    ds: Dataset, job: Job, config: RunConfig, result: ProductResult, masks: MaskLoader | None = None
+) -> None:
     """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
     Files derived from the journal (labels, VOC, ...) that disagree with it are written
-    again from it, and named.
+    again from it, and named. In a segmentation dataset the boxes without a mask then get one
+    (:mod:`autolabel.masks.step`; ``masks``: the run's mask model, shared by its products).
     """
     state = ds.state
     classes = list(state.classes)  # the ontology's, and those a discovering labeler added
@@ -110,7 +115,7 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
     splits = assign_splits(records, d.val_fraction, d.seed)
     for r in records:
         r.split = splits[r.name]
-    ctx = Context(classes, state.product or job.product.name, state.id)
+    ctx = Context(classes, state.product or job.product.name, state.id, state.segmented)
     chosen = written(state.formats)
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     journaled = result.new_frames + result.new_duplicates
@@ -128,6 +133,9 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
         ds.upgrade([r.name for r in all_records if r.reviewed])
     else:
         result.repaired = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=True)
+    if state.segmented:  # after every change to the boxes (thresholds, filters, reviews, tracks): their outlines
+        loader = masks or MaskLoader(config.masks, config.model.device, config.model.precision, config.cache_dir)
+        result.masks = mask_step.apply(ds, all_records, loader, job.product.name)
     listed = {r.name for r in records}
     stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
     if stray:
@@ -149,6 +157,7 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
         # Where it ran (the engine) is no setting of the labels: a dataset is the same file for file either way.
         "config": {k: v for k, v in to_dict(config).items() if k != "engine"} | {"products": [job.product.name]},
         "model": state.model or {"files": state.model_files()},
+        **({"masks": (state.fingerprint or {}).get("masks")} if state.segmented else {}),
         "frames": {
             "kept": len(records),
             "dropped_as_duplicates": result.duplicate_frames,
