@@ -318,9 +318,8 @@ def _train(given: Given) -> None:
     overrides: dict[str, Any] = {k: given[k] for k in keys}
     if given["quiet"]:
         overrides["verbose"] = False
-    options = TrainOptions(
-        data=given["data"], config=given["config"], overrides=overrides, export=given["export"] or []
-    )
+    export, task = given["export"] or [], given["task"]
+    options = TrainOptions(data=given["data"], config=given["config"], overrides=overrides, export=export, task=task)
     echo(train_model(options).describe())
 
 
@@ -413,6 +412,7 @@ def build_app() -> typer.Typer:
         Flag(("--batch",), int, "Training batch size (default: configs/train.yaml)."),
         Flag(("--device",), str, "cpu, 0, 0,1, cuda:0, mps (default: CUDA when available)."),
         Flag(("--name",), str, "Run name under runs/."),
+        Flag(("--task",), str, "detect or segment (default: segment when the dataset holds masks: a -seg model)."),
         Flag(("--config", "-c"), Path, "Train settings (default ./configs/train.yaml, else packaged)."),
         Flag(("--export",), list[str], "Export best.pt, e.g. onnx (repeatable)."),
         QUIET,

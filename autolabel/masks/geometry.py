@@ -47,10 +47,15 @@ def _cv2():
     return cv2
 
 
+# Coordinates read back from files carry rounding (YOLO's 1e-6 of the side): a vertex this close below a pixel edge
+# counts as on it, so a ring read back draws the pixels it was written with.
+SNAP_PX = 0.01
+
+
 def _points(ring: Sequence[float]) -> np.ndarray:
     """A ring's vertices as the pixels they lie in, (N, 1, 2) int32 (what OpenCV draws, boundary included)."""
     pts = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
-    return np.floor(pts).astype(np.int32).reshape(-1, 1, 2)
+    return np.floor(pts + SNAP_PX).astype(np.int32).reshape(-1, 1, 2)
 
 
 def _ring(contour: np.ndarray, dx: int, dy: int) -> list[float]:
@@ -80,10 +85,16 @@ def _draw(contours: Sequence[np.ndarray], shape: tuple[int, int], union: bool = 
         for c in contours:
             cv2.fillPoly(out, [c], 1)
         return out
-    for c in contours:
-        one = np.zeros(shape, np.uint8)
-        cv2.fillPoly(one, [c], 1)
-        out ^= one
+    h, w = shape
+    for c in contours:  # each ring drawn in its own bounds (the cost follows the ring, not the frame)
+        pts = c.reshape(-1, 2)
+        x0, y0 = max(int(pts[:, 0].min()), 0), max(int(pts[:, 1].min()), 0)
+        x1, y1 = min(int(pts[:, 0].max()) + 1, w), min(int(pts[:, 1].max()) + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        one = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(one, [c - np.array([x0, y0], np.int32)], 1)
+        out[y0:y1, x0:x1] ^= one
     return out
 
 
@@ -132,7 +143,7 @@ def mask_to_rings(mask: np.ndarray, tolerance: float = TOLERANCE, min_area: int 
     # Work in the mask's bounding box (one pixel of margin): the cost follows the object, not the frame.
     x0, y0 = max(int(xs.min()) - 1, 0), max(int(ys.min()) - 1, 0)
     x1, y1 = min(int(xs.max()) + 2, mask.shape[1]), min(int(ys.max()) + 2, mask.shape[0])
-    crop = clean((mask[y0:y1, x0:x1] != 0).astype(np.uint8), min_area)
+    crop = clean(np.ascontiguousarray(mask[y0:y1, x0:x1] != 0, dtype=np.uint8), min_area)
     exact = _levels(crop, cv2.CHAIN_APPROX_SIMPLE)
     if not exact:
         return []
@@ -187,37 +198,69 @@ def is_box_ring(rings: Rings, box: Sequence[float], tolerance: float) -> bool:
     return all(any(abs(px - cx) <= tolerance and abs(py - cy) <= tolerance for cx, cy in corners) for px, py in pts)
 
 
-def _inside(point: tuple[float, float], ring: Sequence[float]) -> bool:
-    """``point`` strictly inside ``ring`` (even-odd crossing test)."""
-    x, y = point
-    pts = list(zip(ring[0::2], ring[1::2], strict=True))
-    inside = False
-    for (xa, ya), (xb, yb) in zip(pts, pts[1:] + pts[:1], strict=True):
-        if (ya > y) != (yb > y) and x < xa + (y - ya) * (xb - xa) / (yb - ya):
-            inside = not inside
-    return inside
-
-
 def nested(rings: Rings) -> bool:
     """Some ring lies inside another (a hole, or an island in one): polygons alone cannot say it."""
-    for i, ring in enumerate(rings):
-        point = (ring[0], ring[1])
-        if any(j != i and len(other) >= 6 and _inside(point, other) for j, other in enumerate(rings)):
-            return True
+    if len(rings) < 2:
+        return False
+    cv2 = _cv2()
+    shapes = [np.asarray(r, np.float32).reshape(-1, 2) for r in rings]
+    lo = np.array([s.min(axis=0) for s in shapes])
+    hi = np.array([s.max(axis=0) for s in shapes])
+    firsts = np.array([s[0] for s in shapes])
+    solid = np.array([len(s) >= 3 for s in shapes])
+    for i in range(len(shapes)):
+        x, y = firsts[i]
+        inside = solid & (lo[:, 0] < x) & (x < hi[:, 0]) & (lo[:, 1] < y) & (y < hi[:, 1])
+        inside[i] = False
+        for j in np.flatnonzero(inside):  # only the rings whose bounds hold the point are tested
+            if cv2.pointPolygonTest(shapes[j].reshape(-1, 1, 2), (float(x), float(y)), False) > 0:
+                return True
     return False
 
 
-def solid_ring(ring: list[float]) -> list[float]:
-    """A ring of at least 3 points: one of one or two pixels becomes the outline of those pixels.
+# Half the width of the thin polygon that stands for a part of one pixel or one straight run of pixels.
+THIN_PX = 0.35
 
-    COCO, CVAT and Label Studio need 3 points; a part of one pixel (its centre) or of a
-    straight run of pixels (its two ends) becomes the rectangle around them, which every
-    centre-inside rasterizer (pycocotools) draws as those pixels.
+
+def solid_ring(ring: list[float]) -> list[float]:
+    """A ring of at least 3 points: one of one or two points (a part of one pixel, or a straight run of them) becomes
+    a thin polygon around those pixels' centres.
+
+    COCO, CVAT, Label Studio and YOLO need 3 points. The polygon reaches :data:`THIN_PX` past the
+    centres on every side, so a centre-inside rasterizer (pycocotools) and :func:`rings_to_mask`
+    both draw those pixels again.
     """
     if len(ring) >= 6:
         return ring
-    xs, ys = ring[0::2], ring[1::2]
-    return box_ring(min(xs) - 0.5, min(ys) - 0.5, max(xs) + 0.5, max(ys) + 0.5)
+    p = np.asarray(ring[:2], float)
+    q = np.asarray(ring[-2:], float)
+    along = q - p
+    length = float(np.hypot(*along))
+    e = along / length if length else np.array([1.0, 0.0])
+    n = np.array([-e[1], e[0]])
+    w = THIN_PX
+    corners = [p - w * e + w * n, q + w * e + w * n, q + w * e - w * n, p - w * e - w * n]
+    return [round(float(v), 4) for c in corners for v in c]
+
+
+def inner_holes(rings: Rings, width: int, height: int) -> Rings:
+    """The same mask with each hole traced along the object's pixels around it (OpenCV's ``RETR_CCOMP``).
+
+    What a single polygon drawn boundary-inclusive (``cv2.fillPoly``, as Ultralytics draws a
+    YOLO-seg line) needs: its joins to a hole then run over the object's own pixels, and the
+    hole's pixels stay empty. Rings without holes come back as they are.
+    """
+    if not nested(rings):
+        return rings
+    cv2 = _cv2()
+    bitmap = rings_to_mask(rings, width, height)
+    ys, xs = np.nonzero(bitmap)
+    if not len(xs):
+        return rings
+    x0, y0 = max(int(xs.min()) - 1, 0), max(int(ys.min()) - 1, 0)
+    crop = np.ascontiguousarray(bitmap[y0 : int(ys.max()) + 2, x0 : int(xs.max()) + 2])
+    contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return [_ring(c, x0, y0) for c in contours]
 
 
 def _min_index(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
@@ -226,17 +269,33 @@ def _min_index(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return int(i), int(j)
 
 
+def _chain(segments: list[np.ndarray]) -> list[np.ndarray]:
+    """The segments in an order that keeps the joins short: the longest first, then each time the nearest centre."""
+    left = sorted(segments, key=len, reverse=True)
+    centres = np.array([seg.mean(axis=0) for seg in left])
+    free = np.ones(len(left), bool)
+    order, k = [], 0
+    for _ in range(len(left)):
+        order.append(k)
+        free[k] = False
+        if free.any():
+            d = ((centres - centres[k]) ** 2).sum(axis=1)
+            k = int(np.argmin(np.where(free, d, np.inf)))
+    return [left[i] for i in order]
+
+
 def merge_multi_segment(rings: Rings) -> list[float]:
     """All rings as one polygon, joined at their closest points by thin there-and-back lines.
 
     Ultralytics' ``merge_multi_segment`` (its COCO converter and ``masks2segments``), reimplemented
-    so that formats need not import Ultralytics: the same points in the same order. Drawn as one
+    so that formats need not import Ultralytics, on the rings put in an order that keeps the joins
+    short (the longest ring first, then each time the nearest one: fewer pixels drawn by them). Drawn as one
     polygon (``cv2.fillPoly``, as Ultralytics draws YOLO-seg labels), every part is filled and a
     hole stays a hole; the joining lines add their own pixels.
     """
     if len(rings) == 1:
         return list(rings[0])
-    segments = [np.asarray(r, float).reshape(-1, 2) for r in rings]
+    segments = _chain([np.asarray(r, float).reshape(-1, 2) for r in rings])
     idx_list: list[list[int]] = [[] for _ in segments]
     for i in range(1, len(segments)):
         a, b = _min_index(segments[i - 1], segments[i])
@@ -282,7 +341,7 @@ def rle_decode(counts: Sequence[int], height: int, width: int) -> np.ndarray:
     if (values < 0).any() or int(values.sum()) != height * width:
         raise ValueError(f"RLE counts sum to {int(values.sum())}, not {height} x {width}")
     flat = np.repeat(np.arange(len(values)) % 2, values).astype(np.uint8)
-    return flat.reshape((height, width), order="F")
+    return np.ascontiguousarray(flat.reshape((height, width), order="F"))
 
 
 def rle_string_decode(counts: str, height: int, width: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from autolabel.datasets.formats.base import Format, outline
+from autolabel.datasets.formats.base import Format
 from autolabel.datasets.records import Box
 from autolabel.masks import geometry
 
@@ -28,15 +28,25 @@ def canonical(rings: list[list[float]], width: int, height: int, tolerance: floa
     return geometry.round_rings(geometry.mask_to_rings(draw(rings, width, height), tolerance))
 
 
-def _as_written(box: Box, fmt: Format, width: int, height: int):
-    """The bitmap a format's reader gives back for ``box`` (YOLO-seg: its joined polygon)."""
+def _as_written(box: Box, fmt: Format, width: int, height: int, above: list[Box] = ()):
+    """The bitmap a format's reader gives back for ``box`` (YOLO-seg: its joined polygon; VOC: what ``above`` leave)."""
     if fmt.outlines:
         from autolabel.datasets.formats.yolo import seg_polygon
 
-        return geometry.rings_to_mask([seg_polygon(box)], width, height, union=True)
+        return geometry.rings_to_mask([seg_polygon(box, width, height)], width, height, union=True)
     if box.mask:
-        return geometry.rings_to_mask(box.mask, width, height)
-    return draw(outline(box), width, height)
+        out = geometry.rings_to_mask(box.mask, width, height)
+    else:
+        out = geometry.box_mask((box.x1, box.y1, box.x2, box.y2), width, height)
+    if fmt.layered:
+        for b in above:  # later objects are drawn over this one
+            cover = (
+                geometry.rings_to_mask(b.mask, width, height)
+                if b.mask
+                else geometry.box_mask((b.x1, b.y1, b.x2, b.y2), width, height)
+            )
+            out &= 1 - cover
+    return out
 
 
 def _corners_close(a: Box, b: Box, tolerance: float) -> bool:
@@ -68,9 +78,9 @@ def merge(
                 same.append(False)
         if all(same):
             out, changed = [], False
-            for o, n in zip(old, new, strict=True):
+            for k, (o, n) in enumerate(zip(old, new, strict=True)):
                 if _no_mask(n, max(tolerance, 0.5)) or geometry.same_mask(
-                    _as_written(o, fmt, width, height), draw(n.mask, width, height)
+                    _as_written(o, fmt, width, height, old[k + 1 :]), draw(n.mask, width, height)
                 ):
                     out.append(o)
                 else:
@@ -85,10 +95,9 @@ def merge(
             box.mask = twin.mask if twin is not None else None
         else:
             read = draw(n.mask, width, height)
-            stale = any(
-                o.mask and geometry.same_mask(_as_written(o, fmt, width, height), read) for o in old if o is not twin
-            )
-            if twin is not None and geometry.same_mask(_as_written(twin, fmt, width, height), read):
+            written = {id(o): _as_written(o, fmt, width, height, old[i + 1 :]) for i, o in enumerate(old)}
+            stale = any(o.mask and geometry.same_mask(written[id(o)], read) for o in old if o is not twin)
+            if twin is not None and geometry.same_mask(written[id(twin)], read):
                 box.mask = twin.mask
             elif not stale:
                 box.mask = canonical(n.mask, width, height, mask_tolerance)

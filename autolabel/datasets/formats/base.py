@@ -180,6 +180,7 @@ class Format:
         dataset_format: It can be part of a dataset (``run --format``, ``merge``).
         mask_dirs: The folders its frame files go in only in a segmentation dataset.
         outlines: In a segmentation dataset its boxes are the boxes of their polygons (YOLO-seg).
+        layered: Its masks are drawn into one picture, later objects over earlier ones (VOC).
     """
 
     name: str = ""
@@ -190,6 +191,8 @@ class Format:
     mask_dirs: tuple[str, ...] = ()
     # Its boxes are read back from polygons (YOLO-seg): a box is compared by its outline, not its corners.
     outlines: bool = False
+    # Its masks are layers of one picture (VOC's PNGs): a later object covers an earlier one where they overlap.
+    layered: bool = False
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
         """A frame's files in a dataset, by path relative to the dataset (none by default)."""

@@ -242,6 +242,7 @@ class Voc(Format):
     help = "Pascal VOC (annotations/<frame>.xml, 1-based pixel corners, and labelmap.txt)"
     frame_dirs = (ANNOTATIONS,)
     mask_dirs = (SEGMENTATION_CLASS, SEGMENTATION_OBJECT)
+    layered = True
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
         out = {annotation_path(record.name): voc_xml(record, ctx.classes, segmented=ctx.masks).encode("utf-8")}

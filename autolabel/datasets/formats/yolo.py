@@ -101,16 +101,20 @@ def _unit(value: float, side: int) -> str:
     return f"{min(max(value / side, 0.0), 1.0):.6f}"
 
 
-def seg_polygon(box: Box) -> list[float]:
-    """The one polygon a YOLO-seg line holds for ``box``: its outline's rings joined as Ultralytics joins them."""
-    from autolabel.masks.geometry import merge_multi_segment, solid_ring
+def seg_polygon(box: Box, width: int, height: int) -> list[float]:
+    """The one polygon a YOLO-seg line holds for ``box``: its outline's rings joined as Ultralytics joins them.
 
-    return merge_multi_segment([solid_ring(r) for r in outline(box)])
+    Holes are traced along the object's pixels around them (:func:`autolabel.masks.geometry.inner_holes`),
+    so that the polygon drawn as Ultralytics draws it (``cv2.fillPoly``) leaves the hole's pixels empty.
+    """
+    from autolabel.masks.geometry import inner_holes, merge_multi_segment, solid_ring
+
+    return merge_multi_segment([solid_ring(r) for r in inner_holes(outline(box), width, height)])
 
 
 def seg_line(box: Box, width: int, height: int) -> str:
     """One YOLO-seg label line (no newline): the class, then the polygon's points normalized to the image."""
-    poly = seg_polygon(box)
+    poly = seg_polygon(box, width, height)
     coords = " ".join(f"{_unit(x, width)} {_unit(y, height)}" for x, y in zip(poly[0::2], poly[1::2], strict=True))
     return f"{box.class_id} {coords}"
 
