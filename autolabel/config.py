@@ -114,6 +114,18 @@ class TrackingConfig:
 
 
 @dataclass
+class MaskConfig:
+    """Segmentation masks from the final boxes (``--masks``): a SAM-family model outlines each box."""
+
+    model: str | None = None
+    mask_model: str | None = None
+    revision: str | None = None
+    tolerance: float = 1.0
+    min_area: int = 0
+    batch_size: int | None = None
+
+
+@dataclass
 class EngineConfig:
     """Where labeling runs: this process (local) or a Ray cluster (ray). Never changes the output."""
 
@@ -140,6 +152,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> RunConfig:
@@ -198,6 +211,7 @@ class RunConfig:
             raise ConfigError(f"dataset.jpeg_quality must be in 1..100, got {show(d.jpeg_quality)}")
         validate_filters(f)
         validate_tracking(self.tracking)
+        validate_masks(self.masks)
         validate_engine(self.engine)
         return self
 
@@ -230,6 +244,23 @@ def validate_engine(e: EngineConfig) -> None:
     for name in ("actor_cpus", "decode_cpus"):
         if not getattr(e, name) > 0:
             raise ConfigError(f"engine.{name} must be > 0, got {show(getattr(e, name))}")
+
+
+def validate_masks(mc: MaskConfig) -> None:
+    """Checks the mask model's name and knobs."""
+    from autolabel import masks
+
+    if mc.model is not None and mc.model != masks.NONE:
+        masks.get(mc.model)
+    elif mc.mask_model is not None or mc.revision is not None:
+        flag = "--mask-model" if mc.mask_model is not None else "--mask-revision"
+        raise ConfigError(f"{flag} needs a mask model: --masks {'|'.join(masks.names())}")
+    if not 0.0 <= mc.tolerance <= 16.0:
+        raise ConfigError(f"masks.tolerance must be between 0 (lossless) and 16 pixels, got {mc.tolerance}")
+    if mc.min_area < 0:
+        raise ConfigError(f"masks.min_area must be >= 0 pixels, got {show(mc.min_area)}")
+    if mc.batch_size is not None and mc.batch_size < 1:
+        raise ConfigError(f"masks.batch_size must be >= 1 (or null for automatic), got {show(mc.batch_size)}")
 
 
 def validate_filters(f: FilterConfig) -> None:

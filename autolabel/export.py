@@ -145,7 +145,7 @@ def export_dataset(
             records = review_queue(ds, records, review)
         staging = make_staging_dir(output)
         try:
-            ctx = Context(ds.classes, str(ds.state.product or dataset.resolve().name), ds.state.id)
+            ctx = Context(ds.classes, str(ds.state.product or dataset.resolve().name), ds.state.id, ds.segmented)
             ex = ExportFolder(staging, dataset, output, records, ctx, image_url_prefix, queued=review is not None)
             result.load = fmt.export(ex)
             own = _files(staging)

@@ -20,6 +20,9 @@ reviewer's) and only then the files derived from it, and refreshes ``report.html
 - **What counts as reviewed.** Every frame the source holds (an annotated task for Label
   Studio); the others are untouched. A frame whose boxes are the same within the format's
   precision keeps its boxes and their scores.
+- **Masks** (a segmentation dataset) come back with their boxes where the format holds them
+  (:mod:`autolabel.masks.review`); a box drawn or moved gets its mask from the dataset's mask model
+  when it is on disk (:mod:`autolabel.masks.step`), else its box polygon until a run makes one.
 - **Merged datasets.** Each frame goes to its product dataset, and the merge is made again.
 
 The derived files are made to agree with the journal first, so an import killed half way
@@ -38,6 +41,10 @@ from autolabel.datasets.formats.base import marker_id
 from autolabel.datasets.records import Box
 from autolabel.errors import ConfigError, InputError
 from autolabel.fileio import output_errors
+from autolabel.masks import step as mask_step
+from autolabel.masks.geometry import TOLERANCE
+from autolabel.masks.review import merge as merge_masks
+from autolabel.masks.step import MaskCounts, MaskLoader
 from autolabel.naming import SEPARATOR
 from autolabel.review import sync_derived
 
@@ -58,6 +65,7 @@ class ImportResult:
     source_format: str = ""
     matched_by_name: bool = False  # the source carried no dataset id
     products: list[str] | None = None  # a merged dataset's products that took frames
+    masks: MaskCounts | None = None  # a segmentation dataset's boxes and masks after the import
 
 
 def readable() -> list[str]:
@@ -76,14 +84,6 @@ def detect_format(source: Path) -> str:
         what = "no format" if not found else f"several formats ({', '.join(found)})"
         raise ConfigError(f"{source}: looks like {what}; name it with --from ({', '.join(readable())})")
     return found[0]
-
-
-def _same_boxes(old: list[Box], new: list[Box], tolerance: float) -> bool:
-    def same(a: Box, b: Box) -> bool:
-        pairs = zip((a.x1, a.y1, a.x2, a.y2), (b.x1, b.y1, b.x2, b.y2), strict=True)
-        return a.class_id == b.class_id and all(abs(p - q) <= tolerance for p, q in pairs)
-
-    return len(old) == len(new) and all(same(a, b) for a, b in zip(old, new, strict=True))
 
 
 def _format(name: str | None, source: Path) -> tuple[str, Format]:
@@ -138,20 +138,29 @@ def apply_review(ds: Dataset, reviews: dict[str, list[Box]], fmt: Format) -> Imp
     before = sum(len(by_name[n].boxes) for n in reviews)
     changed: set[str] = set()
     journal_changed = False
+    mask_tolerance = float(((ds.state.fingerprint or {}).get("masks") or {}).get("tolerance", TOLERANCE))
     for r in kept:
         boxes = reviews.get(r.name)
         if boxes is None:
             continue
-        if not _same_boxes(r.boxes, boxes, max(SAME_BOX_PX, fmt.tolerance(r.width, r.height))):
-            if r.model_boxes is None:  # the model's boxes were the frame's: kept beside the review
-                r.model_boxes = r.boxes
-            r.boxes = [Box(b.class_id, round(b.x1, 2), round(b.y1, 2), round(b.x2, 2), round(b.y2, 2)) for b in boxes]
+        tolerance = max(SAME_BOX_PX, fmt.tolerance(r.width, r.height))
+        merged = merge_masks(r.boxes, boxes, fmt, r.width, r.height, tolerance, mask_tolerance)
+        if merged is not None:
+            new_boxes, boxes_changed, _ = merged
+            if boxes_changed and r.model_boxes is None:  # the model's boxes were the frame's: kept beside the review
+                r.model_boxes = [b.bare() for b in r.boxes]
+            r.boxes = new_boxes
             changed.add(r.name)
         journal_changed |= not r.reviewed
         r.reviewed = True
+    masks = None
     if changed or journal_changed:
         ds.rewrite_journal(records)
+        if ds.segmented:  # boxes drawn or moved get their masks where the dataset's mask model is at hand
+            masks = mask_step.apply(ds, records, MaskLoader(cache=None), reviewed=True)
         sync_derived(ds, kept, changed)  # COCO says which frames were reviewed, changed or not
+    elif ds.segmented:
+        masks = mask_step.count(records)
     return ImportResult(
         frames_reviewed=len(reviews),
         frames_changed=len(changed),
@@ -159,6 +168,7 @@ def apply_review(ds: Dataset, reviews: dict[str, list[Box]], fmt: Format) -> Imp
         boxes_after=sum(len(b) for b in reviews.values()),
         reviewed_total=sum(1 for r in by_name.values() if r.reviewed),
         frames_total=len(by_name),
+        masks=masks,
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from autolabel.datasets.rederive import Rederived
 from autolabel.datasets.state import State
+from autolabel.masks.step import MaskCounts
 from autolabel.ontology import Ontology
 from autolabel.sources import Product, Source
 
@@ -41,6 +42,7 @@ class ProductResult:
     repaired: list[tuple[str, bool]] = field(default_factory=list)  # (path, it differed: else it was missing)
     reviewed_frames: int = 0
     warnings: list[str] = field(default_factory=list)
+    masks: MaskCounts | None = None  # a segmentation dataset's boxes and masks (run --masks)
 
     @property
     def fps(self) -> float:
@@ -74,6 +76,7 @@ class Job:
         duplicates: Source stem -> indices journaled as duplicates.
         probed: Source stem -> indices journaled as labeled for tracking only (``--track``).
         rederived: Only the box thresholds changed: the journal settled anew (written when the run starts).
+        masks_change: The run changes the dataset's masks: ``add``, ``remask`` or ``strip`` (None: no change).
     """
 
     product: Product
@@ -92,3 +95,4 @@ class Job:
     duplicates: dict[str, set[int]] = field(default_factory=dict)
     probed: dict[str, set[int]] = field(default_factory=dict)
     rederived: Rederived | None = None
+    masks_change: str | None = None

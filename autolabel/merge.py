@@ -126,13 +126,14 @@ def _settings(ds: Dataset) -> dict:
     fp = ds.state.fingerprint or {}
     model = fp.get("model") or {}
     keys = ("base_model", "box_threshold", "class_thresholds")
-    return {"model": {k: model[k] for k in keys if k in model}, "filters": fp.get("filters") or {}}
+    out = {"model": {k: model[k] for k in keys if k in model}, "filters": fp.get("filters") or {}}
+    return out | ({"masks": fp["masks"]} if fp.get("masks") else {})
 
 
-def _check_labels(folder: Path, record: FrameRecord) -> None:
+def _check_labels(folder: Path, record: FrameRecord, masks: bool) -> None:
     path = folder / label_path(record.name)
     try:
-        same = path.read_text(encoding="utf-8") == yolo_lines(record)
+        same = path.read_text(encoding="utf-8") == yolo_lines(record, masks)
     except (OSError, UnicodeDecodeError):
         same = False
     if not same:
@@ -203,12 +204,13 @@ def _merge(
     index = {name: i for i, name in enumerate(classes)}
     staging = make_staging_dir(output)
     result = MergeResult(output=output, classes=classes)
+    masks = any(d.segmented for d in datasets)
     stats = FilterStats()
     active = filters if filters is not None and filters_active(filters) else None
     records: list[FrameRecord] = []
     offset = 0  # track ids stay unique: each product's come after the previous ones'
     try:
-        with DatasetWriter(staging, classes, formats) as writer:
+        with DatasetWriter(staging, classes, formats, masks=masks) as writer:
             for key in sorted(by_slug):
                 ds = by_slug[key]
                 shift, offset = offset, offset + (max(ds.state.track_blocks.values(), default=-1) + 1) * TRACK_BLOCK
@@ -223,7 +225,7 @@ def _merge(
                     source_image = folder / record.image
                     if not source_image.is_file():
                         raise InputError(f"{source_image}: image listed in {folder / JOURNAL} is missing")
-                    _check_labels(folder, record)
+                    _check_labels(folder, record, ds.segmented)
                     for box in [*record.boxes, *(record.model_boxes or ())]:
                         box.class_id = remap[box.class_id]
                         if box.track_id is not None:
@@ -240,7 +242,7 @@ def _merge(
         if not records:
             raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
         ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)
-        for note in finalize.write_dataset(staging, records, Context(classes, output.name, ident), formats):
+        for note in finalize.write_dataset(staging, records, Context(classes, output.name, ident, masks), formats):
             log.warning("%s: %s", output, note)
         result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
         merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))

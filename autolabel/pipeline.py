@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from autolabel import progress
 from autolabel.config import RunConfig
 from autolabel.datasets import rederive
 from autolabel.datasets.dataset import Dataset
@@ -27,6 +28,8 @@ from autolabel.events import Event
 from autolabel.fileio import output_errors
 from autolabel.jobs import Job, ProductResult
 from autolabel.labelers.base import Labeler
+from autolabel.masks.step import MaskLoader
+from autolabel.masks.step import switch as switch_masks
 from autolabel.resume import differences, fingerprint, init_output, model_floor, model_identity, plan
 from autolabel.sources import discover_products
 
@@ -58,6 +61,8 @@ def run(config: RunConfig, labeler_factory: Callable[[], Labeler], overwrite: bo
     engine = make_engine(config, labeler_factory)  # Ray not installed: said before any work
     _check_layout(input_dir, output)
     products = discover_products(input_dir, config.products or None)
+    masks = MaskLoader(config.masks, config.model.device, config.model.precision, config.cache_dir)
+    masks.fetch(progress.enabled())  # a missing mask model is said before any frame is labeled
     model_id = model_identity(config.model, config.cache_dir)
     jobs: list[tuple[Job | None, Dataset | None, ProductResult]] = []
     with contextlib.ExitStack() as stack:
@@ -93,7 +98,7 @@ def run(config: RunConfig, labeler_factory: Callable[[], Labeler], overwrite: bo
             engine.start([(job, ds.state) for job, ds, _ in started if job.needs_work])
         for job, ds, result in started:
             events = engine.events(job, ds.state) if job.needs_work else None
-            _finish_job(ds, job, config, result, events, engine.status)
+            _finish_job(ds, job, config, result, events, engine.status, masks)
     return [result for _, _, result in jobs]
 
 
@@ -125,11 +130,14 @@ def _start_job(
                 raise InputError(f"{job.product.folder}: frames to label but no model was loaded")
             labeler.prepare(job.ontology)  # an ontology the model cannot label creates nothing
         with output_errors(job.out):
+            before = ds.context() if job.masks_change else None  # how the files were written until now
             state = init_output(ds, job, config, model_id)
             if job.rederived is not None:
                 rederive.apply(ds, job.rederived)
             if job.missing_images:
                 restore_missing_images(ds, job)
+            if before is not None:
+                result.repaired += switch_masks(ds, job.masks_change, before)
             if job.needs_work:
                 model = labeler.describe() | {"files": state.model_files()}
                 floor = model_floor(config) if state.floor is None else max(state.floor, model_floor(config))
@@ -153,6 +161,7 @@ def _finish_job(
     result: ProductResult,
     events: Iterator[Event] | None,
     status: Callable[[], dict | None] | None = None,
+    masks: MaskLoader | None = None,
 ) -> None:
     """Writes a job's labeled frames (``events``, None when it has none to label), then finalizes it."""
     start = time.perf_counter()
@@ -160,7 +169,7 @@ def _finish_job(
         with output_errors(job.out):
             if events is not None:
                 write_product(ds, job, config, result, events, status)
-            finalize_product(ds, job, config, result)
+            finalize_product(ds, job, config, result, masks)
     except (InputError, OutputError) as exc:
         log.error("%s: %s", job.product.name, exc)
         result.errors.append(str(exc))

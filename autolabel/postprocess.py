@@ -159,13 +159,16 @@ def settle(record: FrameRecord, model: list[Box], thresholds: Thresholds, filter
            stats: FilterStats | None = None) -> None:  # fmt: skip
     """Sets a frame's dataset boxes from what the model said: its thresholds, then the filters.
 
-    ``record.boxes`` becomes the boxes the dataset's files hold; ``record.model_boxes`` keeps
-    the model's own when they differ (None when the same); ``record.dropped`` says why a
-    filter left the frame out. A fresh run and a run that re-derives a dataset from its
-    journal both settle frames here, so they write the same files.
+    ``record.boxes`` becomes the boxes the dataset's files hold (with the masks ``model`` carries);
+    ``record.model_boxes`` keeps the model's own when they differ, masks aside and without them
+    (None when the same); ``record.dropped`` says why a filter left the frame out. A fresh run and
+    a run that re-derives a dataset from its journal both settle frames here, so they write the
+    same files.
     """
     record.boxes = [b for b in model if thresholds.passes(b)]
     record.dropped = None
     if filters is not None and filters_active(filters):
         record.dropped = apply_filters(record, filters, stats if stats is not None else FilterStats())
-    record.model_boxes = None if record.boxes == model else list(model)
+    # Masks belong to the dataset's boxes only: the model's boxes are compared and kept without them.
+    bare = [b.bare() for b in model]
+    record.model_boxes = None if [b.bare() for b in record.boxes] == bare else bare

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,11 @@ FLAGS = {
     "odd_size": "A class far off its usual size",
     "flicker": "Classes differ from both neighbouring frames (flicker)",
     "missing_image": "Image missing or unreadable",
+}
+# Facts of a segmentation dataset (run --masks) only.
+MASK_FLAGS = {
+    "box_polygon": "Boxes written as their box polygon: the mask came out empty, or none was made yet (no mask "
+    "model at hand, or a box a reviewer drew or moved: the next run with --masks makes it)",
 }
 
 
@@ -78,6 +84,7 @@ class Analysis:
     queue: list = field(default_factory=list)  # autolabel.queue.Entry: unreviewed frames, most worth a review first
     warnings: list[str] = field(default_factory=list)
     evaluation: dict | None = None  # eval.json, when ``autolabel eval`` wrote one
+    masks: Any = None  # a segmentation dataset's mask counts (autolabel.masks.step.MaskCounts)
 
 
 @dataclass
@@ -166,7 +173,9 @@ def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:
     ]
 
 
-def thumbnail_name(record: FrameRecord, labels: list[str], size: int, image: os.stat_result) -> str:
+def thumbnail_name(
+    record: FrameRecord, labels: list[str], size: int, image: os.stat_result, masks: bool = False
+) -> str:
     """The thumbnail's file name: the frame's name and a digest of everything it draws."""
     drawn = [
         THUMB_STYLE,
@@ -178,12 +187,16 @@ def thumbnail_name(record: FrameRecord, labels: list[str], size: int, image: os.
         image.st_size,
         image.st_mtime_ns,
     ]
+    if masks:
+        drawn.append([b.mask for b in record.boxes])
     digest = hashlib.sha256(json.dumps(drawn).encode()).hexdigest()[:16]
     return f"{record.name}.{digest}.jpg"
 
 
-def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: int) -> tuple[str | None, bool]:
-    """Draws one annotated thumbnail (supervision annotators) unless an up-to-date one exists.
+def make_thumbnail(
+    root: Path, record: FrameRecord, classes: list[str], size: int, masks: bool = False
+) -> tuple[str | None, bool]:
+    """Draws one annotated thumbnail (supervision annotators; ``masks``: each box's mask too) unless one exists.
 
     Returns:
         The thumbnail's file name under ``report/thumbs`` (None when the frame's image is
@@ -198,7 +211,7 @@ def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: in
     except (FileNotFoundError, NotADirectoryError):
         return None, False
     labels = _box_labels(record, classes)
-    name = thumbnail_name(record, labels, size, st)
+    name = thumbnail_name(record, labels, size, st, masks)
     dst = root / THUMBS / name
     if dst.exists():
         return name, False
@@ -213,6 +226,9 @@ def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: in
     if len(det):
         sx, sy = width / record.width, height / record.height
         det.xyxy = det.xyxy * np.array([sx, sy, sx, sy], np.float32)
+        if masks:
+            det.mask = _thumb_masks(record, width, height, sx, sy)
+            image = sv.MaskAnnotator(opacity=0.45).annotate(image, det)
         image = sv.BoxAnnotator(thickness=1).annotate(image, det)
         image = sv.LabelAnnotator(text_scale=0.35, text_thickness=1, text_padding=2).annotate(image, det, labels)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
@@ -220,6 +236,18 @@ def make_thumbnail(root: Path, record: FrameRecord, classes: list[str], size: in
         raise InputError(f"{src}: cannot encode thumbnail")
     atomic_write_bytes(dst, buf.tobytes(), sync_parent=False)
     return name, True
+
+
+def _thumb_masks(record: FrameRecord, width: int, height: int, sx: float, sy: float) -> np.ndarray:
+    """Each box's mask drawn at the thumbnail's size (empty where the box has none)."""
+    from autolabel.masks.geometry import rings_to_mask
+
+    out = np.zeros((len(record.boxes), height, width), bool)
+    for i, b in enumerate(record.boxes):
+        if b.mask:
+            rings = [[v * (sx if k % 2 == 0 else sy) for k, v in enumerate(ring)] for ring in b.mask]
+            out[i] = rings_to_mask(rings, width, height).astype(bool)
+    return out
 
 
 def _svg_bars(values: list[int], labels: list[str], title: str) -> str:
@@ -267,8 +295,9 @@ def render(
     bpf_labels = [str(k) for k in range(0, max(a.boxes_per_frame, default=0) + 1)]
     bpf_values = [a.boxes_per_frame.get(int(k), 0) for k in bpf_labels]
     conf_labels = [f"{i / 20:.2f}-{(i + 1) / 20:.2f}" for i in range(20)]
+    facts = FLAGS | {k: v for k, v in MASK_FLAGS.items() if k in a.flags}
     flag_blocks = []
-    for key, label in FLAGS.items():
+    for key, label in facts.items():
         names = a.flags.get(key, [])
         shown = names[:500]
         items = "".join(f'<li><a href="#" data-frame="{e(n)}">{e(n)}</a></li>' for n in shown)
@@ -280,7 +309,7 @@ def render(
             f'<ul class="frames">{items}{more}</ul></details>'
         )
     options = f'<option value="__queue">review queue, most worth a review first ({len(a.queue)})</option>'
-    options += "".join(f'<option value="{k}">{e(v)} ({len(a.flags.get(k, []))})</option>' for k, v in FLAGS.items())
+    options += "".join(f'<option value="{k}">{e(v)} ({len(a.flags.get(k, []))})</option>' for k, v in facts.items())
     data = {
         "classes": classes,
         "pageSize": opts.page_size,
@@ -306,6 +335,7 @@ def render(
         dropped=(
             f'<span>near-duplicates dropped <b id="n-duplicates">{a.duplicates}</b></span>'
             f'<span>dropped by filters <b id="n-filtered">{a.filtered}</b></span>'
+            + (_masks_html(a.masks) if a.masks is not None else "")
         ),
         class_rows=class_rows,
         bpf=_svg_bars(bpf_values, bpf_labels, "boxes per frame"),
@@ -316,6 +346,14 @@ def render(
         warnings="".join(f"<li>{e(w)}</li>" for w in a.warnings) or "<li>none</li>",
         options=options,
         data=_script_json(data),
+    )
+
+
+def _masks_html(m) -> str:
+    """The header's mask counts: how many boxes have a mask, and which have their box polygon and why."""
+    return (
+        f'<span>masks <b id="n-masks">{m.masked}</b> of {m.boxes} boxes; box polygons: '
+        f'<b id="n-empty-masks">{m.empty}</b> empty, <b id="n-no-masks">{m.missing}</b> not made yet</span>'
     )
 
 
@@ -382,10 +420,16 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         split = {k: sum(1 for r in records if splits.get(r.name) == k) for k in ("train", "val")}
         a.warnings = dataset_warnings(a.boxes_per_class, split)
         a.evaluation = _evaluation(root)
+        masks = ds.segmented
+        if masks:
+            from autolabel.masks.step import count
+
+            a.masks = count(records)
+            a.flags["box_polygon"] = sorted(r.name for r in records if any(not b.mask for b in r.boxes))
         folder = root / THUMBS
         folder.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            drawn = list(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size), records))
+            drawn = list(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size, masks), records))
         thumbs = {r.name: name for r, (name, _) in zip(records, drawn, strict=True)}
         a.flags["missing_image"] = sorted(n for n, name in thumbs.items() if name is None)
         # Thumbnails of frames no longer in the journal, or of boxes since changed, go.

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from autolabel import masks
 from autolabel.config import FilterConfig, RunConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
@@ -94,11 +95,15 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
         "jpeg_quality": config.dataset.jpeg_quality,
         # Absent unless on, so datasets made without it resume as they are.
         **({"tracking": dataclasses.asdict(config.tracking)} if config.tracking.enabled else {}),
+        # Absent without --masks, so datasets without masks resume as they are.
+        **({"masks": mask_settings} if (mask_settings := masks.settings(config.masks, config.cache_dir)) else {}),
     }
 
 
 # Settings a dataset can change without labeling again: its files are derived from the journal anew.
 SOFT = ("model.box_threshold", "model.class_thresholds")
+# The mask settings change without labeling a box again: the masks are made again (autolabel.masks.step).
+MASKS = "masks"
 
 
 def stored_filters(fp: dict) -> FilterConfig:
@@ -113,7 +118,7 @@ def model_floor(config: RunConfig) -> float:
 
 
 def refresh_soft(fp: dict | None, config: RunConfig) -> None:
-    """Puts a run's box thresholds into a dataset's fingerprint (they change without labeling again)."""
+    """Puts a run's box thresholds and mask settings into a dataset's fingerprint (they change without labeling)."""
     if fp is None or "model" not in fp:
         return
     m = config.model
@@ -122,12 +127,37 @@ def refresh_soft(fp: dict | None, config: RunConfig) -> None:
         fp["model"]["class_thresholds"] = dict(sorted(m.class_thresholds.items()))
     else:
         fp["model"].pop("class_thresholds", None)
+    if config.masks.model == masks.NONE:
+        fp.pop(MASKS, None)
+    elif config.masks.model is not None:
+        fp[MASKS] = masks.settings(config.masks, config.cache_dir)
+
+
+def mask_change(old: dict | None, config: RunConfig) -> str | None:
+    """What a run does to a dataset's masks: ``add``, ``remask`` (other settings or model), ``strip``, or None.
+
+    Without ``--masks`` a dataset keeps what it has; the model counts by content, not by where it is.
+    """
+    if config.masks.model is None:
+        return None
+    if config.masks.model == masks.NONE:
+        return "strip" if old else None
+    new = masks.settings(config.masks, config.cache_dir) or {}
+    if not old:
+        return "add"
+    same = all(old.get(k) == new.get(k) for k in ("model", "tolerance", "min_area"))
+    files_known = all(v is not None for v in (new.get("files") or {}).values())
+    if same and (old.get("files") == new.get("files") or not files_known):
+        return None
+    return "remask"
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """What changed between two fingerprints, in words (model files not on disk yet are passed over)."""
+    """What changed between two fingerprints, in words (model files not on disk yet, and masks, are passed over)."""
     diffs = []
     for key in sorted(set(old) | set(new)):
+        if not prefix and key == MASKS:
+            continue  # masks change without labeling a box again (mask_change)
         a, b = old.get(key), new.get(key)
         if prefix == "model.files." and (a is None or b is None):
             continue  # a file not on disk yet: checked again once the model is loaded
@@ -228,8 +258,10 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
         done.setdefault(record.source, set()).add(record.index)
     relabel, notes, rederive = False, [], False
     reviewed = sum(1 for r in records if r.reviewed)
+    masks_change = None
     if state is not None:
         changes = differences(state.fingerprint or {}, fingerprint(config, ontology, model_id))
+        masks_change = mask_change((state.fingerprint or {}).get(MASKS), config)
         soft = [c for c in changes if c.startswith(SOFT)]
         changes = [c for c in changes if not c.startswith(SOFT)]
         if soft:
@@ -255,7 +287,7 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
                     f"({'; '.join((changes or gone)[:2])}); to relabel it anyway, name it: "
                     f"--overwrite --product {product.name!r} (the reviewed labels are backed up first)"
                 )
-            relabel, state, done, records, rederive = True, None, {}, [], False
+            relabel, state, done, records, rederive, masks_change = True, None, {}, [], False, None
         else:
             notes = gone + (
                 [
@@ -302,7 +334,17 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
     job.source_ids = ids
     job.duplicates = duplicates
     job.probed = probed
+    job.masks_change = masks_change
+    if masks_change is not None:
+        notes.append(MASK_NOTES[masks_change])
     return job
+
+
+MASK_NOTES = {
+    "add": "masks added to the dataset's boxes (--masks): no box labeled again",
+    "remask": "other mask settings: the masks of unreviewed frames are made again, no box labeled again",
+    "strip": "--masks none: the masks are taken away, the files hold boxes again",
+}
 
 
 def _missing_images(out: Path, records: list[FrameRecord], state: State | None, sources: list[Source]) -> list:

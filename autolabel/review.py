@@ -13,7 +13,6 @@ from pathlib import Path
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
-from autolabel.datasets.formats import Context
 from autolabel.datasets.formats.label_studio import (
     CONFIG_FILE,
     TASKS_FILE,
@@ -61,9 +60,10 @@ def export_label_studio(root: Path, url_prefix: str | None = None, review: int |
         if review is not None:
             records = review_queue(ds, records, review)
         tasks_path, config_path = root / TASKS_FILE, root / CONFIG_FILE
-        tasks = label_studio_tasks(records, ds.classes, prefix, ds.state.id, ordered=review is not None)
+        masks = ds.segmented
+        tasks = label_studio_tasks(records, ds.classes, prefix, ds.state.id, ordered=review is not None, masks=masks)
         atomic_write_text(tasks_path, json.dumps(tasks, indent=1))
-        atomic_write_text(config_path, labeling_config(ds.classes))
+        atomic_write_text(config_path, labeling_config(ds.classes, masks))
     return tasks_path, config_path, len(tasks)
 
 
@@ -74,7 +74,7 @@ def sync_derived(ds: Dataset, records: list[FrameRecord], names: set[str] | None
     one gets them when its run finishes); frames in no split are left out of them, as finalizing
     leaves them out. Returns how many files were written.
     """
-    ctx = Context(ds.classes, ds.name, ds.state.id)
+    ctx = ds.context()
     chosen = formats.written(ds.formats)
     written = len(sync_frame_files(ds.root, records, ctx, chosen, names))
     if ds.complete:

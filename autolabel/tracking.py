@@ -23,6 +23,7 @@ in the order the videos were first tracked, and ``n`` numbers its tracks by firs
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autolabel.config import TrackingConfig
-from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord
+from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord, carry_masks
 from autolabel.postprocess import Thresholds, iou
 
 BLOCK = 100_000
@@ -161,6 +162,11 @@ def track_source(
     return {name: [b for _, b in sorted(boxes, key=lambda nb: nb[0])] for name, boxes in out.items()}
 
 
+def _untracked(box: Box) -> Box:
+    """A box as the model gave it: no track id, no mask."""
+    return dataclasses.replace(box.bare(), track_id=None)
+
+
 def retrack(
     records: list[FrameRecord], config, blocks: dict[str, int], classes: list[str], videos: set[str]
 ) -> set[str]:
@@ -178,8 +184,6 @@ def retrack(
     ``--drop-multi``) judged the model's boxes when the frame was written and stay as they are;
     the box filters (size, overlap) apply to the tracked boxes.
     """
-    import dataclasses
-
     from autolabel.datasets.records import PROBE
     from autolabel.postprocess import settle
 
@@ -199,14 +203,13 @@ def retrack(
             if r.dropped is not None or r.reviewed:
                 continue
             # The model's own boxes: kept apart, or the frame's without the track ids an earlier tracking gave.
-            model = (
-                r.model_boxes if r.model_boxes is not None else [dataclasses.replace(b, track_id=None) for b in r.boxes]
-            )
+            model = r.model_boxes if r.model_boxes is not None else [_untracked(b) for b in r.boxes]
             before = (r.boxes, r.model_boxes)
             settle(r, tracked[r.name], Thresholds(0.0, applies=False), box_filters)
+            carry_masks(before[0], r.boxes)  # a box the tracks left where it was keeps its outline
             r.dropped = None
             # The model's boxes are kept apart only where tracking changed more than the track ids.
-            untracked = [dataclasses.replace(b, track_id=None) for b in r.boxes]
+            untracked = [_untracked(b) for b in r.boxes]
             r.model_boxes = None if untracked == model else list(model)
             if (r.boxes, r.model_boxes) != before:
                 changed.add(r.name)

@@ -1,6 +1,9 @@
 """``autolabel train``: distill a small YOLO model from a labeled dataset with Ultralytics.
 
 Ultralytics runs offline with its settings in autolabel's cache (see :mod:`autolabel.yolo`).
+A segmentation dataset (``run --masks``: YOLO-seg labels) trains a ``-seg`` model: the task is
+read from the dataset (its state, else its label files) unless ``--task`` says it, and a YOLO
+model name without ``-seg`` (``yolo11n.pt``, ``yolo11n.yaml``) becomes its ``-seg`` twin.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class TrainOptions:
     config: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     export: list[str] = field(default_factory=list)
+    task: str | None = None  # detect or segment; None: the dataset's
 
 
 @dataclass
@@ -49,6 +53,9 @@ class TrainOutcome:
     map50_95: float
     exported: list[Path] = field(default_factory=list)
     no_val: bool = False  # the dataset has no validation frames: the scores are on training frames
+    task: str = "detect"
+    mask_map50: float | None = None  # a segment model's mask mAP50 and mAP50-95
+    mask_map50_95: float | None = None
 
     def describe(self) -> str:
         """The lines the CLI prints."""
@@ -59,7 +66,9 @@ class TrainOutcome:
             )
         else:
             score = f"validation mAP50 {self.map50:.4f}, mAP50-95 {self.map50_95:.4f}"
-        lines = [f"best weights: {self.best}", score]
+        if self.mask_map50 is not None:
+            score += f" (boxes); masks mAP50 {self.mask_map50:.4f}, mAP50-95 {self.mask_map50_95:.4f}"
+        lines = [f"best weights: {self.best} ({self.task})", score]
         lines += [f"exported: {p}" for p in self.exported]
         return "\n".join(lines)
 
@@ -189,19 +198,63 @@ def pick_train_device(requested: Any, length: str = "") -> str:
     return "cpu"
 
 
+TASKS = ("detect", "segment")
+# A YOLO model named by Ultralytics' scheme (yolo11n.pt, yolov8s.yaml): its -seg twin has the same name + "-seg".
+YOLO_NAME = re.compile(r"(yolo[a-z0-9]*?)(-seg)?(\.pt|\.yaml|\.yml)")
+
+
+def dataset_task(data: Path) -> str:
+    """``segment`` for a segmentation dataset (its state says so, else its labels hold polygons), else ``detect``."""
+    from autolabel.datasets.dataset import Dataset
+
+    state = Dataset.state_of(data.parent)
+    if state is not None:
+        return "segment" if state.segmented else "detect"
+    for i, label in enumerate(sorted((data.parent / "labels").rglob("*.txt"))):
+        if i >= 200:
+            break
+        try:
+            line = next((ln for ln in label.read_text(encoding="utf-8").splitlines() if ln.strip()), None)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if line is not None:
+            return "segment" if len(line.split()) > 5 else "detect"
+    return "detect"
+
+
+def model_for_task(model: str, task: str) -> str:
+    """A YOLO model name for ``task``: yolo11n.pt becomes yolo11n-seg.pt for segment (and back for detect)."""
+    match = YOLO_NAME.fullmatch(model)
+    if match is None:
+        return model  # a file of the user's: its own task is checked once loaded
+    stem, seg, suffix = match.groups()
+    wanted = f"{stem}-seg{suffix}" if task == "segment" else f"{stem}{suffix}"
+    if wanted != model:
+        log.info("%s dataset: training %s instead of %s", task, wanted, model)
+    return wanted
+
+
 def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome:
-    """Trains (and optionally exports) a YOLO model on ``options.data``."""
+    """Trains (and optionally exports) a YOLO model on ``options.data`` (a ``-seg`` model on a segmentation dataset)."""
     ultralytics_env(cache)
     data = options.data
     # Everything that can be checked is checked before training starts, not after hours of it.
     has_val = check_data_yaml(data)
+    if options.task is not None and options.task not in TASKS:
+        raise ConfigError(f"--task must be detect or segment, got {show(options.task)}")
+    task = options.task or dataset_task(data)
     settings = load_train_settings(options.config, options.overrides)
     check_export_formats(options.export)
-    model_name = str(settings.pop("model"))
+    model_name = model_for_task(str(settings.pop("model")), task)
     length = f"{settings.get('epochs', 100)} epochs at {settings.get('imgsz', 640)} px; --epochs and --imgsz shorten it"
     settings["device"] = pick_train_device(settings.get("device"), length)
     model = load_yolo(model_name, cache=cache, progress=progress.enabled())
     quiet_ultralytics(model, not progress.enabled())
+    if getattr(model, "task", task) != task:
+        raise ConfigError(
+            f"--model {model_name} is a {model.task} model and the dataset is trained for {task}: give a "
+            f"{'-seg ' if task == 'segment' else 'detection '}model (or --task {model.task})"
+        )
     project = Path(settings.pop("project", "runs")).expanduser().resolve()
     if not has_val:
         log.warning(
@@ -218,6 +271,7 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
         trained = load_yolo(str(best), cache=cache)
         exported.append(Path(trained.export(format=fmt, simplify=False, device=settings["device"])))
     box = getattr(metrics, "box", None)
+    seg = getattr(metrics, "seg", None) if task == "segment" else None
     return TrainOutcome(
         best=best,
         save_dir=Path(trainer.save_dir),
@@ -225,4 +279,7 @@ def train_model(options: TrainOptions, cache: str | None = None) -> TrainOutcome
         map50_95=float(box.map) if box is not None else 0.0,
         no_val=not has_val,
         exported=exported,
+        task=task,
+        mask_map50=float(seg.map50) if seg is not None else None,
+        mask_map50_95=float(seg.map) if seg is not None else None,
     )

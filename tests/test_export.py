@@ -536,11 +536,11 @@ def test_a_crash_keeps_the_earlier_export_and_leaves_no_staging(data, tmp_path, 
     if crash == "writer":  # dies half way through the label files
         calls = []
 
-        def yolo_lines(record):
+        def yolo_lines(record, masks=False):
             calls.append(record)
             if len(calls) == 5:
                 raise Killed
-            return real_yolo_lines(record)
+            return real_yolo_lines(record, masks)
 
         from autolabel.datasets.formats import ultralytics as ultralytics_format
 

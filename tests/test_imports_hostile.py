@@ -138,8 +138,12 @@ def truncated(export: Path) -> Path:
     return write(export / "annotations.zip", data[: len(data) // 2])
 
 
-def polygon(root):
-    ET.SubElement(root.findall("image")[1], "polygon", {"label": "mug", "points": "1,1;9,1;5,9"})
+def polyline(root):
+    ET.SubElement(root.findall("image")[1], "polyline", {"label": "mug", "points": "1,1;9,1;5,9"})
+
+
+def polygon_outside(root):
+    ET.SubElement(root.findall("image")[1], "polygon", {"label": "mug", "points": "1,1;900,1;5,9"})
 
 
 def newline_name(root):
@@ -168,7 +172,8 @@ CVAT = {
     "frame listed twice": (cvat(lambda r: r.append(r.findall("image")[1])), "image 'clip_000002.jpg': listed twice"),
     "frame not in the dataset": (cvat(lambda r: r.findall("image")[1].set("name", "clip_999999.jpg")), "no frame"),
     "image name with a newline": (cvat(newline_name), "image 'clip_000002\\nsecond line.jpg': no frame"),
-    "polygon": (cvat(polygon), "image 'clip_000002.jpg', polygon 3: polygon shapes cannot be imported"),
+    "polyline": (cvat(polyline), "image 'clip_000002.jpg', polyline 3: polyline shapes cannot be imported"),
+    "polygon outside": (cvat(polygon_outside), "image 'clip_000002.jpg', polygon 3: polygon lies outside the image"),
     "billion laughs": (cvat(raw=lambda d: LAUGHS), f"{ZIP}: not a CVAT annotations file (XML: entity declarations"),
     "huge file": (huge("annotations.xml", GIB + 1), "annotations.xml: 1073741825 bytes"),
 }
@@ -261,7 +266,7 @@ def odd_names(export: Path) -> Path:
 LINE = f"labels/{F}.txt:1: "
 YOLO = {
     "not UTF-8": (yolo(b"0 0.5 0.5 0.2 0.2 \xff\n"), f"labels/{F}.txt: not UTF-8 text"),
-    "four fields": (yolo("0 0.5 0.5 0.2\n"), f"{LINE}expected 'class cx cy w h', got 4 fields"),
+    "four fields": (yolo("0 0.5 0.5 0.2\n"), f"{LINE}expected 'class cx cy w h' or a polygon"),
     "class a superscript digit": (yolo("\u00b2 0.5 0.5 0.2 0.2\n"), f"{LINE}class '\u00b2' is not a class id"),
     "class negative": (yolo("-1 0.5 0.5 0.2 0.2\n"), f"{LINE}class '-1' is not a class id"),
     "class 5000 digits": (yolo(f"{HUGE} 0.5 0.5 0.2 0.2\n"), f"{LINE}class '11111111111111111111' is not a class"),

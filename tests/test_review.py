@@ -216,7 +216,10 @@ BAD = {
     "inverted": (_value(height=-10), "box of width 15% and height -10%: both must be above 0"),
     "right of the image": (_value(x=90, width=20), "px lies outside the 200x100 image"),
     "above the image": (_value(y=-1), "box [52.0, -1.0, 82.0, 29.0] px lies outside the 200x100 image"),
-    "polygon only": (_result(POLYGON), "annotations[0] holds polygonlabels regions, which autolabel cannot import"),
+    "polygon outside the image": (
+        _result({**POLYGON, "value": {**POLYGON["value"], "points": [[1, 1], [200, 1], [5, 9]]}}),
+        "value.points: point [200%, 1%] lies outside the image",
+    ),
     "keypoints beside a box": (lambda e: e[0]["annotations"][0]["result"].append(KEYPOINT), "holds keypointlabels"),
     "brush": (_result(BRUSH), "holds brushlabels regions"),
     "conflicting tasks": (lambda e: e.append({**copy.deepcopy(e[0]), "id": 99}) or _result()(e), "also reviewed in"),

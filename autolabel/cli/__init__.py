@@ -9,22 +9,14 @@ building it reads the plug-ins' entry points.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from autolabel import progress
-from autolabel.cli.flags import Flag, Given, argument, command, model_flags
-from autolabel.cli.output import echo, print_merge_summary, print_report, print_run_summary, write_report_for
-from autolabel.errors import AutolabelError, ConfigError
+from autolabel.cli import commands
+from autolabel.cli.flags import Flag, argument, command, model_flags
 
 QUIET = Flag(("--quiet", "-q"), bool, "No progress bars or info lines.", default=False)
 DEBUG = Flag(("--debug",), bool, "Show tracebacks for known errors.", default=False)
@@ -42,6 +34,27 @@ FILTERS = [
     Flag(("--drop-empty/--keep-empty",), bool, "Drop frames without boxes.", key="filters.drop_empty"),
     Flag(("--drop-multi/--keep-multi",), bool, "Drop frames with several boxes.", key="filters.drop_multi"),
 ]
+MASK_FLAGS = [
+    Flag(
+        ("--masks",),
+        str,
+        "Segmentation masks from the final boxes: sam2, sam, sam-hq, edgetam, ultralytics (none: take them away).",
+        key="masks.model",
+    ),  # fmt: skip
+    Flag(
+        ("--mask-model",),
+        str,
+        "The mask model: hub id or folder (transformers), or an Ultralytics checkpoint (sam2_b.pt, mobile_sam.pt).",
+        key="masks.mask_model",
+    ),  # fmt: skip
+    Flag(("--mask-revision",), str, "Hub branch, tag or commit of a hub id --mask-model.", key="masks.revision"),
+    Flag(
+        ("--mask-tolerance",),
+        float,
+        "Polygon simplification (px), kept only at mask IoU >= 0.99; 0: lossless.",
+        key="masks.tolerance",
+    ),  # fmt: skip
+]
 UNITE_CASE = Flag(
     ("--unite-case",), bool, "Merge: unite classes whose names differ only in case (hand/Hand).", default=False
 )
@@ -51,7 +64,6 @@ IMAGE_URL_PREFIX = Flag(
 REVIEW = Flag(("--review",), int, "label-studio: only the N frames the review queue puts first, in its order.")
 REPORT = Flag(("--report/--no-report",), bool, "Write report.html per dataset.", key="report")
 ONLY_FLAGGED = Flag(("--only-flagged",), bool, "Retired: use --review N.", default=False)
-RETIRED = "--only-flagged is retired: use --review N (the N unreviewed frames the review queue puts first)"
 
 
 @functools.cache
@@ -79,9 +91,6 @@ def _train_flags(prefix: str = "") -> list[Flag]:
         Flag((f"--{k}",), kinds[k], f"{prefix}{t[0].lower() + t[1:] if prefix else t}", shown=shown.get(k))
         for k, t in texts.items()
     ]
-
-
-TRAIN_KEYS = ("model", "epochs", "imgsz", "batch")
 
 
 def _format_flag() -> Flag:
@@ -156,6 +165,7 @@ def _run_flags() -> list[Flag]:
         ),  # fmt: skip
         Flag(("--device",), str, "auto, cpu, cuda, cuda:N, mps.", key="model.device"),
         Flag(("--precision",), str, "auto, fp32, fp16, bf16.", key="model.precision"),
+        *MASK_FLAGS,
         _format_flag(),
         Flag(("--val-fraction",), float, "Share of frames in the validation split.", key="dataset.val_fraction"),
         Flag(
@@ -220,229 +230,6 @@ def _run_flags() -> list[Flag]:
     ]
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"autolabel: {record.levelname.lower()}: {record.getMessage()}"
-
-
-def _setup(quiet: bool, debug: bool) -> None:
-    progress.configure(not quiet)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("autolabel")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean-up runs."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While a command runs, SIGTERM (docker stop, a scheduler) interrupts it as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _guarded(fn: Callable[[Given], Any]) -> Callable[[Given], Any]:
-    """Runs a command with logging set up, known errors as one line and interrupts as a clean exit."""
-
-    @functools.wraps(fn)
-    def run(given: Given) -> Any:
-        quiet, debug = given["quiet"], given["debug"]
-        _setup(quiet, debug)
-        try:
-            with _sigterm_as_interrupt():
-                code = fn(given)
-        except AutolabelError as exc:
-            if debug:
-                raise
-            typer.echo(f"autolabel: error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt as exc:
-            if debug:
-                raise
-            what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
-            typer.echo(f"autolabel: {what}; finished frames are kept, re-run the same command to resume", err=True)
-            raise typer.Exit(code) from None
-        if code:
-            raise typer.Exit(code)
-
-    return run
-
-
-def _run(given: Given) -> int:
-    from autolabel.config import load_config
-    from autolabel.pipeline import run as run_pipeline
-
-    if given["frame_rate"] is not None and given["fps"] is not None:
-        raise ConfigError("give either --frame-rate (a stride) or --fps, not both")
-    overrides = given.overrides()
-    if given["class_thresholds"] is not None:
-        overrides["model.class_thresholds"] = _class_thresholds(given["class_thresholds"])
-    cfg = load_config(given["config"], overrides)
-    given.check_needs(cfg)
-    for key in TRAIN_KEYS:
-        if given[key] is not None and not given["train"]:
-            raise ConfigError(f"--{key} is for --train (the model trained after the merge)")
-    if given["frame_rate"] is not None:
-        cfg.sampling.fps = None
-
-    from autolabel import labelers
-
-    create = labelers.create_labeler  # looked up now (tests replace it); travels to Ray's workers with the factory
-
-    def factory():
-        return create(cfg.model, cfg.cache_dir, progress.enabled())
-
-    results = run_pipeline(cfg, factory, overwrite=given["overwrite"])
-    print_run_summary(results)
-    if cfg.report:
-        for r in results:
-            if r.output is not None and r.frames:
-                print_report(write_report_for(r.output))
-    failed = [r for r in results if not r.ok]
-    if not any(r.frames for r in results) and not failed:  # a failed product has said why already
-        logging.getLogger("autolabel").error("no frames were kept in any product (thresholds or filters?)")
-        failed = results
-    if given["merge"] or given["train"]:
-        from autolabel.merge import MERGED, find_product_datasets, merge_datasets
-
-        out = Path(cfg.output) / MERGED
-        inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out, flag="--output")
-        chosen = cfg.dataset.formats if given["format"] else None
-        merged = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
-        print_merge_summary(merged, skipped)
-        if cfg.report:
-            print_report(write_report_for(merged.output))
-        if given["train"]:
-            from autolabel.train import TrainOptions, train_model
-
-            overrides = {k: given[k] for k in TRAIN_KEYS} | ({"verbose": False} if given["quiet"] else {})
-            outcome = train_model(TrainOptions(data=merged.output / "data.yaml", overrides=overrides))
-            echo(outcome.describe())
-    return 1 if failed else 0
-
-
-def _class_thresholds(path: Path) -> dict:
-    """A ``thresholds.yaml``: ``class name: threshold``."""
-    from autolabel.config import read_yaml
-
-    data = read_yaml(path)
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ConfigError(f"{path}: expected 'class name: threshold' lines (as autolabel eval --fit-thresholds writes)")
-    return data
-
-
-def _eval(given: Given) -> None:
-    from autolabel.cli.output import print_eval, print_fits
-    from autolabel.evaluate import EVAL_JSON, evaluate_dataset
-
-    dataset = given["dataset"]
-    if given["target_precision"] is not None and not given["fit_thresholds"]:
-        raise ConfigError("--target-precision applies to --fit-thresholds")
-    result = evaluate_dataset(dataset, given["iou"])
-    print_eval(result, dataset / EVAL_JSON)
-    if given["fit_thresholds"]:
-        from autolabel.calibrate import fit_dataset
-
-        fits, path = fit_dataset(dataset, given["target_precision"])
-        print_fits(fits, path)
-        echo(f"  apply: autolabel run --class-thresholds {path} (the same --input/--output; nothing is labeled again)")
-    if (dataset / "report.html").is_file():
-        print_report(write_report_for(dataset))
-
-
-def _merge(given: Given) -> None:
-    from autolabel.config import load_config
-    from autolabel.merge import MERGED, find_product_datasets, merge_datasets
-
-    cfg = load_config(given["config"], given.overrides())
-    root = given["root"]
-    out = given["output"] or root / MERGED
-    inputs, skipped = list(given["datasets"] or []), []
-    if not inputs:
-        inputs, skipped = find_product_datasets(root, exclude=out)
-    chosen = cfg.dataset.formats if given["format"] else None
-    result = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
-    print_merge_summary(result, skipped)
-    if cfg.report:  # as run --merge does
-        print_report(write_report_for(result.output))
-
-
-def _train(given: Given) -> None:
-    from autolabel.train import TrainOptions, train_model
-
-    keys = (*TRAIN_KEYS, "device", "name")
-    overrides: dict[str, Any] = {k: given[k] for k in keys}
-    if given["quiet"]:
-        overrides["verbose"] = False
-    options = TrainOptions(
-        data=given["data"], config=given["config"], overrides=overrides, export=given["export"] or []
-    )
-    echo(train_model(options).describe())
-
-
-def _report(given: Given) -> None:
-    export, dataset = given["export"], given["dataset"]
-    if export not in (None, "label-studio"):
-        raise ConfigError(f"--export {export!r}: the supported review tool is label-studio")
-    if given["only_flagged"]:
-        raise ConfigError(RETIRED)
-    if given["review"] is not None and export is None:
-        raise ConfigError("--review applies to --export label-studio (tasks for a reviewer)")
-    print_report(write_report_for(dataset))
-    if export == "label-studio":
-        from autolabel.review import export_label_studio
-
-        tasks, config, n = export_label_studio(dataset, given["image_url_prefix"], review=given["review"])
-        what = f" ({n} frames, the review queue's first)" if given["review"] is not None else f" ({n} frames)"
-        echo(f"Label Studio tasks{what}: {tasks}\nLabel Studio labeling config: {config}")
-
-
-def _export(given: Given) -> None:
-    from autolabel.export import export_dataset
-
-    if given["only_flagged"]:
-        raise ConfigError(RETIRED)
-    r = export_dataset(given["dataset"], given["to"], given["output"], given["image_url_prefix"], given["review"])
-    split = " / ".join(f"{k} {v}" for k, v in r.split.items())
-    images = f"images {r.linked} hard-linked, {r.copied} copied" if r.linked or r.copied else "images not copied"
-    echo(f"exported {r.frames} frames ({split}), {r.boxes} boxes -> {r.output} ({r.to}); {images}")
-    if r.unreviewed is not None:
-        echo(f"  the review queue's first {r.frames} of {r.unreviewed} unreviewed frames ({r.total} in the dataset)")
-    if r.kept:
-        echo(f"  kept {len(r.kept)} files of yours from the earlier export (e.g. {r.kept[0]})")
-    echo(f"  load: {r.load}")
-
-
-def _import(given: Given) -> None:
-    from autolabel.imports import import_annotations
-
-    dataset = given["dataset"]
-    r = import_annotations(dataset, given["source"], given["from_"])
-    into = f"{dataset} (products {', '.join(r.products)}, merged again)" if r.products else str(dataset)
-    echo(
-        f"imported {r.frames_reviewed} reviewed frames into {into} ({r.source_format}): "
-        f"{r.frames_changed} changed, boxes {r.boxes_before} -> {r.boxes_after}; "
-        f"{r.reviewed_total} of {r.frames_total} frames now reviewed"
-    )
-    if r.matched_by_name:
-        echo(f"  matched by file name: {r.frames_reviewed} frames (the source carries no dataset id)")
-
-
 DATASET = argument("dataset", Path, "A product dataset or a merged one.")
 
 
@@ -461,7 +248,11 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_callback)
     command(
-        app, "run", _run_flags(), _guarded(_run), "Label every product folder under --input into --output/<product>/."
+        app,
+        "run",
+        _run_flags(),
+        commands.guarded(commands.run_cmd),
+        "Label every product folder under --input into --output/<product>/.",
     )
     merge_flags = [
         argument("datasets", list[Path] | None, "Product datasets (default: all under --root).", default=None),
@@ -476,19 +267,20 @@ def build_app() -> typer.Typer:
         DEBUG,
     ]
     doc = "Merge product datasets into one (classes united by name, files prefixed by product)."
-    command(app, "merge", merge_flags, _guarded(_merge), doc)
+    command(app, "merge", merge_flags, commands.guarded(commands.merge_cmd), doc)
     train_flags = [
         Flag(("--data",), Path, "Dataset yaml.", default=Path("dataset/merged/data.yaml")),
         *_train_flags(),
         Flag(("--device",), str, "cpu, 0, 0,1, cuda:0, mps.", shown="CUDA when available, else cpu"),
         Flag(("--name",), str, "Run name under runs/.", shown=_train_defaults().get("name")),
+        Flag(("--task",), str, "detect or segment.", shown="segment when the dataset holds masks (a -seg model)"),
         Flag(("--config", "-c"), Path, "Train settings (default ./configs/train.yaml, else packaged)."),
         Flag(("--export",), list[str], "Export best.pt, e.g. onnx (repeatable)."),
         QUIET,
         DEBUG,
     ]
     doc = "Distill a YOLO model from a dataset with Ultralytics; prints best.pt and mAP."
-    command(app, "train", train_flags, _guarded(_train), doc)
+    command(app, "train", train_flags, commands.guarded(commands.train_cmd), doc)
     report_flags = [
         DATASET,
         Flag(("--export",), str, "Also write an import file for: label-studio."),
@@ -499,7 +291,7 @@ def build_app() -> typer.Typer:
         DEBUG,
     ]
     doc = "Write report.html (counts, histograms, frames worth a second look, annotated thumbnails)."
-    command(app, "report", report_flags, _guarded(_report), doc)
+    command(app, "report", report_flags, commands.guarded(commands.report_cmd), doc)
     export_flags = [
         DATASET,
         Flag(("--to",), str, f"{', '.join(formats.names())}.", default=...),
@@ -511,7 +303,7 @@ def build_app() -> typer.Typer:
         DEBUG,
     ]
     doc = "Write a dataset in the layout another tool imports (images hard-linked, not copied)."
-    command(app, "export", export_flags, _guarded(_export), doc)
+    command(app, "export", export_flags, commands.guarded(commands.export_cmd), doc)
     readable = ", ".join(n for n, f in formats.registry().items() if f.readable())
     import_flags = [
         argument("source", Path, "The reviewed file or folder (a Label Studio export, COCO file, labels folder...)."),
@@ -521,7 +313,7 @@ def build_app() -> typer.Typer:
         DEBUG,
     ]
     doc = "Bring reviewed labels back into the dataset (journal, then every format's files)."
-    command(app, "import", import_flags, _guarded(_import), doc)
+    command(app, "import", import_flags, commands.guarded(commands.import_cmd), doc)
     eval_flags = [
         DATASET,
         Flag(("--iou",), float, "IoU that makes a model box match a reviewer's.", default=0.5),
@@ -535,7 +327,7 @@ def build_app() -> typer.Typer:
         DEBUG,
     ]
     doc = "Score the model's labels against the reviewed frames (eval.json), and fit thresholds per class."
-    command(app, "eval", eval_flags, _guarded(_eval), doc)
+    command(app, "eval", eval_flags, commands.guarded(commands.eval_cmd), doc)
     return app
 
 

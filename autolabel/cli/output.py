@@ -44,6 +44,8 @@ def print_run_summary(results) -> None:
             )
         if r.reviewed_frames:
             echo(f"    reviewed frames (autolabel import): {r.reviewed_frames}")
+        if r.masks is not None:
+            echo(f"    {mask_line(r.masks, r.seconds)}")
         missing = [p for p, differed in r.repaired if not differed]
         edited = [p for p, differed in r.repaired if differed]
         if missing:
@@ -71,6 +73,22 @@ def print_run_summary(results) -> None:
 
 def _errors(errors: list[str]) -> str:
     return "the error" if len(errors) == 1 else f"{len(errors)} errors" if errors else "no error message"
+
+
+def mask_line(m, seconds: float | None = None) -> str:
+    """What a segmentation dataset's boxes hold: masks, empty ones, ones without; the mask step's time."""
+    line = f"masks: {m.masked} of {m.boxes} boxes"
+    polygons = []
+    if m.empty:
+        polygons.append(f"{m.empty} came out empty")
+    if m.missing:
+        polygons.append(f"{m.missing} have none yet (no mask model at hand: re-run with --masks)")
+    if polygons:
+        line += f"; box polygons where {' and '.join(polygons)}"
+    if m.made:
+        share = f", {100 * m.seconds / seconds:.0f}% of the time" if seconds else ""
+        line += f"; {m.made} made on {m.frames} frames in {m.seconds:.1f} s{share}"
+    return line
 
 
 def print_merge_summary(result, skipped: list[str] = ()) -> None:

@@ -94,6 +94,17 @@ class Dataset:
             raise InputError(f"{self.root}: not an autolabel dataset (no {STATE})")
         return self.state
 
+    @property
+    def segmented(self) -> bool:
+        """Its files hold masks (``run --masks``)."""
+        return self._state.segmented
+
+    def context(self):
+        """What its formats need: classes, name, id, and whether they write masks."""
+        from autolabel.datasets.formats.base import Context
+
+        return Context(self.classes, self.name, self._state.id, self._state.segmented)
+
     def is_product(self) -> bool:
         return self._state.kind == PRODUCT
 

@@ -21,6 +21,8 @@ from autolabel.datasets.state import STATE_VERSION
 from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_text
 from autolabel.jobs import Job, ProductResult
+from autolabel.masks import step as mask_step
+from autolabel.masks.step import MaskLoader
 from autolabel.sampling import sampled_indices
 from autolabel.selection import DUPLICATE
 from autolabel.tracking import retrack
@@ -88,7 +90,7 @@ def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats:
     return notes + [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
-def update_class_list(root: Path, classes: list[str], formats: list[str]) -> None:
+def update_class_list(root: Path, classes: list[str], formats: list[str], masks: bool = False) -> None:
     """Rewrites an existing ``data.yaml`` (and the formats' class lists) for a class list that grew.
 
     A discovering labeler adds classes while a dataset that was finalized before is
@@ -99,7 +101,7 @@ def update_class_list(root: Path, classes: list[str], formats: list[str]) -> Non
     if path.is_file():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         write_data_yaml(root, classes, has_val=data.get("val") != data.get("train"))
-    ctx = Context(classes)
+    ctx = Context(classes, masks=masks)
     for fmt in written(formats):
         fmt.classes_changed(root, ctx)
     record_written(root, [DATA_YAML, LABELMAP])
@@ -131,16 +133,19 @@ def _count_chosen(job: Job, config: RunConfig, records: list, result: ProductRes
     result.chosen_frames = sum(1 for r in records if r.source in videos and r.dropped not in (DUPLICATE, PROBE))
 
 
-def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductResult) -> None:
+def finalize_product(
+    ds: Dataset, job: Job, config: RunConfig, result: ProductResult, masks: MaskLoader | None = None
+) -> None:
     """Splits, writes data.yaml, every format the dataset has, run.yaml and the summary counts.
 
     Files derived from the journal (labels, VOC, ...) that disagree with it are written
-    again from it, and named.
+    again from it, and named. In a segmentation dataset the boxes without a mask then get one
+    (:mod:`autolabel.masks.step`; ``masks``: the run's mask model, shared by its products).
     """
     state = ds.state
     classes = list(state.classes)  # the ontology's, and those a discovering labeler added
     all_records = list(ds.records())
-    ctx = Context(classes, state.product or job.product.name, state.id)
+    ctx = Context(classes, state.product or job.product.name, state.id, state.segmented)
     chosen = written(state.formats)
     if config.tracking.enabled:  # the kept frames settled on their tracks, from the journal
         start = time.perf_counter()
@@ -181,6 +186,9 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
         ds.upgrade([r.name for r in all_records if r.reviewed])
     else:
         result.repaired = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=True)
+    if state.segmented:  # after every change to the boxes (thresholds, filters, reviews, tracks): their outlines
+        loader = masks or MaskLoader(config.masks, config.model.device, config.model.precision, config.cache_dir)
+        result.masks = mask_step.apply(ds, all_records, loader, job.product.name)
     listed = {r.name for r in records}
     stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
     if stray:
@@ -202,6 +210,7 @@ def finalize_product(ds: Dataset, job: Job, config: RunConfig, result: ProductRe
         # Where it ran (the engine) is no setting of the labels: a dataset is the same file for file either way.
         "config": {k: v for k, v in to_dict(config).items() if k != "engine"} | {"products": [job.product.name]},
         "model": state.model or {"files": state.model_files()},
+        **({"masks": (state.fingerprint or {}).get("masks")} if state.segmented else {}),
         "frames": {
             "kept": len(records),
             "dropped_as_duplicates": result.duplicate_frames,

@@ -78,7 +78,7 @@ def write_product(
     state = ds.state
     classes = list(state.classes)  # grows as a discovering labeler names new classes
     class_ids = {name: i for i, name in enumerate(classes)}
-    writer = DatasetWriter(job.out, classes, state.formats, config.dataset.jpeg_quality)
+    writer = DatasetWriter(job.out, classes, state.formats, config.dataset.jpeg_quality, state.segmented)
     stats = FilterStats()
     thresholds = Thresholds.of_run(config, classes)
     done_count = sum(len(v) for v in job.done.values())
@@ -98,7 +98,7 @@ def write_product(
             # them pointing past the recorded list (and a finished dataset's lists name them too).
             state.classes = list(item.classes)
             ds.save()
-            finalize.update_class_list(job.out, state.classes, state.formats)
+            finalize.update_class_list(job.out, state.classes, state.formats, state.segmented)
             return
         record, staged = item
         writer.add(record, staged=staged.result() if staged is not None else [])

@@ -1,15 +1,28 @@
 """The per-frame, per-box record: plain data that every stage, format and engine shares.
 
 One journal line is one :class:`FrameRecord`; its boxes are :class:`Box` es. A box is its
-class, score and pixel corners, and optionally a mask (polygons), a track id and its
-origin; a reviewed frame keeps the model's own boxes beside the reviewer's
-(``model_boxes``). A box is written as ``[class, x1, y1, x2, y2, score]`` with a seventh
-element, an object, only when it carries more (``{"mask": ..., "track": ..., "origin": ...}``),
-so a journal without those fields reads as it always did.
+class, score and pixel corners, and optionally a mask, a track id and its origin; a reviewed
+frame keeps the model's own boxes beside the reviewer's (``model_boxes``). A box is written as
+``[class, x1, y1, x2, y2, score]`` with a seventh element, an object, only when it carries more
+(``{"mask": ..., "track": ..., "origin": ...}``), so a journal without those fields reads as it
+always did, byte for byte.
+
+**The mask** (``autolabel run --masks``) belongs to its box: one record per box. It is a list of
+rings, each a closed polygon ``[x0, y0, x1, y1, ...]`` in pixels (continuous coordinates, as the
+box corners: pixel ``i`` spans ``[i, i + 1)``), the last point joining the first. A pixel is in the
+mask when an odd number of rings enclose it, boundary included: parts are rings, each hole inside
+a part is a ring, an island in a hole is a ring again (:mod:`autolabel.masks.geometry`). Rings are
+simplified within the run's ``masks.tolerance`` at IoU >= 0.99 with the model's bitmap, and
+rounded to 1/100 px. ``[]``: the mask model found nothing in the box (the box's own 4-point polygon
+stands in the files, and summaries count it); absent (None): no mask made yet, for a box that a
+reviewer drew or moved, or a dataset without masks. ``model_boxes`` never carry masks. A box whose
+corners change loses its mask (settle, re-derivation, import), and the next run with the mask
+model at hand makes a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -35,7 +48,8 @@ class Box:
         class_id: Index into the dataset's class list.
         x1, y1, x2, y2: Corners in pixels (``x1 <= x2``, ``y1 <= y2``).
         confidence: The model's score; None for a box a person drew or changed.
-        mask: The object's outline: polygons, each ``[x0, y0, x1, y1, ...]`` in pixels; None: none.
+        mask: The object's outline as rings (see the module docs); ``[]``: the mask model found none;
+            None: no mask made.
         track_id: The object's track, unique within a dataset; None: not tracked.
         origin: ``model``, ``reviewed`` or ``interpolated``; None: the frame's (see :meth:`FrameRecord.origin`).
     """
@@ -61,6 +75,14 @@ class Box:
             out["origin"] = self.origin
         return out
 
+    def bare(self) -> Box:
+        """The same box without its mask."""
+        return dataclasses.replace(self, mask=None) if self.mask is not None else self
+
+    def same_place(self, other: Box) -> bool:
+        """The same class, corners, score, track and origin (masks aside)."""
+        return self.bare() == other.bare()
+
     def to_list(self) -> list:
         """``[class, x1, y1, x2, y2, score]``, plus the extras object when there are any."""
         row = [self.class_id, self.x1, self.y1, self.x2, self.y2, self.confidence]
@@ -79,7 +101,9 @@ class Box:
             if not isinstance(extras, dict) or set(extras) - {"mask", "track", "origin"}:
                 raise ValueError(f"box extras must be an object with mask, track, origin; got {str(extras)[:60]}")
             if "mask" in extras:
-                box.mask = [[float(v) for v in polygon] for polygon in extras["mask"]]
+                box.mask = [[float(v) for v in ring] for ring in extras["mask"]]
+                if any(len(ring) < 2 or len(ring) % 2 or not all(map(math.isfinite, ring)) for ring in box.mask):
+                    raise ValueError("a mask is a list of rings [x0, y0, x1, y1, ...] of finite numbers")
             if "track" in extras:
                 box.track_id = int(extras["track"])
             if "origin" in extras:
@@ -87,6 +111,15 @@ class Box:
                     raise ValueError(f"box origin must be one of {', '.join(ORIGINS)}, got {extras['origin']!r}")
                 box.origin = extras["origin"]
         return box
+
+
+def carry_masks(old: list[Box], new: list[Box]) -> None:
+    """A box that stays where it was keeps its mask (one whose box changed gets a new one: None until made)."""
+    for box in new:
+        if box.mask is None:
+            same = next((b for b in old if b.mask is not None and b.same_place(box)), None)
+            if same is not None:
+                box.mask = same.mask
 
 
 @dataclass

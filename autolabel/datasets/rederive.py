@@ -18,7 +18,7 @@ from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.derive import sync_frame_files
 from autolabel.datasets.formats import Context
-from autolabel.datasets.records import FrameRecord
+from autolabel.datasets.records import FrameRecord, carry_masks
 from autolabel.postprocess import Thresholds, settle
 from autolabel.selection import DUPLICATE
 
@@ -48,6 +48,7 @@ def rederive(ds: Dataset, records: list[FrameRecord], thresholds: Thresholds, fi
         model = r.model_boxes if r.model_boxes is not None else r.boxes
         new = dataclasses.replace(r)
         settle(new, [dataclasses.replace(b) for b in model], thresholds, filters)
+        carry_masks(r.boxes, new.boxes)
         if (new.boxes, new.dropped, new.model_boxes) == (r.boxes, r.dropped, r.model_boxes):
             out.records.append(r)
             continue
@@ -72,6 +73,6 @@ def apply(ds: Dataset, done: Rederived) -> None:
         state.sources[by_stem[r.source]].complete = False
     ds.save()
     ds.rewrite_journal(done.records)
-    ctx = Context(state.classes, state.product or ds.root.name, state.id)
+    ctx = Context(state.classes, state.product or ds.root.name, state.id, state.segmented)
     kept = [r for r in done.records if r.dropped is None]
     sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), done.changed, keep_edits=False)

@@ -110,6 +110,16 @@ class State:
             }
         return out
 
+    @property
+    def segmented(self) -> bool:
+        """Its files hold outlines (``run --masks``): each box's mask, or its box as a polygon where it has none.
+
+        A product dataset's fingerprint records its mask settings; a merged dataset has masks when a product has.
+        """
+        if self.kind == MERGED:
+            return any(isinstance(s, dict) and s.get("masks") for s in self.settings.values())
+        return bool((self.fingerprint or {}).get("masks"))
+
     def complete_sources(self) -> set[str]:
         """File names of the sources read to their end."""
         return {name for name, info in self.sources.items() if info.complete}
@@ -128,9 +138,10 @@ def dataset_id(*parts: object) -> str:
 def product_id(product: str, fingerprint: dict | None, sources: dict[str, SourceState]) -> str:
     """A product dataset's id: its product, settings and the sources it started with.
 
-    The box thresholds are left out: they change without labeling again, and the dataset stays itself.
+    The box thresholds and the mask settings are left out: they change without labeling again, and the
+    dataset stays itself.
     """
-    fp = dict(fingerprint or {})
+    fp = {k: v for k, v in (fingerprint or {}).items() if k != "masks"}
     if isinstance(fp.get("model"), dict):
         fp["model"] = {k: v for k, v in fp["model"].items() if k not in ("box_threshold", "class_thresholds")}
     return dataset_id(PRODUCT, product, fp, sorted(s.id or name for name, s in sources.items()))

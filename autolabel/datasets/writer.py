@@ -38,12 +38,15 @@ class DatasetWriter:
     a group of frames at once costs a few fsyncs instead of a few per frame.
     """
 
-    def __init__(self, root: Path, classes: list[str], formats: list[str], jpeg_quality: int = 95) -> None:
+    def __init__(
+        self, root: Path, classes: list[str], formats: list[str], jpeg_quality: int = 95, masks: bool = False
+    ) -> None:
         self.root = root
         self.classes = list(classes)  # grows as a discovering labeler names new classes
         self.formats = written(formats)
         self.jpeg_quality = jpeg_quality
-        dirs = [IMAGES] + [d for fmt in self.formats for d in fmt.frame_dirs]
+        self.masks = masks  # a segmentation dataset: the formats write outlines
+        dirs = [IMAGES] + [d for fmt in self.formats for d in (*fmt.frame_dirs, *(fmt.mask_dirs if masks else ()))]
         self._dirs = [root / d for d in dict.fromkeys(dirs)]
         for sub in self._dirs:
             sub.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ class DatasetWriter:
 
     def _label_files(self, record: FrameRecord) -> list[tuple[Path, bytes]]:
         # YOLO labels are always written: Ultralytics reads them and the split lists point at them.
-        ctx = Context(self.classes)
+        ctx = Context(self.classes, masks=self.masks)
         return [(self.root / rel, data) for fmt in self.formats for rel, data in fmt.frame_files(record, ctx).items()]
 
     def add(

@@ -33,11 +33,15 @@ class Context:
         classes: The dataset's class names by id.
         title: The product's name (or the dataset folder's), for formats that name the set.
         dataset_id: The dataset's id, for formats that carry it (an import checks it).
+        masks: A segmentation dataset (``run --masks``): every box is written with its outline, its
+            mask's rings (:attr:`autolabel.datasets.records.Box.mask`) or, where it has none, its box
+            as a 4-point polygon (:func:`outline`).
     """
 
     classes: list[str]
     title: str = "autolabel"
     dataset_id: str | None = None
+    masks: bool = False
 
 
 @dataclass
@@ -154,6 +158,13 @@ def marker_id(path: Path) -> str | None:
     return None
 
 
+def outline(box: Box) -> list[list[float]]:
+    """The rings a segmentation dataset writes for ``box``: its mask, or its box's 4 corners where it has none."""
+    from autolabel.masks.geometry import box_ring
+
+    return box.mask if box.mask else [box_ring(box.x1, box.y1, box.x2, box.y2)]
+
+
 def image_name(record: FrameRecord) -> str:
     """A frame's image file name."""
     return f"{record.name}{IMAGE_SUFFIX}"
@@ -168,6 +179,9 @@ class Format:
         frame_dirs: The folders its frame files go in (flushed before the journal line).
         dataset_format: It can be part of a dataset (``run --format``, ``merge``).
         empty_frames: Its files list frames without boxes (MOT's rows do not).
+        mask_dirs: The folders its frame files go in only in a segmentation dataset.
+        outlines: In a segmentation dataset its boxes are the boxes of their polygons (YOLO-seg).
+        layered: Its masks are drawn into one picture, later objects over earlier ones (VOC).
     """
 
     name: str = ""
@@ -175,6 +189,12 @@ class Format:
     frame_dirs: tuple[str, ...] = ()
     dataset_format: bool = True
     empty_frames: bool = True  # its files list a frame without boxes (so reading it back gives the frame)
+    # The folders its frame files go in only in a segmentation dataset (VOC's PNGs).
+    mask_dirs: tuple[str, ...] = ()
+    # Its boxes are read back from polygons (YOLO-seg): a box is compared by its outline, not its corners.
+    outlines: bool = False
+    # Its masks are layers of one picture (VOC's PNGs): a later object covers an earlier one where they overlap.
+    layered: bool = False
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
         """A frame's files in a dataset, by path relative to the dataset (none by default)."""

@@ -6,8 +6,16 @@ that an import that changes one frame's boxes renumbers no other frame's; every 
 a ``score`` (1.0 on reviewed frames, which also carry ``reviewed: true``), so the file can
 be read as results too. Category ids start at 1 (supervision's).
 
+In a segmentation dataset (``run --masks``) every annotation has a ``segmentation``: its
+mask's rings as polygons (a part of one or two pixels as the rectangle around them), or, where
+rings nest (a hole, an island in a hole, which polygons cannot hold), COCO's uncompressed RLE
+(``{"size": [h, w], "counts": [...]}``, as supervision writes masks with holes; ``iscrowd`` stays
+0, so COCOeval and Ultralytics' converter keep the object); a box without a mask has its 4
+corners. ``area`` is then the mask's pixel count.
+
 Reading takes a COCO file as CVAT, FiftyOne and our export write it (or a folder holding
-``annotations/instances_*.json`` or ``coco_*.json``): frames by image file name.
+``annotations/instances_*.json`` or ``coco_*.json``): frames by image file name, with each
+annotation's polygons or RLE (compressed or not) as its box's mask.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from autolabel.datasets.formats.base import (
     image_name,
     load_json,
     number,
+    outline,
     show,
 )
 from autolabel.datasets.layout import SPLITS
@@ -54,11 +63,26 @@ def id_block(records: list[FrameRecord]) -> int:
     return block
 
 
+def segmentation(box: Box, width: int, height: int) -> tuple[list | dict, float]:
+    """A box's COCO ``segmentation`` (polygons, or RLE where rings nest) and its area in pixels."""
+    from autolabel.masks import geometry
+
+    rings = outline(box)
+    if not box.mask:
+        return [rings[0]], (box.x2 - box.x1) * (box.y2 - box.y1)
+    bitmap = geometry.rings_to_mask(rings, width, height)
+    pixels = float(bitmap.sum())
+    if geometry.nested(rings):
+        return geometry.rle_encode(bitmap), pixels
+    return [geometry.solid_ring(r) for r in rings], pixels
+
+
 def coco_files(
     records: list[FrameRecord],
     classes: list[str],
     file_name: Callable[[FrameRecord], str],
     dataset_id: str | None = None,
+    masks: bool = False,
 ) -> dict[str, dict]:
     """The COCO dict of each split.
 
@@ -67,6 +91,7 @@ def coco_files(
         classes: The dataset's class names.
         file_name: A frame's ``file_name`` as the layout wants it.
         dataset_id: The dataset's id, in ``info.autolabel_dataset`` (an import checks it).
+        masks: Write each box's ``segmentation`` (a segmentation dataset).
 
     Image ids are positions in ``records`` (from 1), the same whichever split a frame
     is in; annotation ids are ``image_id * block + box index + 1``.
@@ -94,13 +119,14 @@ def coco_files(
         for j, b in enumerate(r.boxes):
             x, y, w, h = float(b.x1), float(b.y1), float(b.x2 - b.x1), float(b.y2 - b.y1)
             score = 1.0 if r.reviewed or b.confidence is None else float(b.confidence)
+            seg, area = segmentation(b, r.width, r.height) if masks else ([], w * h)
             annotation = {
                 "id": image_id * block + j + 1,
                 "image_id": image_id,
                 "category_id": b.class_id + 1,
                 "bbox": [x, y, w, h],
-                "area": w * h,
-                "segmentation": [],
+                "area": area,
+                "segmentation": seg,
                 "iscrowd": 0,
                 "score": score,
                 "reviewed": r.reviewed,
@@ -196,7 +222,38 @@ def parse_coco(path: Path, ctx: ReadContext, out: Annotations) -> None:
         if x < -EDGE_PX or y < -EDGE_PX or x + w > width + EDGE_PX or y + h > height + EDGE_PX:
             raise InputError(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {width}x{height} image")
         box = Box(cls, max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
+        box.mask = _mask(ann.get("segmentation"), width, height, f"{where}.segmentation")
         out.frames[name].append(box)
+
+
+def _mask(seg, width: int, height: int, where: str) -> list[list[float]] | None:
+    """An annotation's segmentation as mask rings: polygons as they are, RLE traced (None: it has none)."""
+    from autolabel.masks import geometry
+
+    if seg is None or seg == []:
+        return None
+    if isinstance(seg, list):
+        rings = []
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                raise InputError(f"{where}[{k}]: expected a polygon [x0, y0, x1, y1, x2, y2, ...], got {show(poly)}")
+            rings.append([number(v, f"{where}[{k}]") for v in poly])
+        return rings
+    if not isinstance(seg, dict) or not isinstance(seg.get("size"), list) or "counts" not in seg:
+        raise InputError(f"{where}: expected polygons or an RLE {{size, counts}}, got {show(seg)}")
+    if seg["size"] != [height, width]:
+        raise InputError(f"{where}: RLE of size {show(seg['size'])}, but the image is {height} x {width}")
+    counts = seg["counts"]
+    try:
+        if isinstance(counts, str):
+            bitmap = geometry.rle_string_decode(counts, height, width)
+        elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            bitmap = geometry.rle_decode(counts, height, width)
+        else:
+            raise ValueError(f"counts must be a list of run lengths or a string, got {show(counts)}")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InputError(f"{where}: not a valid RLE ({exc})") from exc
+    return geometry.mask_to_rings(bitmap, 0)
 
 
 class Coco(Format):
@@ -204,14 +261,15 @@ class Coco(Format):
     help = "COCO (coco_train.json, coco_val.json; an export: annotations/instances_*.json with images/)"
 
     def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
-        files = coco_files(records, ctx.classes, lambda r: r.image, ctx.dataset_id)
+        files = coco_files(records, ctx.classes, lambda r: r.image, ctx.dataset_id, ctx.masks)
         return {f"coco_{split}.json": dumps(body) for split, body in files.items()}
 
     def export(self, out: ExportFolder) -> str:
         for r in out.records:
             out.image(r, f"images/{r.split}/{image_name(r)}")
         (out.root / "annotations").mkdir(exist_ok=True)
-        for split, body in coco_files(out.records, out.ctx.classes, image_name, out.ctx.dataset_id).items():
+        ctx = out.ctx
+        for split, body in coco_files(out.records, ctx.classes, image_name, ctx.dataset_id, ctx.masks).items():
             out.write(f"annotations/instances_{split}.json", dumps(body))
         return f"COCO(annotations/instances_train.json), images in images/train/ (and val) under {out.output}"
 

@@ -5,6 +5,12 @@ their confidences) and a labeling config naming the classes. Reading takes Label
 JSON export: every task with a finished (not cancelled) annotation is a reviewed frame, its
 boxes those of its last finished annotation; the whole file is checked before anything is
 used. Boxes are percentages of the image there; they come back in pixels, rounded to 1/100.
+
+In a segmentation dataset each box's mask goes with it as ``polygonlabels`` regions (a labeling
+config with a ``PolygonLabels`` control), one per ring, with the ids ``<box id>_r<k>``: read back,
+the rings whose ids extend a rectangle's are that box's mask (parts and holes, as the journal
+holds them); a polygon a reviewer drew on its own becomes a box of its own (its bounds) with the
+polygon as its mask.
 """
 
 from __future__ import annotations
@@ -28,17 +34,43 @@ EDGE_TOLERANCE_PX = 0.5
 NON_REGION_TYPES = frozenset({"choices", "textarea", "rating", "relation", "taxonomy", "number", "datetime"})
 
 
-def labeling_config(classes: list[str]) -> str:
-    """A Label Studio labeling config with one rectangle label per class (names XML-escaped)."""
+def labeling_config(classes: list[str], masks: bool = False) -> str:
+    """A Label Studio labeling config: one rectangle label per class (names XML-escaped), polygons too with masks."""
     labels = "\n".join(f"    <Label value={quoteattr(name)}/>" for name in classes)
+    polygons = f'  <PolygonLabels name="polygon" toName="image">\n{labels}\n  </PolygonLabels>\n' if masks else ""
     return (
         "<View>\n"
         '  <Image name="image" value="$image"/>\n'
         '  <RectangleLabels name="label" toName="image">\n'
         f"{labels}\n"
         "  </RectangleLabels>\n"
+        f"{polygons}"
         "</View>\n"
     )
+
+
+def _polygons(r: FrameRecord, j: int, b: Box, classes: list[str]) -> list[dict]:
+    """A box's mask as polygon regions (percent of the image), one per ring, ids ``<frame>_<j>_r<k>``."""
+    from autolabel.masks.geometry import solid_ring
+
+    out = []
+    for k, ring in enumerate(b.mask or []):
+        ring = solid_ring(ring)
+        points = [[100 * x / r.width, 100 * y / r.height] for x, y in zip(ring[0::2], ring[1::2], strict=True)]
+        out.append(
+            {
+                "id": f"{r.name}_{j}_r{k}",
+                "type": "polygonlabels",
+                "from_name": "polygon",
+                "to_name": "image",
+                "original_width": r.width,
+                "original_height": r.height,
+                "image_rotation": 0,
+                "value": {"points": points, "closed": True, "polygonlabels": [classes[b.class_id]]},
+                "score": b.confidence,
+            }
+        )
+    return out
 
 
 def default_url_prefix(root: Path) -> str:
@@ -52,10 +84,12 @@ def label_studio_tasks(
     prefix: str,
     dataset_id: str | None = None,
     ordered: bool = False,
+    masks: bool = False,
 ) -> list[dict]:
     """One Label Studio task per frame: the image URL, the frame's name and dataset, its boxes as a prediction.
 
-    Tasks are numbered by frame name, or in the order given (``ordered``: a review queue).
+    Tasks are numbered by frame name, or in the order given (``ordered``: a review queue); ``masks``:
+    each box's mask as polygons too.
     """
     tasks = []
     for i, r in enumerate(records if ordered else sorted(records, key=lambda r: r.name), start=1):
@@ -81,6 +115,8 @@ def label_studio_tasks(
                     "score": b.confidence,
                 }
             )
+            if masks:
+                result += _polygons(r, j, b, classes)
         scores = [b.confidence for b in r.boxes if b.confidence is not None]
         tasks.append(
             {
@@ -157,7 +193,7 @@ def _boxes(annotation: dict, size: tuple[int, int], classes: list[str], where: s
     result = annotation.get("result")
     if not isinstance(result, list):
         raise InputError(f"{where}: {at}.result: expected a list of regions, got {_show(result)}")
-    boxes, others = [], []
+    boxes, ids, polygons, others = [], [], [], []
     for k, item in enumerate(result):
         here = f"{at}.result[{k}]"
         if not isinstance(item, dict):
@@ -167,14 +203,69 @@ def _boxes(annotation: dict, size: tuple[int, int], classes: list[str], where: s
             raise InputError(f"{where}: {here}.type: expected a region type, got {_show(kind)}")
         if kind == "rectanglelabels":
             boxes.append(_box(item.get("value"), size, classes, where, f"{here}.value"))
+            ids.append(item.get("id") if isinstance(item.get("id"), str) else None)
+        elif kind == "polygonlabels":
+            label, ring = _polygon(item.get("value"), size, classes, where, f"{here}.value")
+            polygons.append((item.get("id") if isinstance(item.get("id"), str) else "", label, ring))
         elif kind not in NON_REGION_TYPES:
             others.append(kind)
     if others:
         raise InputError(
             f"{where}: {at} holds {', '.join(sorted(set(others)))} regions, which autolabel cannot import "
-            "(only rectanglelabels boxes), and importing the rest would drop them; draw them as labeled "
-            "rectangles (or delete them) in Label Studio, export again and re-run the import"
+            "(only rectanglelabels boxes and polygonlabels outlines), and importing the rest would drop them; "
+            "draw them as labeled rectangles or polygons (or delete them) in Label Studio, export again and re-run "
+            "the import"
         )
+    return _with_masks(boxes, ids, polygons, size)
+
+
+def _polygon(v, size: tuple[int, int], classes: list[str], where: str, at: str) -> tuple[int, list[float]]:
+    """One polygon of Label Studio (percent of the image) as its class and a ring in pixels, checked."""
+    if not isinstance(v, dict):
+        raise InputError(f"{where}: {at}: expected an object, got {_show(v)}")
+    names = v.get("polygonlabels")
+    if not isinstance(names, list) or len(names) != 1 or names[0] not in classes:
+        raise InputError(f"{where}: {at}: label {_show(names)} is not one of the dataset's classes {classes}")
+    points = v.get("points")
+    if not isinstance(points, list) or len(points) < 3:
+        raise InputError(f"{where}: {at}.points: expected at least 3 [x, y] points, got {_show(points)}")
+    W, H = size  # noqa: N806 - image width and height
+    ring = []
+    for point in points:
+        if not isinstance(point, list) or len(point) != 2:
+            raise InputError(f"{where}: {at}.points: expected [x, y] points, got {_show(point)}")
+        x, y = (_number({"v": c}, "v", where, f"{at}.points") for c in point)
+        if not (-EDGE_TOLERANCE_PX <= x * W / 100 <= W + EDGE_TOLERANCE_PX) or not (
+            -EDGE_TOLERANCE_PX <= y * H / 100 <= H + EDGE_TOLERANCE_PX
+        ):
+            raise InputError(f"{where}: {at}.points: point [{x:g}%, {y:g}%] lies outside the image")
+        ring += [round(x * W / 100, 2), round(y * H / 100, 2)]
+    return classes.index(names[0]), ring
+
+
+def _with_masks(
+    boxes: list[Box], ids: list[str | None], polygons: list[tuple[str, int, list[float]]], size: tuple[int, int]
+) -> list[Box]:
+    """Each rectangle with the rings whose ids extend its id as its mask; other polygons become boxes of their own."""
+    from autolabel.masks.geometry import normalize
+
+    W, H = size  # noqa: N806 - image width and height
+    linked: dict[int, list[list[float]]] = {}
+    loose: list[tuple[int, list[float]]] = []
+    for pid, cls, ring in polygons:
+        owner = next((i for i, bid in enumerate(ids) if bid and pid.startswith(f"{bid}_r")), None)
+        if owner is None:
+            loose.append((cls, ring))
+        else:
+            linked.setdefault(owner, []).append(ring)
+    for i, rings in linked.items():
+        boxes[i].mask = rings
+    for cls, ring in loose:
+        xs, ys = ring[0::2], ring[1::2]
+        x1, y1, x2, y2 = max(0.0, min(xs)), max(0.0, min(ys)), min(float(W), max(xs)), min(float(H), max(ys))
+        if x2 > x1 and y2 > y1:
+            corners = (round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))
+            boxes.append(Box(cls, *corners, None, normalize([ring], W, H)))
     return boxes
 
 
@@ -257,11 +348,10 @@ class LabelStudio(Format):
 
     def export(self, out: ExportFolder) -> str:
         prefix = out.url_prefix if out.url_prefix is not None else default_url_prefix(out.dataset)
-        out.write(
-            TASKS_FILE,
-            json.dumps(label_studio_tasks(out.records, out.ctx.classes, prefix, out.ctx.dataset_id), indent=1),
-        )
-        out.write(CONFIG_FILE, labeling_config(out.ctx.classes))
+        ctx = out.ctx
+        tasks = label_studio_tasks(out.records, ctx.classes, prefix, ctx.dataset_id, masks=ctx.masks)
+        out.write(TASKS_FILE, json.dumps(tasks, indent=1))
+        out.write(CONFIG_FILE, labeling_config(ctx.classes, ctx.masks))
         return (
             f"in Label Studio: the labeling config from {CONFIG_FILE}, a Local Files storage for "
             f"{out.dataset.resolve() / 'images'}, then import {out.output / TASKS_FILE} (see the README)"

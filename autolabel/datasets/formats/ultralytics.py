@@ -1,7 +1,8 @@
 """The Ultralytics training layout: ``images/{train,val}/``, ``labels/{train,val}/``, ``data.yaml``.
 
 ``data.yaml`` has no ``path:``, so the folder trains wherever it is; CVAT imports it as
-"Ultralytics YOLO Detection 1.0". Read back from such a folder (labels of both splits,
+"Ultralytics YOLO Detection 1.0" (a segmentation dataset: YOLO-seg labels, "Ultralytics YOLO
+Segmentation 1.0"). Read back from such a folder (labels of both splits,
 class names from its ``data.yaml``).
 """
 
@@ -26,11 +27,12 @@ class Ultralytics(Format):
     name = "ultralytics"
     help = "Ultralytics YOLO (an export: images/ and labels/ per split, data.yaml; trains as is)"
     dataset_format = False
+    outlines = True
 
     def export(self, out: ExportFolder) -> str:
         for r in out.records:
             out.image(r, f"images/{r.split}/{image_name(r)}")
-            out.write(f"labels/{r.split}/{r.name}.txt", yolo_lines(r))
+            out.write(f"labels/{r.split}/{r.name}.txt", yolo_lines(r, out.ctx.masks))
         has_val = bool(out.split("val"))
         out.write(DATA_YAML, data_yaml_text(out.ctx.classes, has_val, train="images/train", val="images/val"))
         return f"yolo train data={out.output / DATA_YAML}"

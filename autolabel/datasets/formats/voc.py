@@ -5,6 +5,13 @@ supervision subtract 1 when reading, FiftyOne's and datumaro's VOC readers do no
 read boxes 1-1.5 px off); every object has ``<pose>``, ``<truncated>`` (the box touches
 the image border) and ``<difficult>``; ``<database>`` names us. ``labelmap.txt`` lists
 every class in id order as datumaro (and CVAT) read it.
+
+In a segmentation dataset (``run --masks``) each frame also gets the devkit's two PNGs, in the
+VOC palette (``labelmap.txt``'s colours): ``SegmentationClass/<name>.png`` (pixel = class index,
+``background`` 0) and ``SegmentationObject/<name>.png`` (pixel = the object's place in the XML,
+1, 2, ...), each object drawn from its mask (its box where it has none) in XML order, a later
+object over an earlier one where they overlap; the XML says ``<segmented>1</segmented>``. An
+import reads each object's pixels in ``SegmentationObject`` back as its mask.
 """
 
 from __future__ import annotations
@@ -56,7 +63,67 @@ def voc_span(lo: float, hi: float, side: int) -> tuple[int, int]:
     return min(first, side), min(last, side)
 
 
-def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> str:
+SEGMENTATION_CLASS = "SegmentationClass"
+SEGMENTATION_OBJECT = "SegmentationObject"
+# The devkit's index for "void" (object borders, unlabeled): never an object or a class.
+VOID = 255
+
+
+def palette() -> list[int]:
+    """The VOC palette, 256 RGB triples flat (index 255 is the devkit's void colour)."""
+    return [c for i in range(256) for c in voc_color(i)]
+
+
+def segmentation_pngs(record: FrameRecord, classes: list[str]) -> tuple[bytes, bytes]:
+    """A frame's ``SegmentationClass`` and ``SegmentationObject`` PNGs (paletted, the VOC palette)."""
+    from autolabel.masks import geometry
+
+    by_class = np.zeros((record.height, record.width), np.uint8)
+    by_object = np.zeros_like(by_class)
+    for j, b in enumerate(record.boxes[: VOID - 1]):
+        if b.mask:
+            pixels = geometry.rings_to_mask(b.mask, record.width, record.height).astype(bool)
+        else:
+            pixels = geometry.box_mask((b.x1, b.y1, b.x2, b.y2), record.width, record.height).astype(bool)
+        by_class[pixels] = b.class_id + 1
+        by_object[pixels] = j + 1
+    return _png(by_class), _png(by_object)
+
+
+def _png(indices: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette())
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_objects(path: Path, size: tuple[int, int], count: int) -> list[list[list[float]] | None]:
+    """Each object's mask rings from a ``SegmentationObject`` PNG (None where the object has no pixel)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from autolabel.masks import geometry
+
+    try:
+        with Image.open(path) as image:
+            if image.mode != "P" or image.size != size:
+                got = f"{image.mode} {image.size[0]}x{image.size[1]}"
+                raise InputError(f"{path}: expected a paletted PNG of {size[0]}x{size[1]}, got {got}")
+            indices = np.asarray(image)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: not a readable PNG ({exc})") from exc
+    out: list[list[list[float]] | None] = []
+    for k in range(1, count + 1):
+        rings = geometry.mask_to_rings((indices == k).astype(np.uint8), 0)
+        out.append(rings or None)
+    return out
+
+
+def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images", segmented: bool = False) -> str:
     """A frame's Pascal VOC XML (names XML-escaped by ElementTree)."""
     from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
 
@@ -68,7 +135,7 @@ def voc_xml(record: FrameRecord, classes: list[str], folder: str = "images") -> 
     size = SubElement(root, "size")
     for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):
         SubElement(size, tag).text = str(value)
-    SubElement(root, "segmented").text = "0"
+    SubElement(root, "segmented").text = "1" if segmented else "0"
     for b in record.boxes:
         obj = object_to_pascal_voc(np.array([b.x1, b.y1, b.x2, b.y2]), classes[b.class_id])
         # A box under a pixel (at the far edge too) is the pixel around its center, inside the image.
@@ -131,7 +198,10 @@ def _number(obj, tag: str, where: str) -> float:
 
 
 def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
-    """One VOC file's frame name (its ``<filename>``'s stem, else the file's) and boxes in pixels."""
+    """One VOC file's frame name (its ``<filename>``'s stem, else the file's) and boxes in pixels.
+
+    Masks come from ``SegmentationObject/<name>.png`` beside the annotations folder, when there is one.
+    """
     root = parse_xml(read_source(path, "one frame's VOC annotation", MAX_XML_BYTES), str(path), "a VOC annotation")
     if root.tag != "annotation":
         raise InputError(f"{path}: not a VOC annotation (root element <{root.tag}>)")
@@ -160,6 +230,10 @@ def parse_voc(path: Path, ctx: ReadContext) -> tuple[str, list[Box]]:
         boxes.append(
             Box(ctx.classes.index(label), max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
         )
+    png = path.parent.parent / SEGMENTATION_OBJECT / f"{name}.png"
+    if boxes and png.is_file():
+        for box, rings in zip(boxes, read_objects(png, (width, height), len(boxes)), strict=True):
+            box.mask = rings
     return name, boxes
 
 
@@ -167,9 +241,16 @@ class Voc(Format):
     name = "voc"
     help = "Pascal VOC (annotations/<frame>.xml, 1-based pixel corners, and labelmap.txt)"
     frame_dirs = (ANNOTATIONS,)
+    mask_dirs = (SEGMENTATION_CLASS, SEGMENTATION_OBJECT)
+    layered = True
 
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
-        return {annotation_path(record.name): voc_xml(record, ctx.classes).encode("utf-8")}
+        out = {annotation_path(record.name): voc_xml(record, ctx.classes, segmented=ctx.masks).encode("utf-8")}
+        if ctx.masks:
+            by_class, by_object = segmentation_pngs(record, ctx.classes)
+            out[f"{SEGMENTATION_CLASS}/{record.name}.png"] = by_class
+            out[f"{SEGMENTATION_OBJECT}/{record.name}.png"] = by_object
+        return out
 
     def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
         if labelmap_problem(ctx.classes) is not None:
@@ -188,12 +269,19 @@ class Voc(Format):
 
     def export(self, out: ExportFolder) -> str:
         """``JPEGImages/``, ``Annotations/``, ``ImageSets/Main/{train,val}.txt``, ``labelmap.txt``."""
+        masks = out.ctx.masks
         for r in out.records:
             out.image(r, f"JPEGImages/{image_name(r)}")
-            out.write(f"Annotations/{r.name}.xml", voc_xml(r, out.ctx.classes, folder="JPEGImages"))
+            out.write(f"Annotations/{r.name}.xml", voc_xml(r, out.ctx.classes, folder="JPEGImages", segmented=masks))
+            if masks:
+                by_class, by_object = segmentation_pngs(r, out.ctx.classes)
+                out.write(f"{SEGMENTATION_CLASS}/{r.name}.png", by_class)
+                out.write(f"{SEGMENTATION_OBJECT}/{r.name}.png", by_object)
         for split in SPLITS:
             names = sorted(r.name for r in out.split(split))
             out.write(f"ImageSets/Main/{split}.txt", "".join(f"{n}\n" for n in names))
+            if masks:
+                out.write(f"ImageSets/Segmentation/{split}.txt", "".join(f"{n}\n" for n in names))
         problem = labelmap_problem(out.ctx.classes)
         if problem:
             raise InputError(f"{out.dataset}: {problem}, which VOC readers (datumaro, CVAT) need; rename the class")

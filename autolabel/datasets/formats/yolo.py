@@ -5,9 +5,16 @@ that no box reaches past the image (``cx + w/2 <= 1`` and ``cx - w/2 >= 0``, als
 float32, as Ultralytics reads them): a box the model returns past the edge is shrunk
 to the image. Every dataset has them (``data.yaml`` and the split lists point at them).
 
+In a segmentation dataset (``run --masks``) each box is one YOLO-seg line instead,
+``class x0 y0 x1 y1 ...`` (normalized, 6 decimals): its mask's rings joined into one polygon
+as Ultralytics joins segments (``merge_multi_segment``: every part kept, a hole kept as a
+hole), or its box's 4 corners where it has no mask. Ultralytics derives the box from the
+polygon.
+
 Reading takes a labels folder (labelImg's, a run's ``.autolabel/edited/labels``, or a
 folder holding ``labels/``); ``classes.txt`` (labelImg) or ``data.yaml`` beside it, when
-present, name the ids, which then map to the dataset's classes by name.
+present, name the ids, which then map to the dataset's classes by name. A YOLO-seg line is
+read as its polygon's box with the polygon as its mask.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from autolabel.datasets.formats.base import (
     ReadContext,
     image_name,
     marker_id,
+    outline,
     read_text,
 )
 from autolabel.datasets.layout import IMAGES, LABELS
@@ -89,9 +97,32 @@ def yolo_line(box: Box, width: int, height: int) -> str:
     return f"{box.class_id} {_grid(cx)} {_grid(cy)} {_grid(w)} {_grid(h)}"
 
 
-def yolo_lines(record: FrameRecord) -> str:
-    """A frame's YOLO label file; empty when it has no boxes."""
-    return "".join(f"{yolo_line(b, record.width, record.height)}\n" for b in record.boxes)
+def _unit(value: float, side: int) -> str:
+    return f"{min(max(value / side, 0.0), 1.0):.6f}"
+
+
+def seg_polygon(box: Box, width: int, height: int) -> list[float]:
+    """The one polygon a YOLO-seg line holds for ``box``: its outline's rings joined as Ultralytics joins them.
+
+    Holes are traced along the object's pixels around them (:func:`autolabel.masks.geometry.inner_holes`),
+    so that the polygon drawn as Ultralytics draws it (``cv2.fillPoly``) leaves the hole's pixels empty.
+    """
+    from autolabel.masks.geometry import inner_holes, merge_multi_segment, solid_ring
+
+    return merge_multi_segment([solid_ring(r) for r in inner_holes(outline(box), width, height)])
+
+
+def seg_line(box: Box, width: int, height: int) -> str:
+    """One YOLO-seg label line (no newline): the class, then the polygon's points normalized to the image."""
+    poly = seg_polygon(box, width, height)
+    coords = " ".join(f"{_unit(x, width)} {_unit(y, height)}" for x, y in zip(poly[0::2], poly[1::2], strict=True))
+    return f"{box.class_id} {coords}"
+
+
+def yolo_lines(record: FrameRecord, masks: bool = False) -> str:
+    """A frame's YOLO label file (YOLO-seg lines with ``masks``); empty when it has no boxes."""
+    line = seg_line if masks else yolo_line
+    return "".join(f"{line(b, record.width, record.height)}\n" for b in record.boxes)
 
 
 def label_path(name: str) -> str:
@@ -117,8 +148,11 @@ def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int | str
         if not fields:
             continue
         where = f"{path}:{lineno}"
-        if len(fields) != 5:
-            raise InputError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+        if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+            raise InputError(
+                f"{where}: expected 'class cx cy w h' or a polygon 'class x0 y0 x1 y1 x2 y2 ...', "
+                f"got {len(fields)} fields"
+            )
         if not CLASS_ID.fullmatch(fields[0]):
             raise InputError(f"{where}: class {fields[0][:20]!r} is not a class id")
         cls = ids.get(int(fields[0]), -1) if ids else int(fields[0])
@@ -129,6 +163,9 @@ def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int | str
         bad = next((v for v in fields[1:] if not NUMBER.fullmatch(v)), None)
         if bad is not None:
             raise InputError(f"{where}: coordinates must be numbers, got {bad[:20]!r}")
+        if len(fields) > 5:
+            boxes.append(_polygon_box(cls, [float(v) for v in fields[1:]], width, height, where))
+            continue
         cx, cy, w, h = (float(v) for v in fields[1:])
         if w <= 0 or h <= 0:
             raise InputError(f"{where}: box of width {w:g} and height {h:g}: both must be above 0")
@@ -137,6 +174,20 @@ def parse_label_file(path: Path, size: tuple[int, int], ids: dict[int, int | str
             raise InputError(f"{where}: box [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px lies outside the image")
         boxes.append(Box(cls, max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2), None))
     return boxes
+
+
+def _polygon_box(cls: int, coords: list[float], width: int, height: int, where: str) -> Box:
+    """A YOLO-seg polygon (normalized) as its box in pixels, the polygon as its mask."""
+    xs = [x * width for x in coords[0::2]]
+    ys = [y * height for y in coords[1::2]]
+    x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+    if x1 < -EDGE_PX or y1 < -EDGE_PX or x2 > width + EDGE_PX or y2 > height + EDGE_PX:
+        raise InputError(f"{where}: polygon [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px lies outside the image")
+    if x2 <= x1 or y2 <= y1:
+        raise InputError(f"{where}: polygon of width {x2 - x1:g} and height {y2 - y1:g} px: both must be above 0")
+    ring = [v for x, y in zip(xs, ys, strict=True) for v in (x, y)]
+    clip = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+    return Box(cls, *clip, None, mask=[ring])
 
 
 def class_names_beside(folder: Path) -> list[str] | None:
@@ -199,14 +250,16 @@ class Yolo(Format):
     help = "YOLO labels (labels/<frame>.txt; always written: data.yaml and the split lists point at them)"
     frame_dirs = (LABELS,)
 
+    outlines = True
+
     def frame_files(self, record: FrameRecord, ctx: Context) -> dict[str, bytes]:
-        return {label_path(record.name): yolo_lines(record).encode("utf-8")}
+        return {label_path(record.name): yolo_lines(record, ctx.masks).encode("utf-8")}
 
     def export(self, out: ExportFolder) -> str:
         """A flat YOLO folder as labelImg and CVAT's "YOLO 1.1" read it: images/, labels/, classes.txt."""
         for r in out.records:
             out.image(r, f"{IMAGES}/{image_name(r)}")
-            out.write(label_path(r.name), yolo_lines(r))
+            out.write(label_path(r.name), yolo_lines(r, out.ctx.masks))
         out.write("classes.txt", "".join(f"{name}\n" for name in out.ctx.classes))
         return f"a YOLO folder: images in {out.output / IMAGES}, labels in {out.output / LABELS} (classes.txt)"
 
