@@ -1,4 +1,5 @@
-"""Synthetic clips for the benchmarks: each frame carries its own index, so a planted-error labeler knows it."""
+"""Synthetic clips for the benchmarks (each frame carries its own index, so a planted-error labeler knows it),
+and the model-free labeler of the memory and mask benchmarks."""
 
 from __future__ import annotations
 
@@ -21,3 +22,21 @@ def read_stamp(image: np.ndarray, cell: int) -> int:
         for bit in range(BITS)
         if image[inner : cell - inner, bit * cell + inner : (bit + 1) * cell - inner].mean() > 128
     )
+
+
+class TwoBoxes:
+    """Two fixed boxes on every frame (scores 0.9 and 0.6): labeling that costs nothing, so the rest is measured."""
+
+    batch_size = 8
+
+    def prepare(self, ontology) -> None:
+        pass
+
+    def label(self, images, ontology):
+        import supervision as sv
+
+        xyxy = np.array([[64, 96, 320, 288], [384, 48, 576, 432]], np.float32)
+        return [sv.Detections(xyxy=xyxy, class_id=np.array([0, 1]), confidence=np.array([0.9, 0.6])) for _ in images]
+
+    def describe(self) -> dict:
+        return {"base_model": "planted"}

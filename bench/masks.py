@@ -31,28 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def child(video_dir: Path, out: Path, model: str | None, device: str, batch: int | None) -> None:
     """Runs the pipeline once (with masks when ``model`` is a folder) and prints its timings and peak RSS as JSON."""
-    import numpy as np
-    import supervision as sv
 
     sys.path.insert(0, str(ROOT))
+    from clips import TwoBoxes
+
     from autolabel import progress
     from autolabel.config import load_config
     from autolabel.pipeline import run
-
-    class Planted:
-        batch_size = 8
-
-        def prepare(self, ontology) -> None:
-            pass
-
-        def label(self, images, ontology):
-            xyxy = np.array([[64, 96, 320, 288], [384, 48, 576, 432]], np.float32)
-            return [
-                sv.Detections(xyxy=xyxy, class_id=np.array([0, 1]), confidence=np.array([0.9, 0.6])) for _ in images
-            ]
-
-        def describe(self) -> dict:
-            return {"base_model": "planted"}
 
     progress.configure(False)
     settings = {
@@ -67,7 +52,7 @@ def child(video_dir: Path, out: Path, model: str | None, device: str, batch: int
         settings |= {"masks.model": "sam2", "masks.mask_model": model, "masks.batch_size": batch}
     cfg = load_config(None, settings)
     start = time.perf_counter()
-    (result,) = run(cfg, Planted)
+    (result,) = run(cfg, TwoBoxes)
     seconds = time.perf_counter() - start
     peak_gpu = None
     if device.startswith("cuda"):

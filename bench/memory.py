@@ -38,28 +38,13 @@ def make_video(path: Path, frames: int) -> None:
 
 def child(video_dir: Path, out: Path) -> None:
     """Runs the pipeline once and prints its result and peak RSS as JSON."""
-    import numpy as np
-    import supervision as sv
 
     sys.path.insert(0, str(ROOT))
+    from clips import TwoBoxes
+
     from autolabel import progress
     from autolabel.config import load_config
     from autolabel.pipeline import run
-
-    class Planted:
-        batch_size = 8
-
-        def prepare(self, ontology) -> None:
-            pass
-
-        def label(self, images, ontology):
-            xyxy = np.array([[64, 96, 320, 288], [384, 48, 576, 432]], np.float32)
-            return [
-                sv.Detections(xyxy=xyxy, class_id=np.array([0, 1]), confidence=np.array([0.9, 0.6])) for _ in images
-            ]
-
-        def describe(self) -> dict:
-            return {"base_model": "planted"}
 
     progress.configure(False)
     cfg = load_config(
@@ -73,7 +58,7 @@ def child(video_dir: Path, out: Path) -> None:
         },
     )
     start = time.perf_counter()
-    (result,) = run(cfg, Planted)
+    (result,) = run(cfg, TwoBoxes)
     seconds = time.perf_counter() - start
     print(
         json.dumps(
