@@ -3,9 +3,28 @@ and the model-free labeler of the memory and mask benchmarks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
 BITS = 10
+
+
+def write_clip(path: Path, frames: int, size: tuple[int, int], frame: Callable[[int], np.ndarray]) -> None:
+    """An mp4v clip at 30 fps of ``frame(i)`` for each index ``i``, ``size`` as (width, height)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, size)
+    for i in range(frames):
+        writer.write(frame(i))
+    writer.release()
+
+
+def rolling_noise_clip(path: Path, frames: int) -> None:
+    """640x480 noise that rolls 4 px a frame: every frame differs, nothing in it to find."""
+    base = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    write_clip(path, frames, (640, 480), lambda i: np.roll(base, i * 4, axis=1))
 
 
 def stamp(image: np.ndarray, index: int, cell: int) -> None:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from clips import rolling_noise_clip
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,23 +80,11 @@ def child(video_dir: Path, out: Path, model: str | None, device: str, batch: int
     )
 
 
-def make_video(path: Path, frames: int) -> None:
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    for i in range(frames):
-        writer.write(np.roll(base, i * 4, axis=1))
-    writer.release()
-
-
 def one(tmp: Path, n: int, model: str | None, device: str, batch: int | None) -> dict:
     product = tmp / "videos" / "synthetic"
     if not product.is_dir():
         product.mkdir(parents=True)
-        make_video(product / "clip.mp4", n)
+        rolling_noise_clip(product / "clip.mp4", n)
         (product / "ontology.json").write_text('{"red box": "box", "a hand": "hand"}')
     out = tmp / ("masked" if model else "plain")
     command = [sys.executable, __file__, "--child", str(product.parent), str(out), model or "-", device]

@@ -20,20 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from clips import rolling_noise_clip
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_video(path: Path, frames: int) -> None:
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    for i in range(frames):
-        frame = np.roll(base, i * 4, axis=1)
-        writer.write(frame)
-    writer.release()
 
 
 def child(video_dir: Path, out: Path) -> None:
@@ -85,7 +74,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             product = Path(tmp) / "videos" / "synthetic"
             product.mkdir(parents=True)
-            make_video(product / "clip.mp4", n)
+            rolling_noise_clip(product / "clip.mp4", n)
             (product / "ontology.json").write_text('{"red box": "box", "a hand": "hand"}')
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", str(product.parent), str(Path(tmp) / "ds")],

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from clips import read_stamp, stamp  # noqa: E402
+from clips import read_stamp, stamp, write_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,19 +44,18 @@ def positions(i: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def make_clip(path: Path, frames: int) -> None:
     """The clip: frame ``i`` carries ``i`` in binary in its top-left corner, so the labeler knows which it is."""
-    import cv2
-
     rng = np.random.default_rng(0)
     texture = rng.integers(60, 120, (H, W, 3), dtype=np.uint8)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (W, H))
-    for i in range(frames):
+
+    def frame(i: int) -> np.ndarray:
         img = texture.copy()
         (rx, ry), (bx, by) = positions(i)
         img[ry : ry + SIDE, rx : rx + SIDE] = (0, 0, 230)
         img[by : by + SIDE, bx : bx + SIDE] = (230, 0, 0)
         stamp(img, i, CELL)
-        writer.write(img)
-    writer.release()
+        return img
+
+    write_clip(path, frames, (W, H), frame)
 
 
 def frame_index(image: np.ndarray) -> int:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from clips import read_stamp, stamp  # noqa: E402
+from clips import read_stamp, stamp, write_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,16 +54,14 @@ def truth(i: int) -> list[tuple[int, list[float]]]:
 
 
 def make_clip(path: Path, frames: int) -> None:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (W, H))
-    for i in range(frames):
+    def frame(i: int) -> np.ndarray:
         img = np.full((H, W, 3), 120, np.uint8)
         stamp(img, i, CELL)
         for cls, (x1, y1, x2, y2) in truth(i):
             img[int(y1) : int(y2), int(x1) : int(x2)] = (0, 0, 220) if cls == 0 else (220, 0, 0)
-        writer.write(img)
-    writer.release()
+        return img
+
+    write_clip(path, frames, (W, H), frame)
 
 
 def frame_index(image: np.ndarray) -> int:

@@ -351,3 +351,33 @@ def plugin_installed(target: Path) -> Iterator[None]:
             if name.split(".")[0] == "autolabel_example_plugin":
                 del sys.modules[name]
         clear_registries()
+
+
+@pytest.fixture(scope="module")
+def plugin(request) -> Iterator[bool]:
+    """The example plug-in registered for a module (False, and its cases skipped, where it cannot be built)."""
+    try:
+        target = request.getfixturevalue("example_plugin_target")
+    except pytest.skip.Exception:
+        yield False
+        return
+    with plugin_installed(target):
+        yield True
+
+
+def random_yolo11n():
+    """A YOLO11n of random weights from its yaml, its head spread so that its boxes follow the picture."""
+    import torch
+
+    from autolabel.yolo import ultralytics_env
+
+    ultralytics_env()
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolo11n.yaml")
+    with torch.no_grad():
+        for name, weight in model.model.model[-1].named_parameters():
+            if "dfl" not in name:  # the fixed box-distribution decoder stays as built
+                weight.normal_(0, 0.05)
+    return model

@@ -26,7 +26,7 @@ from autolabel.datasets.state import PRODUCT, State, write_state
 from autolabel.datasets.writer import DatasetWriter
 from autolabel.errors import InputError
 from autolabel.export import export_dataset
-from tests.conftest import PLUGIN_FORMATS, plugin_installed
+from tests.conftest import PLUGIN_FORMATS
 
 # Formats of other plug-ins installed where the tests run, to put them through the contract too (docs/PLUGINS.md).
 OTHERS = [n.strip() for n in os.environ.get("AUTOLABEL_CONTRACT_FORMATS", "").split(",") if n.strip()]
@@ -37,16 +37,8 @@ SIZES = [(96, 64), (50, 30), (1920, 1080), (300, 24)]
 SEEDS = range(3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def plugin(request) -> bool:
-    """The example plug-in registered for this module (False, and its cases skipped, where it cannot be built)."""
-    try:
-        target = request.getfixturevalue("example_plugin_target")
-    except pytest.skip.Exception:
-        yield False
-        return
-    with plugin_installed(target):
-        yield True
+# The example plug-in registered for the whole module (tests/conftest.py: ``plugin``).
+pytestmark = pytest.mark.usefixtures("plugin")
 
 
 def the_format(name: str, plugin: bool) -> Format:

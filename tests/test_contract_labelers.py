@@ -25,7 +25,7 @@ from autolabel.config import load_config
 from autolabel.labelers import registry
 from autolabel.labelers.base import CLASS_NAME
 from autolabel.ontology import Ontology
-from tests.conftest import PLUGIN_LABELERS, plugin_installed
+from tests.conftest import PLUGIN_LABELERS, random_yolo11n
 
 BUILTIN = [spec.name for spec in registry.BUILTIN]
 # Every base model, and hf twice: a Grounding DINO and an OWLv2 (their outputs are decoded apart).
@@ -40,16 +40,8 @@ TEXT_DISTINCT = {"box": "box", "cup": "cup", "cardboard box": "carton"}
 ATOL_PX, ATOL_SCORE = 1e-2, 1e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def plugin(request) -> bool:
-    """The example plug-in registered for this module (False, and its cases skipped, where it cannot be built)."""
-    try:
-        target = request.getfixturevalue("example_plugin_target")
-    except pytest.skip.Exception:
-        yield False
-        return
-    with plugin_installed(target):
-        yield True
+# The example plug-in registered for the whole module (tests/conftest.py: ``plugin``).
+pytestmark = pytest.mark.usefixtures("plugin")
 
 
 def scene(seed: int, height: int = 64, width: int = 96) -> np.ndarray:
@@ -111,20 +103,8 @@ class Case:
 
 
 def random_yolo(folder: Path) -> Path:
-    """A YOLO11n of random weights from its yaml, its head spread so that its boxes follow the picture."""
-    import torch
-
-    from autolabel.yolo import ultralytics_env
-
-    ultralytics_env()
-    from ultralytics import YOLO
-
-    torch.manual_seed(0)
-    model = YOLO("yolo11n.yaml")
-    with torch.no_grad():
-        for name, weight in model.model.model[-1].named_parameters():
-            if "dfl" not in name:  # the fixed box-distribution decoder stays as built
-                weight.normal_(0, 0.05)
+    """conftest's random YOLO11n, saved as a checkpoint."""
+    model = random_yolo11n()
     folder.mkdir(parents=True, exist_ok=True)
     model.save(str(folder / "random-yolo11n.pt"))
     return folder / "random-yolo11n.pt"

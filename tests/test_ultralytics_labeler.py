@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from autolabel.cli import app
 from autolabel.datasets.journal import read_journal
-from tests.conftest import YOLO11N, make_image, make_product
+from tests.conftest import YOLO11N, make_image, make_product, random_yolo11n
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_weights = pytest.mark.skipif(not YOLO11N.is_file(), reason="../shared/data/weights/yolo11n.pt not present")
@@ -189,21 +189,10 @@ def test_open_vocabulary_checkpoint_without_its_text_encoder(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_yolo():
-    """A random YOLO11n from its yaml, its head's weights spread so that boxes follow the picture."""
-    import torch
-
+    """conftest's random YOLO11n, its head's weights spread so that boxes follow the picture."""
     from autolabel.labelers.ultralytics import UltralyticsLabeler
-    from autolabel.yolo import ultralytics_env
 
-    ultralytics_env()
-    from ultralytics import YOLO
-
-    torch.manual_seed(0)
-    model = YOLO("yolo11n.yaml")
-    with torch.no_grad():
-        for name, weight in model.model.model[-1].named_parameters():
-            if "dfl" not in name:  # the fixed box-distribution decoder stays as built
-                weight.normal_(0, 0.05)
+    model = random_yolo11n()
     return UltralyticsLabeler(model, "yolo11n.yaml", image_size=160, box_threshold=0.3)
 
 
