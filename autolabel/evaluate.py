@@ -62,7 +62,7 @@ class Score:
         self.precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else None
         self.recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else None
         p, r = self.precision, self.recall
-        self.f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else (0.0 if p or r else None)
+        self.f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
         return self
 
 

@@ -22,7 +22,6 @@ from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.finalize import finalize_product
 from autolabel.datasets.ingest import restore_missing_images, write_product
 from autolabel.engines import make_engine
-from autolabel.engines.base import Engine
 from autolabel.errors import AutolabelError, InputError, OutputError
 from autolabel.events import Event
 from autolabel.fileio import output_errors
@@ -176,7 +175,3 @@ def _finish_job(
         result.output = None if not result.new_frames else result.output
     finally:
         result.seconds += time.perf_counter() - start
-
-
-# What tests and benchmarks import from here.
-__all__ = ["Engine", "ProductResult", "run"]

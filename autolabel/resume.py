@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from autolabel import masks
-from autolabel.config import FilterConfig, RunConfig
+from autolabel.config import RunConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.layout import JOURNAL, MERGED_DIR, RUN_YAML, STATE
@@ -104,11 +104,6 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
 SOFT = ("model.box_threshold", "model.class_thresholds")
 # The mask settings change without labeling a box again: the masks are made again (autolabel.masks.step).
 MASKS = "masks"
-
-
-def stored_filters(fp: dict) -> FilterConfig:
-    """The filters a dataset's fingerprint records."""
-    return FilterConfig(**(fp.get("filters") or {}))
 
 
 def model_floor(config: RunConfig) -> float:

@@ -24,9 +24,6 @@ from autolabel.datasets.records import FrameRecord
 from autolabel.errors import ConfigError, InputError
 from autolabel.fileio import atomic_write_text, output_errors
 
-# Boxes a reviewer left in place (within rounding) keep their coordinates and confidences.
-SAME_BOX_PX = 0.01
-
 __all__ = ["CONFIG_FILE", "TASKS_FILE", "export_label_studio", "repair_derived", "sync_derived"]
 
 

@@ -156,7 +156,7 @@ class Given:
                 raise ConfigError(f"{f.spelling} is for {option} {wanted} ({words}: {actual})")
 
 
-def command(app: typer.Typer, name: str, flags: list[Flag], fn: Callable[[Given], Any], doc: str, **kw) -> None:
+def command(app: typer.Typer, name: str, flags: list[Flag], fn: Callable[[Given], Any], doc: str) -> None:
     """Registers command ``name`` with ``flags`` as its options; ``fn`` receives what was given."""
     seen: set[str] = set()
     params = []
@@ -185,7 +185,7 @@ def command(app: typer.Typer, name: str, flags: list[Flag], fn: Callable[[Given]
     handler.__annotations__ = {p.name: p.annotation for p in params}
     handler.__name__ = name.replace("-", "_")
     handler.__doc__ = doc
-    app.command(name=name, **kw)(handler)
+    app.command(name=name)(handler)
 
 
 def argument(name: str, type_: Any, help: str, default: Any = ...) -> Flag:

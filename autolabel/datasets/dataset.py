@@ -105,9 +105,6 @@ class Dataset:
 
         return Context(self.classes, self.name, self._state.id, self._state.segmented)
 
-    def is_product(self) -> bool:
-        return self._state.kind == PRODUCT
-
     def is_merged(self) -> bool:
         return self._state.kind == MERGED
 

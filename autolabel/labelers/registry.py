@@ -238,15 +238,3 @@ def get(name: str) -> BaseModel:
 def options() -> list[tuple[BaseModel, Option]]:
     """Every base model's flags, with their owner."""
     return [(spec, o) for spec in registry().values() for o in spec.options]
-
-
-def check_flags(base_model: str, given: dict[str, object]) -> None:
-    """A flag that only another base model reads is an error: ignored, the run would use a model not asked for.
-
-    Args:
-        base_model: The chosen model.
-        given: Each model flag's value on the command line (None: not given).
-    """
-    for spec, option in options():
-        if given.get(option.flag) is not None and spec.name != base_model:
-            raise ConfigError(f"{option.flag} is for --base-model {spec.name} (base model: {base_model})")

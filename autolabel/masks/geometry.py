@@ -168,11 +168,6 @@ def normalize(rings: Rings, width: int, height: int, tolerance: float = TOLERANC
     return mask_to_rings(rings_to_mask(rings, width, height, union=True), tolerance)
 
 
-def area(rings: Rings, width: int, height: int) -> int:
-    """Pixels in the mask."""
-    return int(np.count_nonzero(rings_to_mask(rings, width, height)))
-
-
 def box_mask(box: Sequence[float], width: int, height: int) -> np.ndarray:
     """The pixels whose centres lie in a box (H, W uint8)."""
     x1, y1, x2, y2 = box
@@ -365,10 +360,3 @@ def same_mask(a: np.ndarray, b: np.ndarray) -> bool:
 def round_rings(rings: Rings, digits: int = 2) -> Rings:
     """Rings with every coordinate rounded (the journal's 1/100 px)."""
     return [[round(v, digits) for v in ring] for ring in rings]
-
-
-def finite(rings: object) -> bool:
-    """``rings`` is a list of rings of finite numbers, an even count each."""
-    return isinstance(rings, list) and all(
-        isinstance(r, list) and len(r) % 2 == 0 and len(r) >= 2 and all(math.isfinite(v) for v in r) for r in rings
-    )
