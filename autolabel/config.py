@@ -81,6 +81,10 @@ class ModelConfig:
     # Config sections of plug-in base models, by section name (listed in run.yaml only when set).
     sections: dict[str, Any] = field(default_factory=dict)
 
+    def floor(self) -> float:
+        """The score down to which a run journals the model's boxes: keep_threshold, or a lower box threshold."""
+        return min([self.keep_threshold, self.box_threshold, *self.class_thresholds.values()])
+
 
 @dataclass
 class DatasetConfig:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.formats import Context, ExportFolder
+from autolabel.datasets.formats import ExportFolder
 from autolabel.datasets.formats.base import EXPORT_MARK
 from autolabel.datasets.layout import JOURNAL, SPLITS
 from autolabel.datasets.records import FrameRecord
@@ -145,8 +145,9 @@ def export_dataset(
             records = review_queue(ds, records, review)
         staging = make_staging_dir(output)
         try:
-            ctx = Context(ds.classes, str(ds.state.product or dataset.resolve().name), ds.state.id, ds.segmented)
-            ex = ExportFolder(staging, dataset, output, records, ctx, image_url_prefix, queued=review is not None)
+            ex = ExportFolder(
+                staging, dataset, output, records, ds.context(), image_url_prefix, queued=review is not None
+            )
             result.load = fmt.export(ex)
             own = _files(staging)
             result.kept = _keep_user_files(output, staging, own)

@@ -235,6 +235,11 @@ def _hosts(files: Sequence[ModelFile]) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
+def is_local(spec: str) -> bool:
+    """A model named by a local folder (it exists, or is spelled as a path) rather than a hub id."""
+    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
 def locate(f: ModelFile, cache: Path) -> Path | None:
     """Where ``f`` is on disk now, with no network: the path given, our cache, the Hugging Face cache."""
     if f.path is not None:
@@ -268,6 +273,21 @@ def _hub_cached(hub: Hub) -> Path | None:
         if isinstance(found, str):
             return Path(found)
     return None
+
+
+def identities(files: Sequence[ModelFile], root: Path) -> dict[str, str | None]:
+    """Each file's content identity (:func:`identity`), None where it is not on disk yet; nothing downloads.
+
+    ``root``: the cache folder (its ``digests.json`` keeps the hashes by path, size and mtime).
+    """
+    from autolabel.identity import DigestCache
+
+    digests = DigestCache(root)
+    try:
+        found = [(f, locate(f, root)) for f in files]
+        return {f.key: identity(f, path, digests) if path is not None else None for f, path in found}
+    finally:
+        digests.save()
 
 
 def identity(f: ModelFile, path: Path, digests) -> str:

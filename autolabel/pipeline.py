@@ -29,7 +29,7 @@ from autolabel.jobs import Job, ProductResult
 from autolabel.labelers.base import Labeler
 from autolabel.masks.step import MaskLoader
 from autolabel.masks.step import switch as switch_masks
-from autolabel.resume import differences, fingerprint, init_output, model_floor, model_identity, plan
+from autolabel.resume import differences, fingerprint, init_output, model_identity, plan
 from autolabel.sources import discover_products
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def _start_job(
                 result.repaired += switch_masks(ds, job.masks_change, before)
             if job.needs_work:
                 model = labeler.describe() | {"files": state.model_files()}
-                floor = model_floor(config) if state.floor is None else max(state.floor, model_floor(config))
+                floor = config.model.floor() if state.floor is None else max(state.floor, config.model.floor())
                 if state.model != model or state.floor != floor:
                     state.model, state.floor = model, floor
                     ds.save()

@@ -26,7 +26,7 @@ from autolabel.datasets.rederive import rederive as rederive_journal
 from autolabel.datasets.state import PRODUCT, SourceState, State, product_id
 from autolabel.errors import InputError, OutputError
 from autolabel.fileio import TMP_MARK, sync_dir
-from autolabel.identity import DigestCache, source_identity
+from autolabel.identity import source_identity
 from autolabel.jobs import Job
 from autolabel.labelers import registry
 from autolabel.ontology import Ontology
@@ -48,15 +48,9 @@ def model_identity(mc, cache: str | None) -> dict[str, str | None]:
     A hub model (``--hf-model ORG/NAME``) counts by its cached snapshot's commit, ``ORG/NAME@<sha>``.
     Nothing downloads.
     """
-    from autolabel.fetch import identity, locate
+    from autolabel.fetch import identities
 
-    root = cache_dir(cache)
-    digests = DigestCache(root)
-    try:
-        found = [(f, locate(f, root)) for f in registry.get(mc.base_model).model_files(mc, cache)]
-        return {f.key: identity(f, path, digests) if path is not None else None for f, path in found}
-    finally:
-        digests.save()
+    return identities(registry.get(mc.base_model).model_files(mc, cache), cache_dir(cache))
 
 
 def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str | None] | None = None) -> dict:
@@ -104,12 +98,6 @@ def fingerprint(config: RunConfig, ontology: Ontology, model_id: dict[str, str |
 SOFT = ("model.box_threshold", "model.class_thresholds")
 # The mask settings change without labeling a box again: the masks are made again (autolabel.masks.step).
 MASKS = "masks"
-
-
-def model_floor(config: RunConfig) -> float:
-    """The score down to which a run journals the model's boxes: keep_threshold, or a lower box threshold."""
-    m = config.model
-    return min([m.keep_threshold, m.box_threshold, *m.class_thresholds.values()])
 
 
 def refresh_soft(fp: dict | None, config: RunConfig) -> None:

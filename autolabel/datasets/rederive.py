@@ -17,7 +17,6 @@ from autolabel.config import FilterConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.derive import sync_frame_files
-from autolabel.datasets.formats import Context
 from autolabel.datasets.records import FrameRecord, carry_masks
 from autolabel.postprocess import Thresholds, settle
 from autolabel.selection import DUPLICATE
@@ -73,6 +72,6 @@ def apply(ds: Dataset, done: Rederived) -> None:
         state.sources[by_stem[r.source]].complete = False
     ds.save()
     ds.rewrite_journal(done.records)
-    ctx = Context(state.classes, state.product or ds.root.name, state.id, state.segmented)
+    ctx = ds.context()
     kept = [r for r in done.records if r.dropped is None]
     sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), done.changed, keep_edits=False)

@@ -25,7 +25,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
-from autolabel.fetch import Hub, ModelFile
+from autolabel.fetch import Hub, ModelFile, is_local
 from autolabel.labelers.base import (
     autocast,
     label_by_size,
@@ -44,11 +44,6 @@ GROUNDING = ("grounding-dino", "mm-grounding-dino")
 OWL = ("owlv2", "owlvit")
 # Only what from_pretrained reads: configs, tokenizer files and safetensors weights (no ONNX, no duplicates).
 HUB_FILES = ("*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken")
-
-
-def is_local(spec: str) -> bool:
-    """A local folder (it exists, or is spelled as a path) rather than a hub id."""
-    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
 def check_hub_id(spec: str) -> None:

@@ -86,8 +86,7 @@ class BaseModel:
         module = self.load()
         files = fetch(module.model_files(mc, cache), cache_dir(cache), progress)
         if "box_threshold" in self.thresholds:  # the journal keeps every box down to keep_threshold
-            floor = min([mc.keep_threshold, mc.box_threshold, *mc.class_thresholds.values()])
-            mc = dataclasses.replace(mc, box_threshold=floor)
+            mc = dataclasses.replace(mc, box_threshold=mc.floor())
         return module.create(mc, files, cache, progress)
 
     def model_files(self, mc: Any, cache: str | None) -> list:

@@ -113,18 +113,10 @@ def model_files(mc, cache: str | None = None) -> list:
 
 def identity(mc, cache: str | None = None) -> dict[str, str | None]:
     """Each mask model file's content identity (sha256, or a hub snapshot's commit); None where not on disk."""
-    from autolabel.fetch import identity as file_identity
-    from autolabel.fetch import locate
-    from autolabel.identity import DigestCache
+    from autolabel.fetch import identities
     from autolabel.weights import cache_dir
 
-    root = cache_dir(cache)
-    digests = DigestCache(root)
-    try:
-        found = [(f, locate(f, root)) for f in model_files(mc, cache)]
-        return {f.key: file_identity(f, path, digests) if path is not None else None for f, path in found}
-    finally:
-        digests.save()
+    return identities(model_files(mc, cache), cache_dir(cache))
 
 
 def settings(mc, cache: str | None = None) -> dict | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
-from autolabel.fetch import Hub, ModelFile
+from autolabel.fetch import Hub, ModelFile, is_local
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ HUB_FILES = ("*.json", "*.safetensors")
 BOXES_PER_CALL = 16
 # EdgeTAM's config builds its default backbone config from this hub repo, also when loading a checkpoint.
 EDGETAM_BACKBONE = Hub("timm/repvit_m1.dist_in1k", "config.json")
-
-
-def is_local(spec: str) -> bool:
-    """A local folder (it exists, or is spelled as a path) rather than a hub id."""
-    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
 def model_files(mc, cache: str | None = None) -> list[ModelFile]:
