@@ -38,7 +38,7 @@ from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
 from autolabel.datasets.formats import Annotations, Format, ReadContext
 from autolabel.datasets.formats.base import marker_id
-from autolabel.datasets.records import Box
+from autolabel.datasets.records import Box, FrameRecord
 from autolabel.errors import ConfigError, InputError
 from autolabel.fileio import output_errors
 from autolabel.masks import step as mask_step
@@ -119,16 +119,16 @@ def import_annotations(root: Path, source: Path, from_: str | None = None) -> Im
     if Dataset.peek(root).is_merged():
         return _import_merged(root, source, name, fmt)
     with output_errors(root), Dataset.open(root, "import") as ds:
-        found = _read(fmt, source, ds, [r for r in ds.records() if r.dropped is None])
-        result = apply_review(ds, found.frames, fmt)
+        records = list(ds.records())
+        found = _read(fmt, source, ds, [r for r in records if r.dropped is None])
+        result = apply_review(ds, records, found.frames, fmt)
     result.source_format, result.matched_by_name = name, found.dataset_id is None
     _refresh_report(root)
     return result
 
 
-def apply_review(ds: Dataset, reviews: dict[str, list[Box]], fmt: Format) -> ImportResult:
-    """Writes reviewed frames into an opened product dataset: the journal first, then the derived files."""
-    records = list(ds.records())
+def apply_review(ds: Dataset, records: list[FrameRecord], reviews: dict[str, list[Box]], fmt: Format) -> ImportResult:
+    """Writes reviewed frames into an opened product dataset (``records``: its journal): the journal, then the files."""
     kept = [r for r in records if r.dropped is None]
     sync_derived(ds, kept)
     if ds.outdated():  # its derived files are now in this version's format
@@ -213,7 +213,7 @@ def _import_merged(root: Path, source: Path, name: str, fmt: Format) -> ImportRe
                         raise InputError(f"{source}: frame {frame!r}: class {merged.classes[b.class_id]!r} is not "
                                          f"one of product {product!r}'s classes {ds.classes}")  # fmt: skip
                     b.class_id = remap[b.class_id]
-            part = apply_review(ds, frames, fmt)
+            part = apply_review(ds, list(ds.records()), frames, fmt)
         for key in ("frames_reviewed", "frames_changed", "boxes_before", "boxes_after"):
             setattr(total, key, getattr(total, key) + getattr(part, key))
         total.products.append(product)

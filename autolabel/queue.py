@@ -171,7 +171,7 @@ def build(
     return queue
 
 
-def for_dataset(ds, gap: float = 1.0) -> list[Entry]:
-    """An opened dataset's queue (its kept frames, its products' thresholds)."""
+def for_dataset(ds, kept: list, gap: float = 1.0) -> list[Entry]:
+    """An opened dataset's queue (``kept``: its kept frames, as the caller read them; its products' thresholds)."""
     thresholds = {product: t for product, (t, _) in ds.derivation().items()}
-    return build(ds.kept(), ds.classes, thresholds, gap)
+    return build(kept, ds.classes, thresholds, gap)

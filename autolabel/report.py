@@ -416,7 +416,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         a = analyse(records, classes, opts)
         a.duplicates = sum(1 for r in journal if r.dropped == DUPLICATE)
         a.filtered = len(journal) - len(records) - a.duplicates
-        a.queue = queue.for_dataset(ds, opts.flicker_gap)
+        a.queue = queue.for_dataset(ds, records, opts.flicker_gap)
         split = {k: sum(1 for r in records if splits.get(r.name) == k) for k in ("train", "val")}
         a.warnings = dataset_warnings(a.boxes_per_class, split)
         a.evaluation = _evaluation(root)

@@ -28,13 +28,16 @@ __all__ = ["CONFIG_FILE", "TASKS_FILE", "export_label_studio", "repair_derived",
 
 
 def review_queue(ds: Dataset, records: list[FrameRecord], n: int) -> list[FrameRecord]:
-    """The ``n`` unreviewed frames the review queue puts first, in its order; an error when none is left."""
+    """The ``n`` unreviewed frames the review queue puts first, in its order; an error when none is left.
+
+    ``records``: every kept frame of ``ds`` (the queue ranks each against its neighbours).
+    """
     from autolabel.queue import for_dataset
 
     if n < 1:
         raise ConfigError(f"--review {n}: give how many frames to review (1 or more)")
     by_name = {r.name: r for r in records}
-    chosen = [by_name[e.name] for e in for_dataset(ds)[:n] if e.name in by_name]
+    chosen = [by_name[e.name] for e in for_dataset(ds, records)[:n] if e.name in by_name]
     if not chosen:
         raise InputError(f"{ds.root}: every frame is reviewed already; nothing left in the review queue")
     return chosen

@@ -151,7 +151,7 @@ def main() -> None:
         (result,) = run(load_config(None, settings), lambda: PlantingLabeler(planted, args.seed))
         assert result.ok, result.errors
         ds = Dataset.peek(root / "ds" / "squares")
-        order = [e.name for e in queue.for_dataset(ds)]
+        order = [e.name for e in queue.for_dataset(ds, ds.kept())]
     names = {f"clip_{i:06d}": kind for i, kind in planted.items()}
     figures = {
         "frames": len(order),

@@ -88,16 +88,23 @@ def merge(
                     changed = True
             return (out, False, True) if changed else None
     boxes = []
+    written: dict[int, object] = {}  # each old box's bitmap as the format reads it back, drawn once
+
+    def as_written(i: int):
+        if i not in written:
+            written[i] = _as_written(old[i], fmt, width, height, old[i + 1 :])
+        return written[i]
+
     for n in new:
         box = Box(n.class_id, round(n.x1, 2), round(n.y1, 2), round(n.x2, 2), round(n.y2, 2))
-        twin = next((o for o in old if _corners_close(o, n, tolerance)), None)
+        at = next((i for i, o in enumerate(old) if _corners_close(o, n, tolerance)), None)
+        twin = old[at] if at is not None else None
         if _no_mask(n, max(tolerance, 0.5)):
             box.mask = twin.mask if twin is not None else None
         else:
             read = draw(n.mask, width, height)
-            written = {id(o): _as_written(o, fmt, width, height, old[i + 1 :]) for i, o in enumerate(old)}
-            stale = any(o.mask and geometry.same_mask(written[id(o)], read) for o in old if o is not twin)
-            if twin is not None and geometry.same_mask(written[id(twin)], read):
+            stale = any(o.mask and geometry.same_mask(as_written(i), read) for i, o in enumerate(old) if i != at)
+            if twin is not None and geometry.same_mask(as_written(at), read):
                 box.mask = twin.mask
             elif not stale:
                 box.mask = canonical(n.mask, width, height, mask_tolerance)
