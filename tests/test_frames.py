@@ -302,6 +302,12 @@ def test_review_n_gives_the_queue_first_then_others_once_imported(tmp_path):
     )
     second = json.loads((out / TASKS_FILE).read_text())
     assert not {t["data"]["frame"] for t in first} & {t["data"]["frame"] for t in second}  # others
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.queue import for_dataset
+
+    with Dataset.open(root, "test") as ds:
+        order = [e.name for e in for_dataset(ds, ds.kept()) if e.name in {t["data"]["frame"] for t in second}]
+    assert [t["data"]["frame"] for t in second] == order and [t["id"] for t in second] == [1, 2, 3]  # queue order
 
     export.write_text(json.dumps(accept(json.loads((root / TASKS_FILE).read_text()))))
     import_label_studio(root, export)
@@ -348,3 +354,18 @@ def test_selection_is_the_same_with_every_base_model(tmp_path, base_model, reque
         p.name for p in (tmp_path / "fake" / "box" / "images").iterdir()
     )
     assert len(kept_indices(tmp_path / "real" / "box")) == expected.frames == 4
+
+
+def test_a_label_studio_export_of_a_queue_keeps_the_queue_order(tmp_path):
+    from autolabel.datasets.dataset import Dataset
+    from autolabel.datasets.formats import ExportFolder, get
+
+    root = make_dataset(tmp_path / "ds")
+    with Dataset.open(root, "test") as ds:
+        queue = list(reversed(ds.with_splits()))  # any order but the names'
+        out = tmp_path / "out"
+        out.mkdir()
+        get("label-studio").export(ExportFolder(out, root, out, queue, ds.context(), queued=True))
+    tasks = json.loads((out / TASKS_FILE).read_text())
+    assert [t["data"]["frame"] for t in tasks] == [r.name for r in queue]
+    assert [t["id"] for t in tasks] == list(range(1, len(queue) + 1))

@@ -349,7 +349,9 @@ class LabelStudio(Format):
     def export(self, out: ExportFolder) -> str:
         prefix = out.url_prefix if out.url_prefix is not None else default_url_prefix(out.dataset)
         ctx = out.ctx
-        tasks = label_studio_tasks(out.records, ctx.classes, prefix, ctx.dataset_id, masks=ctx.masks)
+        tasks = label_studio_tasks(
+            out.records, ctx.classes, prefix, ctx.dataset_id, ordered=out.queued, masks=ctx.masks
+        )
         out.write(TASKS_FILE, json.dumps(tasks, indent=1))
         out.write(CONFIG_FILE, labeling_config(ctx.classes, ctx.masks))
         return (
