@@ -457,3 +457,15 @@ def test_tracked_boxes_keep_their_masks_and_a_second_run_makes_none(tmp_path, ti
     assert f"masks: {len(boxes)} of {len(boxes)} boxes" in again.output and " made on " not in again.output
     assert (ds / "detections.jsonl").read_bytes() == lines
     assert {p.name: p.read_bytes() for p in (ds / "labels").iterdir()} == files
+
+
+def test_a_hand_edit_found_when_masks_are_added_is_kept_and_named_in_the_summary(tmp_path, tiny_sam2, monkeypatch):
+    make_product(tmp_path / "videos", "mug", {"red mug": "mug", "hand": "hand"}, {"a.mp4": 9})
+    assert cli(monkeypatch, *run_args(tmp_path, "--format", "yolo")).exit_code == 0
+    ds = tmp_path / "dataset" / "mug"
+    edited = sorted((ds / "labels").iterdir())[0]
+    edited.write_text("0 0.5 0.5 0.2 0.2\n")  # a reviewer's box, by hand
+    done = cli(monkeypatch, *run_args(tmp_path, "--masks", "sam2", "--mask-model", str(tiny_sam2)))
+    assert done.exit_code == 0, done.output
+    assert (ds / ".autolabel" / "edited" / "labels" / edited.name).read_text() == "0 0.5 0.5 0.2 0.2\n"
+    assert "rewrote 1 files that differed from the journal" in done.output and "autolabel import" in done.output

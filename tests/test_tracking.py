@@ -243,3 +243,29 @@ def test_a_still_image_keeps_its_boxes_under_track(clip):
     (r,) = run(run_config(clip, **{"sampling.frame_rate": 5, "tracking.enabled": True}), Blobs)
     still = next(x for x in read_journal(r.output) if x.source == "still")
     assert [b.class_id for b in still.boxes] == [0] and still.boxes[0].track_id is None
+
+
+def test_a_killed_re_derivation_is_finished_not_taken_for_hand_edits_when_tracks_change(clip):
+    """A re-derivation killed after its journal (state ``pending``) leaves files behind the journal: a
+    tracked run finishes them from the journal, even when re-tracking changes frames of its own."""
+    import dataclasses
+
+    from autolabel.datasets.journal import write_journal
+    from tests.conftest import read_state, write_state
+
+    settings = {"sampling.frame_rate": 5, "tracking.enabled": True}
+    (r,) = run(run_config(clip, **settings), Blobs)
+    expected = {p.name: p.read_bytes() for p in (r.output / "labels").iterdir()}
+    journal = list(read_journal(r.output))
+    first = next(x for x in journal if x.dropped is None and x.boxes)
+    first.boxes = [dataclasses.replace(b, track_id=None) for b in first.boxes]  # re-tracking gives it back
+    write_journal(r.output, journal)
+    other = next(x for x in journal if x.dropped is None and x.boxes and x is not first)
+    stale = r.output / "labels" / f"{other.name}.txt"
+    stale.write_text("")  # the file the killed re-derivation had not written yet
+    write_state(r.output, read_state(r.output) | {"pending": True})
+    (again,) = run(run_config(clip, **settings), Blobs)
+    assert again.ok and again.tracked == 1 and again.repaired == []
+    assert not (r.output / ".autolabel" / "edited").exists()
+    assert {p.name: p.read_bytes() for p in (r.output / "labels").iterdir()} == expected
+    assert read_state(r.output)["pending"] is False

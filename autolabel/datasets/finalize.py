@@ -153,12 +153,13 @@ def finalize_product(
         tracked = retrack(all_records, config, state.track_blocks, classes, videos)
         result.tracking_seconds = time.perf_counter() - start
         if tracked:
-            state.pending = True
+            was_pending, state.pending = state.pending, True
             ds.save()
             ds.rewrite_journal(all_records)
             kept = [r for r in all_records if r.dropped is None]
             sync_frame_files(job.out, kept, ctx, chosen, tracked, keep_edits=False)
-            state.pending = False  # finished here; a kill before this is finished by the next run
+            # Finished here (a kill before this is finished by the next run); a re-derivation's still is, below.
+            state.pending = was_pending
             result.tracked = len(tracked)
     records = [r for r in all_records if r.dropped is None]
     result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
@@ -173,19 +174,20 @@ def finalize_product(
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     journaled = result.new_frames + result.new_duplicates + result.new_probes
     earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
-    if state.pending:  # a re-derivation (new box thresholds) was killed before all its files were written
-        sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)
-        state.pending = False
-    if ds.outdated():  # an older autolabel's label files: rewritten in today's format
-        upgraded = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=False)
-        if upgraded:
+    # A re-derivation (new box thresholds, mask settings) not yet in every file, or an older autolabel's
+    # label files: the files follow the journal. Otherwise a file that disagrees with it is a hand edit, kept.
+    pending, outdated = state.pending, ds.outdated()
+    synced = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=not (pending or outdated))
+    state.pending = False
+    if outdated:
+        if synced and not pending:
             result.notes.append(
-                f"rewrote {len(upgraded)} label files from the journal in this version's format "
+                f"rewrote {len(synced)} label files from the journal in this version's format "
                 f"(dataset state version {state.version} -> {STATE_VERSION})"
             )
         ds.upgrade([r.name for r in all_records if r.reviewed])
-    else:
-        result.repaired = sync_frame_files(job.out, earlier, ctx, chosen, keep_edits=True)
+    elif not pending:
+        result.repaired += synced
     if state.segmented:  # after every change to the boxes (thresholds, filters, reviews, tracks): their outlines
         loader = masks or MaskLoader(config.masks, config.model.device, config.model.precision, config.cache_dir)
         result.masks = mask_step.apply(ds, all_records, loader, job.product.name)
