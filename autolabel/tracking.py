@@ -32,7 +32,7 @@ import numpy as np
 
 from autolabel.config import TrackingConfig
 from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord, carry_masks
-from autolabel.postprocess import Thresholds, iou
+from autolabel.postprocess import Thresholds, iou, to_detections
 
 BLOCK = 100_000
 # ByteTrack's association IoU between a track's predicted box and a new one.
@@ -74,7 +74,6 @@ def _tracker(config: TrackingConfig, fps: float, start: float):
 
 def _link(frames: list[FrameRecord], config: TrackingConfig, thresholds: Thresholds) -> dict[int, _Track]:
     """ByteTrack over one video's detected frames (in frame order): each track's boxes."""
-    import supervision as sv
 
     start = thresholds.lowest() if thresholds.applies else 0.0
     tracker = _tracker(config, _frames_per_second(frames), start)
@@ -82,16 +81,8 @@ def _link(frames: list[FrameRecord], config: TrackingConfig, thresholds: Thresho
     unclaimed: dict[int, list[Box]] = {}  # per frame: the confident boxes given no track id (a track's birth)
     for position, r in enumerate(frames):
         model = r.model_boxes if r.model_boxes is not None else r.boxes
-        if model:
-            det = sv.Detections(
-                xyxy=np.array([[b.x1, b.y1, b.x2, b.y2] for b in model], np.float32),
-                class_id=np.array([b.class_id for b in model], int),
-                confidence=np.array([1.0 if b.confidence is None else b.confidence for b in model], np.float32),
-                data={"box": np.arange(len(model))},
-            )
-        else:
-            det = sv.Detections.empty()
-            det.data = {"box": np.array([], int)}
+        det = to_detections(model)
+        det.data = {"box": np.arange(len(model))}  # which box each row is, through the tracker
         out = tracker.update(det, timestamp=r.t)
         for k in range(len(out)):
             tid, box = int(out.tracker_id[k]), model[int(out.data["box"][k])]

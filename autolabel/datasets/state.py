@@ -9,7 +9,6 @@ version's, version 2's label files are rewritten from the journal.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from autolabel.datasets.layout import JOURNAL, STATE
 from autolabel.errors import InputError
 from autolabel.fileio import atomic_write_text
+from autolabel.naming import short_hash
 
 STATE_VERSION = 4
 # Version 2 wrote YOLO with 5 decimals and VOC without <pose>/<truncated>/<difficult>; its
@@ -131,8 +131,7 @@ class State:
 
 def dataset_id(*parts: object) -> str:
     """A dataset's id: a digest of what it was made from (the same inputs and settings give the same id)."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return short_hash(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str), 16)
 
 
 def product_id(product: str, fingerprint: dict | None, sources: dict[str, SourceState]) -> str:
