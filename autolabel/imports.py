@@ -157,7 +157,9 @@ def apply_review(ds: Dataset, records: list[FrameRecord], reviews: dict[str, lis
     if changed or journal_changed:
         ds.rewrite_journal(records)
         if ds.segmented:  # boxes drawn or moved get their masks where the dataset's mask model is at hand
-            masks = mask_step.apply(ds, records, MaskLoader(cache=None), reviewed=True)
+            masks = mask_step.apply(ds, MaskLoader(cache=None), reviewed=True)
+            if masks.made:
+                kept = ds.kept()
         sync_derived(ds, kept, changed)  # COCO says which frames were reviewed, changed or not
     elif ds.segmented:
         masks = mask_step.count(records)

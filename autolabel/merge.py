@@ -238,11 +238,15 @@ def _merge(
                     if active is not None and apply_filters(record, active, stats):
                         continue
                     writer.add(record, image_file=source_image)
-                    records.append(record)
+                    records.append(dataclasses.replace(record, boxes=[b.bare() for b in record.boxes]))
         if not records:
             raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
         ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)
-        for note in finalize.write_dataset(staging, records, Context(classes, output.name, ident, masks), formats):
+        # The masks are read back from the merged journal a frame at a time: never all held.
+        read = Dataset(staging, State(kind=MERGED_KIND, classes=classes))
+        full = read.kept_frames({r.name: r.split for r in records}) if masks else None
+        ctx = Context(classes, output.name, ident, masks)
+        for note in finalize.write_dataset(staging, records, ctx, formats, full):
             log.warning("%s: %s", output, note)
         result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
         merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))

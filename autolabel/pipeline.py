@@ -132,7 +132,7 @@ def _start_job(
             before = ds.context() if job.masks_change else None  # how the files were written until now
             state = init_output(ds, job, config, model_id)
             if job.rederived is not None:
-                rederive.apply(ds, job.rederived)
+                result.repaired += rederive.apply(ds, job.rederived)
             if job.missing_images:
                 restore_missing_images(ds, job)
             if before is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 import math
 import os
@@ -49,6 +50,8 @@ FLAGS = {
     "flicker": "Classes differ from both neighbouring frames (flicker)",
     "missing_image": "Image missing or unreadable",
 }
+# Thumbnails drawn per chunk of frames read from the journal (a segmentation dataset's masks are never all held).
+THUMB_CHUNK = 256
 # Facts of a segmentation dataset (run --masks) only.
 MASK_FLAGS = {
     "box_polygon": "Boxes written as their box polygon: the mask came out empty, or none was made yet (no mask "
@@ -410,7 +413,7 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
     Dataset.peek(root)  # not a dataset: said before anything is locked
     with output_errors(root), Dataset.open(root, "report") as ds:
         classes = list(ds.classes)
-        journal = list(ds.records())
+        journal = list(ds.records(masks=False))  # the masks are read as a stream, a chunk of frames at a time
         records = [r for r in journal if r.dropped is None]
         splits = ds.splits()
         a = analyse(records, classes, opts)
@@ -424,12 +427,17 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         if masks:
             from autolabel.masks.step import count
 
-            a.masks = count(records)
-            a.flags["box_polygon"] = sorted(r.name for r in records if any(not b.mask for b in r.boxes))
+            a.masks = count(ds.records())
+            a.flags["box_polygon"] = sorted(
+                r.name for r in ds.records() if r.dropped is None and any(not b.mask for b in r.boxes)
+            )
         folder = root / THUMBS
         folder.mkdir(parents=True, exist_ok=True)
+        full = (r for r in ds.records() if r.dropped is None) if masks else iter(records)
+        drawn = []
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            drawn = list(pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size, masks), records))
+            while chunk := list(itertools.islice(full, THUMB_CHUNK)):
+                drawn += pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size, masks), chunk)
         thumbs = {r.name: name for r, (name, _) in zip(records, drawn, strict=True)}
         a.flags["missing_image"] = sorted(n for n, name in thumbs.items() if name is None)
         # Thumbnails of frames no longer in the journal, or of boxes since changed, go.

@@ -235,7 +235,7 @@ def plan(ds: Dataset, product: Product, config: RunConfig, overwrite: bool, mode
     ids = {s.path.name: source_identity(s.path) for s in sources}
     if state is not None:
         sources = _carry_renames(state, sources, ids)
-    records = list(ds.records()) if state is not None else []
+    records = list(ds.records(masks=False)) if state is not None else []  # the boxes; masks stay on disk
     done: dict[str, set[int]] = {}
     for record in records:
         done.setdefault(record.source, set()).add(record.index)

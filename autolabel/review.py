@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.derive import sync_dataset_files, sync_frame_files
+from autolabel.datasets.derive import format_writers, sync_dataset_files, sync_frame_files
 from autolabel.datasets.formats.label_studio import (
     CONFIG_FILE,
     TASKS_FILE,
@@ -79,7 +79,7 @@ def sync_derived(ds: Dataset, records: list[FrameRecord], names: set[str] | None
     written = len(sync_frame_files(ds.root, records, ctx, chosen, names))
     if ds.complete:
         split_records = ds.with_splits(strict=False)
-        written += len(sync_dataset_files(ds.root, split_records, ctx, chosen))
+        written += len(sync_dataset_files(ds.root, format_writers(split_records, ctx, chosen))[0])
     return written
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autolabel.config import TrackingConfig
-from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord, carry_masks
+from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord
 from autolabel.postprocess import Thresholds, iou, to_detections
 
 BLOCK = 100_000
@@ -197,7 +197,6 @@ def retrack(
             model = r.model_boxes if r.model_boxes is not None else [_untracked(b) for b in r.boxes]
             before = (r.boxes, r.model_boxes)
             settle(r, tracked[r.name], Thresholds(0.0, applies=False), box_filters)
-            carry_masks(before[0], r.boxes)  # a box the tracks left where it was keeps its outline
             r.dropped = None
             # The model's boxes are kept apart only where tracking changed more than the track ids.
             untracked = [_untracked(b) for b in r.boxes]

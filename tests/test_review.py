@@ -284,7 +284,7 @@ def test_a_full_disk_during_import_is_one_error_line(tmp_path, monkeypatch):
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(journal, "atomic_write_text", full)
+    monkeypatch.setattr(journal, "atomic_write_stream", full)
     result = CliRunner().invoke(app, ["import", str(export), "--dataset", str(root)])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

@@ -131,3 +131,25 @@ def test_a_frame_a_filter_left_out_and_the_new_threshold_lets_in_is_labeled_agai
     (fresh,) = run(run_config(videos, output=str(videos / "fresh"), **settings | {"model.box_threshold": 0.5}),
                    SpreadLabeler)  # fmt: skip
     assert dataset_files(again.output) == dataset_files(fresh.output)
+
+
+def test_hand_edits_are_kept_before_new_thresholds_write_the_files_again(videos):
+    """Label files edited by hand, in frames the new threshold changes and in frames it leaves: all kept, named."""
+    (first,) = run(run_config(videos, **{"model.box_threshold": 0.5}), SpreadLabeler)
+    before = {r.name: r.boxes for r in read_journal(first.output)}
+    edits = {name: f"0 0.5 0.5 0.1 0.{k % 9 + 1}\n" for k, name in enumerate(before)}
+    for name, text in edits.items():
+        (first.output / "labels" / f"{name}.txt").write_text(text)
+    (again,) = run(run_config(videos, **{"model.box_threshold": 0.618}), NoModel())
+    assert again.ok, again.errors
+    after = {r.name: r.boxes for r in read_journal(first.output)}
+    changed = {name for name in before if before[name] != after[name]}
+    assert 0 < len(changed) < len(before)  # 0.6 + a frame's shift: above 0.618 in some frames only
+    assert {p for p, differed in again.repaired if differed} == {f"labels/{name}.txt" for name in edits}
+    edited = first.output / ".autolabel" / "edited" / "labels"
+    assert {p.name: p.read_text() for p in edited.iterdir()} == {f"{n}.txt": t for n, t in edits.items()}
+    assert not json.loads((first.output / STATE).read_text()).get("pending")
+    (same,) = run(run_config(videos, **{"model.box_threshold": 0.618}), NoModel())
+    assert same.ok and not same.repaired
+    (fresh,) = run(run_config(videos, output=str(videos / "fresh"), **{"model.box_threshold": 0.618}), SpreadLabeler)
+    assert dataset_files(first.output) == dataset_files(fresh.output)

@@ -13,7 +13,14 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from autolabel.datasets.journal import read_journal, repair_journal, write_journal
+from autolabel.datasets.journal import (
+    append_masks,
+    fold_masks,
+    read_journal,
+    repair_journal,
+    write_changed,
+    write_journal,
+)
 from autolabel.datasets.layout import JOURNAL, STATE, STATE_DIR, read_splits
 from autolabel.datasets.records import FrameRecord
 from autolabel.datasets.state import MERGED, PRODUCT, STATE_VERSION, State, product_id, read_state, write_state
@@ -50,6 +57,8 @@ class Dataset:
             state = read_state(root) if root.is_dir() else None
             if state is None and not new:
                 raise InputError(f"{root}: not an autolabel dataset (no {STATE})")
+            if state is not None:  # the masks a killed mask step had made (its files already hold them)
+                fold_masks(root, len(state.classes))
             yield cls(root, state)
 
     @classmethod
@@ -135,18 +144,44 @@ class Dataset:
         """Writes the state (atomically)."""
         write_state(self.root, self._state)
 
-    def records(self) -> Iterator[FrameRecord]:
-        """Every journaled frame (dropped ones too), in journal order, checked against the class list."""
-        n = len(self.state.classes) if self.state is not None else None
-        return read_journal(self.root, n)
+    def records(self, masks: bool = True) -> Iterator[FrameRecord]:
+        """Every journaled frame (dropped ones too), in journal order, checked against the class list.
 
-    def kept(self) -> list[FrameRecord]:
+        ``masks=False``: the boxes without their masks (None), for work that holds every record.
+        """
+        return read_journal(self.root, self._n_classes, masks)
+
+    @property
+    def _n_classes(self) -> int | None:
+        return len(self.state.classes) if self.state is not None else None
+
+    def kept(self, masks: bool = True) -> list[FrameRecord]:
         """The frames in the dataset (not dropped), in journal order."""
-        return [r for r in self.records() if r.dropped is None]
+        return [r for r in self.records(masks) if r.dropped is None]
 
-    def rewrite_journal(self, records: Iterable[FrameRecord]) -> None:
-        """Replaces the journal in one atomic write."""
-        write_journal(self.root, records)
+    def rewrite_journal(self, records: Iterable[FrameRecord], changed: set[str] | None = None) -> None:
+        """Replaces the journal in one atomic write.
+
+        With ``changed``, ``records`` were read without masks: the frames not in it keep their
+        journal lines, and the boxes of those in it that stayed in place keep their masks
+        (:func:`autolabel.datasets.journal.write_changed`).
+        """
+        if changed is None:
+            write_journal(self.root, records)
+        else:
+            write_changed(self.root, list(records), changed, self._n_classes)
+
+    def kept_frames(self, splits: dict[str, str]) -> Iterable[FrameRecord]:
+        """The kept frames in ``splits``, each with its split, masks and all, read from the journal on each pass."""
+        return _KeptFrames(self, splits)
+
+    def append_masks(self, records: Iterable[FrameRecord]) -> None:
+        """Keeps masks made for ``records`` on disk until :meth:`fold_masks` puts them in the journal."""
+        append_masks(self.root, records)
+
+    def fold_masks(self) -> int:
+        """Puts the masks kept by :meth:`append_masks` into the journal; returns the frames amended."""
+        return fold_masks(self.root, self._n_classes)
 
     def repair_journal(self) -> None:
         """Cuts off a line a crash left half-written."""
@@ -197,3 +232,17 @@ class Dataset:
                 continue
             out.append(r)
         return out
+
+
+class _KeptFrames:
+    """:meth:`Dataset.kept_frames`: iterable more than once, one record in memory at a time."""
+
+    def __init__(self, ds: Dataset, splits: dict[str, str]) -> None:
+        self.ds = ds
+        self.splits = splits
+
+    def __iter__(self) -> Iterator[FrameRecord]:
+        for r in self.ds.records():
+            if r.dropped is None and r.name in self.splits:
+                r.split = self.splits[r.name]
+                yield r

@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from autolabel.datasets.formats import Context, Format
 from autolabel.datasets.layout import EDITED, STATE_DIR
 from autolabel.datasets.records import FrameRecord
-from autolabel.fileio import atomic_write_bytes, atomic_write_text, sync_dir
+from autolabel.fileio import atomic_write_bytes, atomic_write_text, publish, stage_stream, sync_dir
+
+# A file's content, written to the binary file it is given (streaming).
+Writer = Callable[[BinaryIO], object]
 
 DERIVED = f"{STATE_DIR}/derived.json"
 
@@ -71,7 +75,8 @@ def _keep_edit(root: Path, rel: str) -> None:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except FileNotFoundError:
         return None
 
@@ -86,16 +91,17 @@ def _written_digests(root: Path) -> dict[str, str]:
     )
 
 
-def record_written(root: Path, rels: Iterable[str], forget: bool = False) -> None:
+def record_written(root: Path, rels: Iterable[str], forget: bool = False, known: dict[str, str] | None = None) -> None:
     """Notes the digests of dataset-level files autolabel just wrote (see :func:`keep_hand_edits`).
 
     With ``forget``, drops theirs instead: called before writing them, so that a run killed
     between a write and its note leaves no digest to take the new file for a hand edit.
+    ``known``: their digests, where the writer has them (else the files are read).
     """
     digests = _written_digests(root)
     before = dict(digests)
     for rel in rels:
-        digest = None if forget else _digest(root / rel)
+        digest = None if forget else (known or {}).get(rel) or _digest(root / rel)
         if digest is None:
             digests.pop(rel, None)
         else:
@@ -105,17 +111,16 @@ def record_written(root: Path, rels: Iterable[str], forget: bool = False) -> Non
         atomic_write_text(root / DERIVED, json.dumps(digests, indent=1, sort_keys=True) + "\n", sync_parent=False)
 
 
-def keep_hand_edits(root: Path, expected: dict[str, bytes]) -> list[str]:
+def keep_hand_edits(root: Path, expected: dict[str, str]) -> list[str]:
     """Dataset-level files changed since a run wrote them: each moved under ``.autolabel/edited/``.
 
-    A file that holds what is about to be written (``expected``: an import wrote it from the
-    same journal) is no edit. Returns their paths (relative to ``root``); they are written again next.
+    A file that holds what is about to be written (``expected``: digests; an import wrote it from
+    the same journal) is no edit. Returns their paths (relative to ``root``); they are written again next.
     """
     edited = []
     for rel, digest in sorted(_written_digests(root).items()):
         now = _digest(root / rel)
-        same = rel in expected and now == hashlib.sha256(expected[rel]).hexdigest()
-        if now is not None and now != digest and not same:
+        if now is not None and now != digest and now != expected.get(rel):
             _keep_edit(root, rel)
             edited.append(rel)
     return edited
@@ -150,17 +155,66 @@ def sync_frame_files(
     return written
 
 
-def sync_dataset_files(root: Path, records: list[FrameRecord], ctx: Context, formats: list[Format]) -> list[str]:
-    """Writes each format's dataset files where they differ from what ``records`` (with splits) say.
+class _Hashed:
+    """A file's writer that hashes what it writes: called with the open file, it is the file its writer sees."""
 
-    Returns the paths written; the dataset folder is flushed when any was.
+    def __init__(self, write: Writer) -> None:
+        self.content = write
+        self.digest = hashlib.sha256()
+        self.fh: BinaryIO | None = None
+
+    def __call__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.content(self)
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+
+def _stage(root: Path, writers: dict[str, Writer]) -> dict[str, tuple[Path, str]]:
+    """Each file written beside its place, unpublished: ``{rel: (temporary file, its sha256)}``."""
+    staged: dict[str, tuple[Path, str]] = {}
+    try:
+        for rel, write in writers.items():
+            hashed = _Hashed(write)
+            staged[rel] = (stage_stream(root / rel, hashed), hashed.digest.hexdigest())
+    except BaseException:
+        for tmp, _ in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def sync_dataset_files(root: Path, writers: dict[str, Writer], keep_edits: bool = False) -> tuple[list[str], list[str]]:
+    """Writes the dataset-level files (``{rel: writer}``, streamed) where they differ; notes their digests.
+
+    Each is written to a temporary file first and hashed on the way, so nothing is held whole or
+    read back. With ``keep_edits``, a file changed since autolabel wrote it is moved under
+    ``.autolabel/edited/`` first (:func:`keep_hand_edits`). Returns (the paths written, those kept as
+    hand edits); the folders written in are flushed.
     """
-    written = []
-    for fmt in formats:
-        for rel, data in fmt.dataset_files(records, ctx).items():
-            if sync_file(root, rel, data, keep_edits=False) is not None:
-                written.append(rel)
-    if written:
+    staged = _stage(root, writers)
+    try:
+        digests = {rel: digest for rel, (_, digest) in staged.items()}
+        edited = keep_hand_edits(root, digests) if keep_edits else []
+        record_written(root, digests, forget=True)  # a kill before the note below leaves none to mistake
+        written = []
+        for rel, (tmp, digest) in staged.items():
+            if _digest(root / rel) == digest:
+                tmp.unlink()
+                continue
+            publish(tmp, root / rel)
+            written.append(rel)
         for folder in sorted({str(Path(rel).parent) for rel in written}):
             sync_dir(root / folder)
-    return written
+        record_written(root, digests, known=digests)
+    finally:
+        for tmp, _ in staged.values():
+            tmp.unlink(missing_ok=True)
+    return written, edited
+
+
+def format_writers(records: Iterable[FrameRecord], ctx: Context, formats: list[Format]) -> dict[str, Writer]:
+    """Every format's dataset files as writers (``records``: kept frames with splits, read once per pass)."""
+    return {rel: write for fmt in formats for rel, write in fmt.dataset_writers(records, ctx).items()}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import yaml
 
 from autolabel.config import RunConfig, to_dict
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.derive import keep_hand_edits, record_written, sync_dataset_files, sync_frame_files
+from autolabel.datasets.derive import format_writers, record_written, sync_dataset_files, sync_frame_files
 from autolabel.datasets.formats import Context, written
 from autolabel.datasets.formats.yolo import data_yaml_text
 from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, LABELMAP, RUN_YAML, SPLITS
@@ -46,47 +48,42 @@ def split_list_text(records: list[FrameRecord], split: str) -> str:
     return "".join(f"./images/{n}{IMAGE_SUFFIX}\n" for n in sorted(r.name for r in records if r.split == split))
 
 
-def write_split_lists(root: Path, records: list[FrameRecord]) -> dict[str, int]:
-    """Writes ``train.txt`` and ``val.txt`` (``./images/<name>.jpg`` lines, relative to the dataset)."""
-    counts = {}
-    for split in SPLITS:
-        atomic_write_text(root / f"{split}.txt", split_list_text(records, split))
-        counts[split] = sum(1 for r in records if r.split == split)
-    return counts
-
-
 def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
     """Writes an Ultralytics ``data.yaml`` over the split lists, without ``path:`` so the folder can move."""
     atomic_write_text(root / DATA_YAML, data_yaml_text(classes, has_val))
 
 
-def write_dataset(root: Path, records: list[FrameRecord], ctx: Context, formats: list[str]) -> list[str]:
+def write_dataset(
+    root: Path, records: list[FrameRecord], ctx: Context, formats: list[str], full: Iterable[FrameRecord] | None = None
+) -> list[str]:
     """Writes the split lists, ``data.yaml`` and every format's dataset files; returns notes for the summary.
+
+    Each file is streamed to a temporary file and hashed on the way, then kept under
+    ``.autolabel/edited/`` first where it was edited by hand since autolabel wrote it, and put in
+    place where it differs.
 
     Args:
         root: The dataset.
-        records: Every kept frame in journal order, each with its split.
+        records: Every kept frame in journal order, each with its split (masks may be left out).
         ctx: Classes, title and id.
         formats: The dataset's formats.
+        full: ``records`` with their masks, read again on each pass (a segmentation dataset's
+            journal as a stream); None: ``records`` are.
     """
     chosen = written(formats)
     has_val = any(r.split == "val" for r in records)
     own = {f"{split}.txt": split_list_text(records, split).encode() for split in SPLITS}
     own[DATA_YAML] = data_yaml_text(ctx.classes, has_val).encode()
-    files = {rel: data for fmt in chosen for rel, data in fmt.dataset_files(records, ctx).items()}
+    writers = {rel: (lambda fh, data=data: fh.write(data)) for rel, data in own.items()}
+    writers |= format_writers(records if full is None else full, ctx, chosen)
+    _, edited = sync_dataset_files(root, writers, keep_edits=True)
     notes = []
-    edited = keep_hand_edits(root, own | files)
     if edited:
         notes.append(
             f"rewrote {len(edited)} dataset files edited by hand since autolabel wrote them ({', '.join(edited)}); "
             "the edited copies are in .autolabel/edited/. They are made from the journal: change the split with "
             "--val-fraction/--seed, the labels with autolabel import"
         )
-    record_written(root, [*own, *files], forget=True)  # a kill before the note below leaves none to mistake
-    write_split_lists(root, records)
-    write_data_yaml(root, ctx.classes, has_val=has_val)
-    sync_dataset_files(root, records, ctx, chosen)
-    record_written(root, [*own, *files])
     return notes + [note for fmt in chosen for note in fmt.notes(ctx)]
 
 
@@ -120,6 +117,10 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _kept(records: Iterable[FrameRecord]) -> Iterator[FrameRecord]:
+    return (r for r in records if r.dropped is None)
+
+
 def _count_chosen(job: Job, config: RunConfig, records: list, result: ProductResult) -> None:
     """``--max-frames``: how many sampled frames of the product's videos there were, and how many it chose."""
     videos = {s.stem: s for s in job.sources if s.is_video}
@@ -144,7 +145,9 @@ def finalize_product(
     """
     state = ds.state
     classes = list(state.classes)  # the ontology's, and those a discovering labeler added
-    all_records = list(ds.records())
+    # The boxes without their masks: a long video's outlines are never all in memory. Files that hold
+    # masks are written from the journal read again as a stream.
+    all_records = list(ds.records(masks=False))
     ctx = Context(classes, state.product or job.product.name, state.id, state.segmented)
     chosen = written(state.formats)
     if config.tracking.enabled:  # the kept frames settled on their tracks, from the journal
@@ -155,9 +158,8 @@ def finalize_product(
         if tracked:
             was_pending, state.pending = state.pending, True
             ds.save()
-            ds.rewrite_journal(all_records)
-            kept = [r for r in all_records if r.dropped is None]
-            sync_frame_files(job.out, kept, ctx, chosen, tracked, keep_edits=False)
+            ds.rewrite_journal(all_records, changed=tracked)  # a box the tracks left in place keeps its mask
+            sync_frame_files(job.out, _kept(ds.records()), ctx, chosen, tracked, keep_edits=False)
             # Finished here (a kill before this is finished by the next run); a re-derivation's still is, below.
             state.pending = was_pending
             result.tracked = len(tracked)
@@ -173,7 +175,7 @@ def finalize_product(
         r.split = splits[r.name]
     # Frames journaled by this run (the journal's last lines) were just written; earlier ones are checked.
     journaled = result.new_frames + result.new_duplicates + result.new_probes
-    earlier = [r for r in all_records[: len(all_records) - journaled] if r.dropped is None]
+    earlier = _kept(itertools.islice(ds.records(), len(all_records) - journaled))
     # A re-derivation (new box thresholds, mask settings) not yet in every file, or an older autolabel's
     # label files: the files follow the journal. Otherwise a file that disagrees with it is a hand edit, kept.
     pending, outdated = state.pending, ds.outdated()
@@ -190,7 +192,7 @@ def finalize_product(
         result.repaired += synced
     if state.segmented:  # after every change to the boxes (thresholds, filters, reviews, tracks): their outlines
         loader = masks or MaskLoader(config.masks, config.model.device, config.model.precision, config.cache_dir)
-        result.masks = mask_step.apply(ds, all_records, loader, job.product.name)
+        result.masks = mask_step.apply(ds, loader, job.product.name)
     listed = {r.name for r in records}
     stray = sorted(p.name for p in (job.out / IMAGES).glob(f"*{IMAGE_SUFFIX}") if p.stem not in listed)
     if stray:
@@ -198,7 +200,8 @@ def finalize_product(
             f"{len(stray)} images in {job.out / IMAGES} are not in the journal (e.g. {stray[0]}), so not in the "
             "dataset: lines removed from detections.jsonl by hand? --overwrite relabels the product"
         )
-    result.notes += write_dataset(job.out, records, ctx, state.formats)
+    full = ds.kept_frames(splits) if state.segmented else None
+    result.notes += write_dataset(job.out, records, ctx, state.formats, full)
     result.split = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
     result.frames = len(records)
     result.reviewed_frames = sum(1 for r in records if r.reviewed)

@@ -49,12 +49,12 @@ def number_classes(record: FrameRecord, names: tuple[str, ...], class_ids: dict[
 
 def restore_missing_images(ds: Dataset, job: Job) -> None:
     """Unjournals frames whose image was deleted, so this run labels them again."""
-    records = list(ds.records())
+    records = list(ds.records(masks=False))
     missing = {r.name: r for r in records if r.dropped is None and not (ds.root / r.image).is_file()}
     if not missing:
         return
     by_stem = {info.stem: name for name, info in ds.state.sources.items()}
-    ds.rewrite_journal(r for r in records if r.name not in missing)
+    ds.rewrite_journal([r for r in records if r.name not in missing], changed=set())
     for r in missing.values():
         ds.state.sources[by_stem[r.source]].complete = False
         job.done.get(r.source, set()).discard(r.index)

@@ -31,6 +31,8 @@ JOURNAL = "detections.jsonl"
 STATE_DIR = ".autolabel"
 STATE = f"{STATE_DIR}/state.json"
 EDITED = f"{STATE_DIR}/edited"
+# Masks made but not yet in the journal: one line per window of the mask step (:mod:`autolabel.datasets.journal`).
+MASKS_MADE = f"{STATE_DIR}/masks.jsonl"
 DATA_YAML = "data.yaml"
 LABELMAP = "labelmap.txt"
 RUN_YAML = "run.yaml"

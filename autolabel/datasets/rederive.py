@@ -38,7 +38,10 @@ class Rederived:
 
 
 def rederive(ds: Dataset, records: list[FrameRecord], thresholds: Thresholds, filters: FilterConfig) -> Rederived:
-    """Each unreviewed, not duplicate frame of ``records`` settled again at ``thresholds`` and ``filters``."""
+    """Each unreviewed, not duplicate frame of ``records`` settled again at ``thresholds`` and ``filters``.
+
+    ``records`` may be read without masks: :func:`apply` keeps the masks of boxes that stay in place.
+    """
     out = Rederived([])
     for r in records:
         if r.reviewed or r.dropped == DUPLICATE:
@@ -59,19 +62,30 @@ def rederive(ds: Dataset, records: list[FrameRecord], thresholds: Thresholds, fi
     return out
 
 
-def apply(ds: Dataset, done: Rederived) -> None:
-    """Writes a re-derivation: marked pending, the journal in one rewrite, then the changed frames' files.
+def apply(ds: Dataset, done: Rederived) -> list[tuple[str, bool]]:
+    """Writes a re-derivation: hand edits kept, marked pending, the journal in one rewrite, the changed files.
 
-    A crash after the journal leaves ``pending`` set: the next run finishes the files from the
-    journal without taking them for hand edits.
+    The frame files are first compared with the journal they were written from: a file edited by
+    hand is kept under ``.autolabel/edited/`` (and named in the run summary) before the new
+    thresholds write over it. A crash after the journal leaves ``pending`` set: the next run
+    finishes the files from the journal without taking them for hand edits. Returns the files
+    kept as hand edits or rewritten, as :func:`autolabel.datasets.derive.sync_frame_files` says.
     """
     state = ds.state
+    ctx = ds.context()
+    chosen = formats.written(state.formats)
+    edits = sync_frame_files(ds.root, _kept(ds), ctx, chosen, keep_edits=not (state.pending or ds.outdated()))
     state.pending = True
     by_stem = {info.stem: name for name, info in state.sources.items()}
     for r in done.unimaged:
         state.sources[by_stem[r.source]].complete = False
     ds.save()
-    ds.rewrite_journal(done.records)
-    ctx = ds.context()
-    kept = [r for r in done.records if r.dropped is None]
-    sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), done.changed, keep_edits=False)
+    ds.rewrite_journal(done.records, changed=done.changed)  # the boxes that stay keep their masks
+    sync_frame_files(ds.root, _kept(ds), ctx, chosen, done.changed, keep_edits=False)
+    state.pending = False
+    ds.save()
+    return edits
+
+
+def _kept(ds: Dataset):
+    return (r for r in ds.records() if r.dropped is None)

@@ -9,12 +9,15 @@ So ``--masks`` on an existing dataset adds masks without labeling a box again, a
 For the frames whose boxes lack a mask, in journal order, windows of :data:`WINDOW` frames are done
 one at a time: their images are read from the dataset's ``images/``, go through the mask model in
 batches (one image embedding per frame), each box's bitmap becomes rings at once
-(:func:`autolabel.masks.geometry.mask_to_rings`) and is dropped, so memory holds one batch of
-frames and one bitmap whatever the video's length. Each window is committed like a re-derivation:
-the state marked ``pending``, the journal rewritten in one atomic write, the window's files written,
-``pending`` cleared. A kill in between is finished by the next run from the journal (its files are
-not taken for hand edits), and the windows a resumed run cuts are the ones an uninterrupted run
-cut, so the dataset ends byte-identical.
+(:func:`autolabel.masks.geometry.mask_to_rings`) and is dropped, so memory holds one window's
+records, one batch of images and one bitmap whatever the video's length: the journal is read as a
+stream. Each window's masks are appended to ``.autolabel/masks.jsonl`` (flushed to disk), then its
+files are written; the state says ``pending`` meanwhile, as the files run ahead of the journal. At
+the end the masks are folded into the journal in one streamed rewrite and ``pending`` is cleared. A
+kill in between: the next command to open the dataset folds the windows that reached the disk
+(:func:`autolabel.datasets.journal.fold_masks`), the next run finishes the files from the journal
+(none taken for a hand edit), and the windows it cuts are the ones an uninterrupted run cut, so the
+dataset ends byte-identical.
 
 A mask model is *at hand* when the run names one (``--masks``), or when the dataset's recorded one
 (its fingerprint's ``masks``) is on disk with the recorded content. Without one, boxes keep no mask
@@ -23,9 +26,9 @@ and the files hold their box polygons; the run summary and the report count them
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +44,8 @@ from autolabel.errors import InputError, MissingWeightsError
 
 log = logging.getLogger(__name__)
 
-# Frames masked between two commits of the journal (a multiple of every batch size up to 64).
-WINDOW = 512
+# Frames masked between two appends to masks.jsonl (a multiple of every power-of-two batch size up to 64).
+WINDOW = 128
 
 
 @dataclass
@@ -70,14 +73,20 @@ class MaskCounts:
     model: dict | None = None
 
 
-def count(records: list[FrameRecord], counts: MaskCounts | None = None) -> MaskCounts:
-    """The kept boxes' mask counts."""
+def count(records: Iterable[FrameRecord], counts: MaskCounts | None = None) -> MaskCounts:
+    """The kept boxes' mask counts (``records`` read once: the journal's stream will do)."""
     out = counts or MaskCounts()
-    kept = [b for r in records if r.dropped is None for b in r.boxes]
-    out.boxes = len(kept)
-    out.masked = sum(1 for b in kept if b.mask)
-    out.empty = sum(1 for b in kept if b.mask == [])
-    out.missing = sum(1 for b in kept if b.mask is None)
+    out.boxes = out.masked = out.empty = out.missing = 0
+    for r in records:
+        if r.dropped is None:
+            for b in r.boxes:
+                out.boxes += 1
+                if b.mask is None:
+                    out.missing += 1
+                elif b.mask:
+                    out.masked += 1
+                else:
+                    out.empty += 1
     return out
 
 
@@ -173,14 +182,11 @@ def _read(root: Path, record: FrameRecord) -> np.ndarray:
     return image
 
 
-def apply(
-    ds: Dataset, records: list[FrameRecord], loader: MaskLoader, title: str | None = None, reviewed: bool = True
-) -> MaskCounts:
-    """Makes the missing masks of ``records`` (the whole journal, in order; changed in place) and their files.
+def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: bool = True) -> MaskCounts:
+    """Makes the missing masks of the dataset's kept boxes and their files; the journal holds them after.
 
     Args:
         ds: The dataset, opened (locked); it must be a segmentation dataset.
-        records: Every journal record, dropped ones too (the journal is rewritten from them).
         loader: Where the mask model comes from.
         title: The progress bar's name.
         reviewed: Mask reviewed frames' boxes too (a box a reviewer drew gets its mask where the model is at hand).
@@ -191,30 +197,47 @@ def apply(
     start = time.perf_counter()
     counts = MaskCounts()
     recorded = (ds.state.fingerprint or {}).get("masks")
-    todo = [
-        r
-        for r in records
-        if r.dropped is None and (reviewed or not r.reviewed) and any(b.mask is None for b in r.boxes)
-    ]
+
+    def wanted(r: FrameRecord) -> bool:
+        return r.dropped is None and (reviewed or not r.reviewed) and any(b.mask is None for b in r.boxes)
+
+    todo = sum(1 for r in ds.records() if wanted(r))
     masker = loader.for_dataset(recorded) if todo else None
     if masker is not None:
         tolerance, min_area = _settings(recorded, loader)
         ctx = ds.context()
         formats = written(ds.formats)
-        bar = progress.bar(len(todo), f"{title or ds.name} masks")
+        ds.state.pending = True  # the files run ahead of the journal until the masks are folded into it
+        ds.save()
+        bar = progress.bar(todo, f"{title or ds.name} masks")
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autolabel-mask-read") as reader:
-                for first in range(0, len(todo), WINDOW):
-                    window = todo[first : first + WINDOW]
+                for window in _windows(r for r in ds.records() if wanted(r)):
                     counts.made += _window(ds, window, masker, reader, tolerance, min_area, bar)
-                    _commit(ds, records, window, ctx, formats)
+                    ds.append_masks(window)
+                    sync_frame_files(ds.root, window, ctx, formats, keep_edits=False)
                     counts.frames += len(window)
         finally:
             bar.close()
+        ds.fold_masks()
+        ds.state.pending = False
+        ds.save()
         counts.model = masker.describe()
-    count(records, counts)
+    count(ds.records(), counts)
     counts.seconds = time.perf_counter() - start
     return counts
+
+
+def _windows(records: Iterator[FrameRecord]) -> Iterator[list[FrameRecord]]:
+    """``records`` in lists of :data:`WINDOW`."""
+    window: list[FrameRecord] = []
+    for r in records:
+        window.append(r)
+        if len(window) == WINDOW:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def _window(ds: Dataset, window: list[FrameRecord], masker, reader, tolerance: float, min_area: int, bar) -> int:
@@ -242,18 +265,6 @@ def _window(ds: Dataset, window: list[FrameRecord], masker, reader, tolerance: f
     return made
 
 
-def _commit(ds: Dataset, records: list[FrameRecord], window: list[FrameRecord], ctx: Context, formats) -> None:
-    """The window's masks into the journal (one atomic rewrite, ``pending`` around it), then its files."""
-    state = ds.state
-    state.pending = True
-    ds.save()
-    ds.rewrite_journal(dataclasses.replace(r, split=None) if r.split is not None else r for r in records)
-    names = {r.name for r in window}
-    sync_frame_files(ds.root, window, ctx, formats, names, keep_edits=False)
-    state.pending = False
-    ds.save()
-
-
 def switch(ds: Dataset, change: str, before: Context) -> list[tuple[str, bool]]:
     """A run's new mask settings: hand edits kept (read as before), masks cleared where needed, files to follow.
 
@@ -266,14 +277,8 @@ def switch(ds: Dataset, change: str, before: Context) -> list[tuple[str, bool]]:
     Returns:
         The files kept as hand edits (as :func:`autolabel.datasets.derive.sync_frame_files` says).
     """
-    records = list(ds.records())
-    kept = [r for r in records if r.dropped is None]
+    kept = (r for r in ds.records() if r.dropped is None)
     edits = sync_frame_files(ds.root, kept, before, written(ds.formats), keep_edits=True)
-    if change in ("remask", "strip"):
-        for r in kept:
-            if not r.reviewed:
-                for b in r.boxes:
-                    b.mask = None
     if change == "strip":  # the formats' mask-only folders (VOC's PNGs) go
         import shutil
 
@@ -281,5 +286,14 @@ def switch(ds: Dataset, change: str, before: Context) -> list[tuple[str, bool]]:
             shutil.rmtree(ds.root / folder, ignore_errors=True)
     ds.state.pending = True  # every frame file follows the journal at finalize, none taken for a hand edit
     ds.save()
-    ds.rewrite_journal(records)
+    if change in ("remask", "strip"):
+        ds.rewrite_journal(_unmasked(r) for r in ds.records())
     return edits
+
+
+def _unmasked(r: FrameRecord) -> FrameRecord:
+    """A frame without the model's masks (a reviewed frame's stay: a reviewer's outlines are kept)."""
+    if r.dropped is None and not r.reviewed:
+        for b in r.boxes:
+            b.mask = None
+    return r

@@ -16,9 +16,10 @@ from the journal is byte-identical to the first.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from autolabel.datasets.layout import IMAGE_SUFFIX, IMAGES, SPLITS
 from autolabel.datasets.records import Box, FrameRecord
@@ -203,6 +204,17 @@ class Format:
     def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
         """The dataset's files in this format, from every kept frame in journal order, each with its split."""
         return {}
+
+    def dataset_writers(self, records: Iterable[FrameRecord], ctx: Context) -> dict[str, Callable[[BinaryIO], object]]:
+        """The dataset's files as writers to a binary file, for files too large to hold whole.
+
+        ``records`` are those of :meth:`dataset_files`, read again from the journal on each pass
+        (they may be iterated more than once). By default, :meth:`dataset_files`' bytes.
+        """
+        if type(self).dataset_files is Format.dataset_files:
+            return {}
+        files = self.dataset_files(records if isinstance(records, list) else list(records), ctx)
+        return {rel: (lambda fh, data=data: fh.write(data)) for rel, data in files.items()}
 
     def notes(self, ctx: Context) -> list[str]:
         """Why some of its files cannot be written for these classes (said in the run summary)."""

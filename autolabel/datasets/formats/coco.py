@@ -20,9 +20,11 @@ annotation's polygons or RLE (compressed or not) as its box's mask.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from autolabel.datasets.formats.base import (
     Annotations,
@@ -77,6 +79,40 @@ def segmentation(box: Box, width: int, height: int) -> tuple[list | dict, float]
     return [geometry.solid_ring(r) for r in rings], pixels
 
 
+def _info(dataset_id: str | None) -> dict:
+    from autolabel import __version__
+
+    return {"description": COCO_DESCRIPTION, "version": __version__, "contributor": "autolabel"} | (
+        {"autolabel_dataset": dataset_id} if dataset_id else {}
+    )
+
+
+def _image(image_id: int, r: FrameRecord, file_name: Callable[[FrameRecord], str]) -> dict:
+    return {"id": image_id, "file_name": file_name(r), "width": r.width, "height": r.height}
+
+
+def _annotations(image_id: int, r: FrameRecord, block: int, masks: bool) -> Iterator[dict]:
+    """A frame's annotations, ids ``image_id * block + box index + 1``."""
+    for j, b in enumerate(r.boxes):
+        x, y, w, h = float(b.x1), float(b.y1), float(b.x2 - b.x1), float(b.y2 - b.y1)
+        score = 1.0 if r.reviewed or b.confidence is None else float(b.confidence)
+        seg, area = segmentation(b, r.width, r.height) if masks else ([], w * h)
+        annotation = {
+            "id": image_id * block + j + 1,
+            "image_id": image_id,
+            "category_id": b.class_id + 1,
+            "bbox": [x, y, w, h],
+            "area": area,
+            "segmentation": seg,
+            "iscrowd": 0,
+            "score": score,
+            "reviewed": r.reviewed,
+        }
+        if b.track_id is not None:  # --track: the object it belongs to (as CVAT and FiftyOne read it)
+            annotation["attributes"] = {"track_id": b.track_id}
+        yield annotation
+
+
 def coco_files(
     records: list[FrameRecord],
     classes: list[str],
@@ -96,45 +132,49 @@ def coco_files(
     Image ids are positions in ``records`` (from 1), the same whichever split a frame
     is in; annotation ids are ``image_id * block + box index + 1``.
     """
-    from autolabel import __version__
-
     block = id_block(records)
     categories = coco_categories(classes)
     files = {
-        split: {
-            "info": {"description": COCO_DESCRIPTION, "version": __version__, "contributor": "autolabel"}
-            | ({"autolabel_dataset": dataset_id} if dataset_id else {}),
-            "licenses": [],
-            "images": [],
-            "annotations": [],
-            "categories": categories,
-        }
+        split: {"info": _info(dataset_id), "licenses": [], "images": [], "annotations": [], "categories": categories}
         for split in SPLITS
     }
     for image_id, r in enumerate(records, start=1):
         if r.split not in files:
             continue
-        out = files[r.split]
-        out["images"].append({"id": image_id, "file_name": file_name(r), "width": r.width, "height": r.height})
-        for j, b in enumerate(r.boxes):
-            x, y, w, h = float(b.x1), float(b.y1), float(b.x2 - b.x1), float(b.y2 - b.y1)
-            score = 1.0 if r.reviewed or b.confidence is None else float(b.confidence)
-            seg, area = segmentation(b, r.width, r.height) if masks else ([], w * h)
-            annotation = {
-                "id": image_id * block + j + 1,
-                "image_id": image_id,
-                "category_id": b.class_id + 1,
-                "bbox": [x, y, w, h],
-                "area": area,
-                "segmentation": seg,
-                "iscrowd": 0,
-                "score": score,
-                "reviewed": r.reviewed,
-            }
-            if b.track_id is not None:  # --track: the object it belongs to (as CVAT and FiftyOne read it)
-                annotation["attributes"] = {"track_id": b.track_id}
-            out["annotations"].append(annotation)
+        files[r.split]["images"].append(_image(image_id, r, file_name))
+        files[r.split]["annotations"].extend(_annotations(image_id, r, block, masks))
     return files
+
+
+def write_coco(
+    fh: BinaryIO,
+    records: Iterable[FrameRecord],
+    split: str,
+    classes: list[str],
+    file_name: Callable[[FrameRecord], str],
+    dataset_id: str | None = None,
+    masks: bool = False,
+) -> None:
+    """Streams one split's COCO file, byte for byte ``dumps(coco_files(...)[split])``, one frame in memory at a time.
+
+    ``records`` are read three times (the id block, the images, the annotations).
+    """
+    block = id_block(records)
+    head = json.dumps({"info": _info(dataset_id), "licenses": []}, ensure_ascii=False)
+    fh.write(head[:-1].encode("utf-8") + b', "images": [')
+    sep = b""
+    for image_id, r in enumerate(records, start=1):
+        if r.split == split:
+            fh.write(sep + json.dumps(_image(image_id, r, file_name), ensure_ascii=False).encode("utf-8"))
+            sep = b", "
+    fh.write(b'], "annotations": [')
+    sep = b""
+    for image_id, r in enumerate(records, start=1):
+        if r.split == split:
+            for annotation in _annotations(image_id, r, block, masks):
+                fh.write(sep + json.dumps(annotation, ensure_ascii=False).encode("utf-8"))
+                sep = b", "
+    fh.write(b'], "categories": ' + dumps(coco_categories(classes)) + b"}")
 
 
 def dumps(body: dict) -> bytes:
@@ -256,13 +296,31 @@ def _mask(seg, width: int, height: int, where: str) -> list[list[float]] | None:
     return geometry.mask_to_rings(bitmap, 0)
 
 
+def _dataset_image(r: FrameRecord) -> str:
+    return r.image
+
+
 class Coco(Format):
     name = "coco"
     help = "COCO (coco_train.json, coco_val.json; an export: annotations/instances_*.json with images/)"
 
     def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
-        files = coco_files(records, ctx.classes, lambda r: r.image, ctx.dataset_id, ctx.masks)
+        files = coco_files(records, ctx.classes, _dataset_image, ctx.dataset_id, ctx.masks)
         return {f"coco_{split}.json": dumps(body) for split, body in files.items()}
+
+    def dataset_writers(self, records: Iterable[FrameRecord], ctx: Context) -> dict:
+        return {
+            f"coco_{split}.json": functools.partial(
+                write_coco,
+                records=records,
+                split=split,
+                classes=ctx.classes,
+                file_name=_dataset_image,
+                dataset_id=ctx.dataset_id,
+                masks=ctx.masks,
+            )
+            for split in SPLITS
+        }
 
     def export(self, out: ExportFolder) -> str:
         for r in out.records:

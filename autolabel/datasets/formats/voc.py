@@ -257,6 +257,9 @@ class Voc(Format):
             return {}
         return {LABELMAP: labelmap_text(ctx.classes).encode("utf-8")}
 
+    def dataset_writers(self, records, ctx: Context) -> dict:
+        return super().dataset_writers([], ctx)  # the labelmap: the classes alone
+
     def notes(self, ctx: Context) -> list[str]:
         problem = labelmap_problem(ctx.classes)
         return [f"no labelmap.txt: {problem}"] if problem else []
