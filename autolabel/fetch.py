@@ -240,6 +240,21 @@ def is_local(spec: str) -> bool:
     return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
+def check_hub_id(spec: str, flag: str) -> None:
+    """A model named by ``flag`` (``--hf-model``, ``--mask-model``) that is no local folder must be a hub id."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from autolabel.errors import ConfigError
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as exc:
+        raise ConfigError(
+            f"{flag} {spec!r}: no such folder, and not a hub id (ORG/NAME): {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def locate(f: ModelFile, cache: Path) -> Path | None:
     """Where ``f`` is on disk now, with no network: the path given, our cache, the Hugging Face cache."""
     if f.path is not None:

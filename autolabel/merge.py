@@ -244,7 +244,7 @@ def _merge(
         ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)
         # The masks are read back from the merged journal a frame at a time: never all held.
         read = Dataset(staging, State(kind=MERGED_KIND, classes=classes))
-        full = read.kept_frames({r.name: r.split for r in records}) if masks else None
+        full = read.kept_frames(records) if masks else None
         ctx = Context(classes, output.name, ident, masks)
         for note in finalize.write_dataset(staging, records, ctx, formats, full):
             log.warning("%s: %s", output, note)

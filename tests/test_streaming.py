@@ -91,7 +91,7 @@ def finalize_files(root: Path, records: list[FrameRecord]) -> tuple[Dataset, int
         lean[1].boxes[0].x2 -= 5  # one box moved: its mask goes, the other boxes keep theirs
         ds.rewrite_journal(lean, changed={lean[1].name})
         files = sync_frame_files(ds.root, (r for r in ds.records() if r.dropped is None), ctx, written(ds.formats))
-        write_dataset(ds.root, lean, ctx, ds.formats, ds.kept_frames(splits))
+        write_dataset(ds.root, lean, ctx, ds.formats, ds.kept_frames(lean))
         counts = mask_step.count(ds.records())
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -155,3 +155,18 @@ def test_a_mask_is_folded_only_onto_its_own_box(tmp_path):
     out = list(ds.records())
     assert out[1].boxes[1].mask is None and out[1].boxes[0].mask == records[1].boxes[0].mask
     assert out[0].boxes == records[0].boxes
+
+
+def test_yolo_seg_lines_write_each_coordinate_as_the_per_point_formula():
+    """The vectorized line is byte for byte ``f"{min(max(v / side, 0.0), 1.0):.6f}"`` per coordinate (-0.0 too)."""
+    from autolabel.datasets.formats.yolo import seg_line
+
+    rng = random.Random(3)
+    for k in range(300):
+        n = rng.randrange(3, 60)
+        ring_ = [round(rng.uniform(-3, W + 3) if i % 2 == 0 else rng.uniform(-3, H + 3), 2) for i in range(2 * n)]
+        if k % 3 == 0:
+            ring_[0:2] = [-0.0, -0.0]
+        box = Box(1, 0.0, 0.0, float(W), float(H), 0.5, [ring_])
+        want = " ".join(f"{min(max(v / side, 0.0), 1.0):.6f}" for v, side in zip(ring_, [W, H] * n, strict=True))
+        assert seg_line(box, W, H) == f"1 {want}"

@@ -171,9 +171,23 @@ class Dataset:
         else:
             write_changed(self.root, list(records), changed, self._n_classes)
 
-    def kept_frames(self, splits: dict[str, str]) -> Iterable[FrameRecord]:
-        """The kept frames in ``splits``, each with its split, masks and all, read from the journal on each pass."""
-        return _KeptFrames(self, splits)
+    def kept_frames(self, records: list[FrameRecord]):
+        """``records`` (kept frames read without masks, each with its split) as a stream that reads their masks.
+
+        A :class:`autolabel.datasets.formats.base.FrameStream`: the journal is read again on each pass,
+        one record in memory at a time.
+        """
+        from autolabel.datasets.formats.base import FrameStream
+
+        splits = {r.name: r.split for r in records}
+
+        def read() -> Iterator[FrameRecord]:
+            for r in self.records():
+                if r.dropped is None and r.name in splits:
+                    r.split = splits[r.name]
+                    yield r
+
+        return FrameStream(records, read)
 
     def append_masks(self, records: Iterable[FrameRecord]) -> None:
         """Keeps masks made for ``records`` on disk until :meth:`fold_masks` puts them in the journal."""
@@ -232,17 +246,3 @@ class Dataset:
                 continue
             out.append(r)
         return out
-
-
-class _KeptFrames:
-    """:meth:`Dataset.kept_frames`: iterable more than once, one record in memory at a time."""
-
-    def __init__(self, ds: Dataset, splits: dict[str, str]) -> None:
-        self.ds = ds
-        self.splits = splits
-
-    def __iter__(self) -> Iterator[FrameRecord]:
-        for r in self.ds.records():
-            if r.dropped is None and r.name in self.splits:
-                r.split = self.splits[r.name]
-                yield r

@@ -20,12 +20,15 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from autolabel.datasets.formats import Context, Format
+from autolabel.datasets.formats import Context, Format, written
 from autolabel.datasets.layout import EDITED, STATE_DIR
 from autolabel.datasets.records import FrameRecord
 from autolabel.fileio import atomic_write_bytes, atomic_write_text, publish, stage_stream, sync_dir
+
+if TYPE_CHECKING:
+    from autolabel.datasets.dataset import Dataset
 
 # A file's content, written to the binary file it is given (streaming).
 Writer = Callable[[BinaryIO], object]
@@ -184,6 +187,24 @@ def _stage(root: Path, writers: dict[str, Writer]) -> dict[str, tuple[Path, str]
             tmp.unlink(missing_ok=True)
         raise
     return staged
+
+
+def write_changes(ds: Dataset, records: list[FrameRecord], changed: set[str], ctx: Context) -> None:
+    """Boxes changed in memory into the journal, then the changed frames' files; ``pending`` meanwhile.
+
+    ``records``: the journal's, read without masks, in order (those left out are unjournaled); the
+    boxes of ``changed`` frames that stay in place keep their masks. A kill between the journal and
+    the files leaves ``pending`` set: the next run finishes the files from the journal without taking
+    them for hand edits. The mark is then left as it was found (a killed command's may still stand).
+    """
+    state = ds.state
+    was, state.pending = state.pending, True
+    ds.save()
+    ds.rewrite_journal(records, changed=changed)
+    kept = (r for r in ds.records() if r.dropped is None)
+    sync_frame_files(ds.root, kept, ctx, written(state.formats), changed, keep_edits=False)
+    state.pending = was
+    ds.save()
 
 
 def sync_dataset_files(root: Path, writers: dict[str, Writer], keep_edits: bool = False) -> tuple[list[str], list[str]]:

@@ -13,7 +13,13 @@ import yaml
 
 from autolabel.config import RunConfig, to_dict
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.derive import format_writers, record_written, sync_dataset_files, sync_frame_files
+from autolabel.datasets.derive import (
+    format_writers,
+    record_written,
+    sync_dataset_files,
+    sync_frame_files,
+    write_changes,
+)
 from autolabel.datasets.formats import Context, written
 from autolabel.datasets.formats.yolo import data_yaml_text
 from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, LABELMAP, RUN_YAML, SPLITS
@@ -155,13 +161,8 @@ def finalize_product(
         videos = {s.stem for s in job.sources if s.is_video}
         tracked = retrack(all_records, config, state.track_blocks, classes, videos)
         result.tracking_seconds = time.perf_counter() - start
-        if tracked:
-            was_pending, state.pending = state.pending, True
-            ds.save()
-            ds.rewrite_journal(all_records, changed=tracked)  # a box the tracks left in place keeps its mask
-            sync_frame_files(job.out, _kept(ds.records()), ctx, chosen, tracked, keep_edits=False)
-            # Finished here (a kill before this is finished by the next run); a re-derivation's still is, below.
-            state.pending = was_pending
+        if tracked:  # a box the tracks left in place keeps its mask
+            write_changes(ds, all_records, tracked, ctx)
             result.tracked = len(tracked)
     records = [r for r in all_records if r.dropped is None]
     result.duplicate_frames = sum(1 for r in all_records if r.dropped == DUPLICATE)
@@ -200,7 +201,7 @@ def finalize_product(
             f"{len(stray)} images in {job.out / IMAGES} are not in the journal (e.g. {stray[0]}), so not in the "
             "dataset: lines removed from detections.jsonl by hand? --overwrite relabels the product"
         )
-    full = ds.kept_frames(splits) if state.segmented else None
+    full = ds.kept_frames(records) if state.segmented else None
     result.notes += write_dataset(job.out, records, ctx, state.formats, full)
     result.split = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
     result.frames = len(records)

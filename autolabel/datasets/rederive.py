@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from autolabel.config import FilterConfig
 from autolabel.datasets import formats
 from autolabel.datasets.dataset import Dataset
-from autolabel.datasets.derive import sync_frame_files
+from autolabel.datasets.derive import sync_frame_files, write_changes
 from autolabel.datasets.records import FrameRecord, carry_masks
 from autolabel.postprocess import Thresholds, settle
 from autolabel.selection import DUPLICATE
@@ -63,29 +63,22 @@ def rederive(ds: Dataset, records: list[FrameRecord], thresholds: Thresholds, fi
 
 
 def apply(ds: Dataset, done: Rederived) -> list[tuple[str, bool]]:
-    """Writes a re-derivation: hand edits kept, marked pending, the journal in one rewrite, the changed files.
+    """Writes a re-derivation: hand edits kept, then the journal in one rewrite and the changed frames' files.
 
     The frame files are first compared with the journal they were written from: a file edited by
     hand is kept under ``.autolabel/edited/`` (and named in the run summary) before the new
-    thresholds write over it. A crash after the journal leaves ``pending`` set: the next run
-    finishes the files from the journal without taking them for hand edits. Returns the files
-    kept as hand edits or rewritten, as :func:`autolabel.datasets.derive.sync_frame_files` says.
+    thresholds write over it (:func:`autolabel.datasets.derive.write_changes` for the rest).
+    Returns the files kept as hand edits or rewritten, as
+    :func:`autolabel.datasets.derive.sync_frame_files` says.
     """
     state = ds.state
     ctx = ds.context()
-    chosen = formats.written(state.formats)
-    edits = sync_frame_files(ds.root, _kept(ds), ctx, chosen, keep_edits=not (state.pending or ds.outdated()))
-    state.pending = True
+    kept = (r for r in ds.records() if r.dropped is None)
+    # (not a killed command's stale files, nor an older autolabel's: those follow the journal)
+    keep = not (state.pending or ds.outdated())
+    edits = sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), keep_edits=keep)
     by_stem = {info.stem: name for name, info in state.sources.items()}
     for r in done.unimaged:
         state.sources[by_stem[r.source]].complete = False
-    ds.save()
-    ds.rewrite_journal(done.records, changed=done.changed)  # the boxes that stay keep their masks
-    sync_frame_files(ds.root, _kept(ds), ctx, chosen, done.changed, keep_edits=False)
-    state.pending = False
-    ds.save()
+    write_changes(ds, done.records, done.changed, ctx)
     return edits
-
-
-def _kept(ds: Dataset):
-    return (r for r in ds.records() if r.dropped is None)

@@ -25,7 +25,7 @@ import numpy as np
 import supervision as sv
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
-from autolabel.fetch import Hub, ModelFile, is_local
+from autolabel.fetch import Hub, ModelFile, check_hub_id, is_local
 from autolabel.labelers.base import (
     autocast,
     label_by_size,
@@ -46,19 +46,6 @@ OWL = ("owlv2", "owlvit")
 HUB_FILES = ("*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken")
 
 
-def check_hub_id(spec: str) -> None:
-    """A ``--hf-model`` that is no local folder must be a valid hub id (``ORG/NAME``)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(spec)
-    except HFValidationError as exc:
-        raise ConfigError(
-            f"--hf-model {spec!r}: no such folder, and not a hub id (ORG/NAME): {str(exc).splitlines()[0]}"
-        ) from exc
-
-
 def model_files(mc, cache: str | None = None) -> list[ModelFile]:
     """The model folder: the one given, or the hub snapshot (configs, tokenizer files, safetensors)."""
     spec = mc.hf_model
@@ -68,7 +55,7 @@ def model_files(mc, cache: str | None = None) -> list[ModelFile]:
         return [
             ModelFile("hf_model", "Hugging Face model folder", "--hf-model", path=Path(spec).expanduser(), folder=True)
         ]
-    check_hub_id(spec)
+    check_hub_id(spec, "--hf-model")
     hub = Hub(spec, revision=mc.hf_revision, allow=HUB_FILES)
     return [ModelFile("hf_model", f"Hugging Face model {spec}", "--hf-model", hub=hub, folder=True)]
 

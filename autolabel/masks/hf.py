@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.errors import ConfigError, InputError, MissingWeightsError
-from autolabel.fetch import Hub, ModelFile, is_local
+from autolabel.fetch import Hub, ModelFile, check_hub_id, is_local
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ EDGETAM_BACKBONE = Hub("timm/repvit_m1.dist_in1k", "config.json")
 
 def model_files(mc, cache: str | None = None) -> list[ModelFile]:
     """The model folder (the one given, or the hub snapshot); EdgeTAM also needs its backbone's config."""
-    from autolabel.labelers.hf import check_hub_id
     from autolabel.masks import source
 
     spec = source(mc)
@@ -51,7 +50,7 @@ def model_files(mc, cache: str | None = None) -> list[ModelFile]:
         path = Path(spec).expanduser()
         files = [ModelFile("mask_model", "mask model folder", "--mask-model", path=path, folder=True)]
     else:
-        check_hub_id(spec)
+        check_hub_id(spec, "--mask-model")
         hub = Hub(spec, revision=mc.revision, allow=HUB_FILES)
         files = [ModelFile("mask_model", f"mask model {spec}", "--mask-model", hub=hub, folder=True)]
     if mc.model == "edgetam":

@@ -78,16 +78,20 @@ def count(records: Iterable[FrameRecord], counts: MaskCounts | None = None) -> M
     out = counts or MaskCounts()
     out.boxes = out.masked = out.empty = out.missing = 0
     for r in records:
-        if r.dropped is None:
-            for b in r.boxes:
-                out.boxes += 1
-                if b.mask is None:
-                    out.missing += 1
-                elif b.mask:
-                    out.masked += 1
-                else:
-                    out.empty += 1
+        _count_frame(r, out)
     return out
+
+
+def _count_frame(r: FrameRecord, out: MaskCounts) -> None:
+    if r.dropped is None:
+        for b in r.boxes:
+            out.boxes += 1
+            if b.mask is None:
+                out.missing += 1
+            elif b.mask:
+                out.masked += 1
+            else:
+                out.empty += 1
 
 
 class MaskLoader:
@@ -201,7 +205,10 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
     def wanted(r: FrameRecord) -> bool:
         return r.dropped is None and (reviewed or not r.reviewed) and any(b.mask is None for b in r.boxes)
 
-    todo = sum(1 for r in ds.records() if wanted(r))
+    todo = 0
+    for r in ds.records():  # what is to do, and the counts should nothing be done
+        _count_frame(r, counts)
+        todo += wanted(r)
     masker = loader.for_dataset(recorded) if todo else None
     if masker is not None:
         tolerance, min_area = _settings(recorded, loader)
@@ -223,7 +230,7 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
         ds.state.pending = False
         ds.save()
         counts.model = masker.describe()
-    count(ds.records(), counts)
+        count(ds.records(), counts)
     counts.seconds = time.perf_counter() - start
     return counts
 

@@ -92,6 +92,31 @@ class Annotations:
     where: dict[str, str] = field(default_factory=dict)
 
 
+class FrameStream:
+    """Kept frames, with their masks, read afresh from the journal on each pass (a segmentation dataset's).
+
+    What :meth:`Format.dataset_writers` may be given instead of a list: iterating it yields one full
+    record at a time; :attr:`boxes` holds the same frames without their masks, in memory, for the
+    passes that need no outline (:func:`boxes_only`).
+
+    Args:
+        boxes: The frames without masks, each with its split, in journal order.
+        read: Yields the same frames with their masks, each with its split, in the same order.
+    """
+
+    def __init__(self, boxes: list[FrameRecord], read: Callable[[], Iterable[FrameRecord]]) -> None:
+        self.boxes = boxes
+        self._read = read
+
+    def __iter__(self):
+        return iter(self._read())
+
+
+def boxes_only(records: Iterable[FrameRecord]) -> list[FrameRecord]:
+    """``records`` as a list, without reading a :class:`FrameStream`'s masks (its :attr:`FrameStream.boxes`)."""
+    return records.boxes if isinstance(records, FrameStream) else list(records)
+
+
 @dataclass
 class ExportFolder:
     """An export being built in ``root`` (a staging folder, swapped in whole when done).
@@ -213,7 +238,7 @@ class Format:
         """
         if type(self).dataset_files is Format.dataset_files:
             return {}
-        files = self.dataset_files(records if isinstance(records, list) else list(records), ctx)
+        files = self.dataset_files(records if isinstance(records, list) else list(records), ctx)  # masks and all
         return {rel: (lambda fh, data=data: fh.write(data)) for rel, data in files.items()}
 
     def notes(self, ctx: Context) -> list[str]:

@@ -32,6 +32,7 @@ from autolabel.datasets.formats.base import (
     ExportFolder,
     Format,
     ReadContext,
+    boxes_only,
     by_split,
     image_name,
     load_json,
@@ -157,13 +158,15 @@ def write_coco(
 ) -> None:
     """Streams one split's COCO file, byte for byte ``dumps(coco_files(...)[split])``, one frame in memory at a time.
 
-    ``records`` are read three times (the id block, the images, the annotations).
+    The id block and the images come from the frames without their masks (:func:`boxes_only`); the
+    annotations from one pass over ``records``.
     """
-    block = id_block(records)
+    boxes = boxes_only(records)
+    block = id_block(boxes)
     head = json.dumps({"info": _info(dataset_id), "licenses": []}, ensure_ascii=False)
     fh.write(head[:-1].encode("utf-8") + b', "images": [')
     sep = b""
-    for image_id, r in enumerate(records, start=1):
+    for image_id, r in enumerate(boxes, start=1):
         if r.split == split:
             fh.write(sep + json.dumps(_image(image_id, r, file_name), ensure_ascii=False).encode("utf-8"))
             sep = b", "

@@ -97,10 +97,6 @@ def yolo_line(box: Box, width: int, height: int) -> str:
     return f"{box.class_id} {_grid(cx)} {_grid(cy)} {_grid(w)} {_grid(h)}"
 
 
-def _unit(value: float, side: int) -> str:
-    return f"{min(max(value / side, 0.0), 1.0):.6f}"
-
-
 def seg_polygon(box: Box, width: int, height: int) -> list[float]:
     """The one polygon a YOLO-seg line holds for ``box``: its outline's rings joined as Ultralytics joins them.
 
@@ -113,10 +109,17 @@ def seg_polygon(box: Box, width: int, height: int) -> list[float]:
 
 
 def seg_line(box: Box, width: int, height: int) -> str:
-    """One YOLO-seg label line (no newline): the class, then the polygon's points normalized to the image."""
-    poly = seg_polygon(box, width, height)
-    coords = " ".join(f"{_unit(x, width)} {_unit(y, height)}" for x, y in zip(poly[0::2], poly[1::2], strict=True))
-    return f"{box.class_id} {coords}"
+    """One YOLO-seg label line (no newline): the class, then the polygon's points normalized to the image.
+
+    Each coordinate divided by the side, clamped to [0, 1] as ``min(max(v, 0.0), 1.0)`` (a -0.0 stays),
+    with six decimals; all at once.
+    """
+    import numpy as np
+
+    units = np.asarray(seg_polygon(box, width, height), float).reshape(-1, 2) / (width, height)
+    units = np.where(units < 0.0, 0.0, units)  # max(v, 0.0) and min(v, 1.0) as Python takes them
+    units = np.where(units > 1.0, 1.0, units)
+    return f"{box.class_id} " + " ".join(map("{:.6f}".format, units.ravel().tolist()))
 
 
 def yolo_lines(record: FrameRecord, masks: bool = False) -> str:
