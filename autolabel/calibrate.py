@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 from autolabel.datasets.records import Box, FrameRecord
-from autolabel.evaluate import MIN_BOXES, match
+from autolabel.evaluate import MIN_BOXES, match, prf
 
 FOLDS = 5
 # Scores are journaled with 4 decimals: a threshold 1e-4 below a score keeps it.
@@ -61,20 +61,19 @@ def _counts(scored: list[tuple[float, bool]], truth: int, threshold: float) -> t
     return tp, fp, truth - tp
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float | None, float | None, float | None]:
-    p = tp / (tp + fp) if tp + fp else None
-    r = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-    return p, r, f1
-
-
 def choose(scored: list[tuple[float, bool]], truth: int, floor: float, target: float | None) -> float | None:
-    """The threshold (at least ``floor``) with the best F1, or the lowest reaching precision ``target`` (or None)."""
+    """The threshold (at least ``floor``) with the best F1, or the lowest reaching precision ``target`` (or None).
+
+    ``scored``: in descending score, as :func:`_curve` gives it; the candidates are swept in one pass.
+    """
     candidates = sorted({round(s - STEP, 6) for s, _ in scored if s - STEP >= floor} | {floor}, reverse=True)
     best, best_key = None, None
+    above = tp = 0  # boxes scored above the candidate, and the matched ones among them
     for t in candidates:  # highest first: among equals, the highest threshold (fewer boxes) wins
-        tp, fp, fn = _counts(scored, truth, t)
-        p, _, f1 = _prf(tp, fp, fn)
+        while above < len(scored) and scored[above][0] > t:
+            tp += scored[above][1]
+            above += 1
+        p, _, f1 = prf(tp, above - tp, truth - tp)
         if target is not None:
             if p is not None and p >= target:
                 best = t  # keeps going down: the lowest that still reaches the target
@@ -133,7 +132,7 @@ def fit_thresholds(
             note = f"no threshold reaches precision {target:g}: kept the run's threshold"
             fits.append(Fit(name, current[c], False, None, None, None, None, truth, note))
             continue
-        p, r, f1 = _prf(*_counts(scored, truth, t))
+        p, r, f1 = prf(*_counts(scored, truth, t))
         cv = None
         if folds:
             tp = fp = fn = 0
@@ -145,7 +144,7 @@ def fit_thresholds(
                 t_fold = choose(s_train, n_train, floor, target)
                 a, b, d = _counts(s_test, n_test, t_fold if t_fold is not None else current[c])
                 tp, fp, fn = tp + a, fp + b, fn + d
-            cv = _prf(tp, fp, fn)[2]
+            cv = prf(tp, fp, fn)[2]
         fits.append(Fit(name, round(t, 4), True, f1, cv, p, r, truth))
     return fits
 

@@ -37,6 +37,18 @@ KEYS = ("tp", "fp", "fn", "precision", "recall", "f1", "ap50", "ap50_95")
 ERRORS = ("missed", "spurious", "wrong_class", "misplaced")
 
 
+def prf(tp: int, fp: int, fn: int) -> tuple[float | None, float | None, float | None]:
+    """Precision, recall and F1 of match counts; each None where undefined.
+
+    F1 is ``2 tp / (2 tp + fp + fn)``: 0 when nothing matched but something was found or missed
+    (precision or recall may then be undefined), None only when there was nothing at all.
+    """
+    p = tp / (tp + fp) if tp + fp else None
+    r = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+    return p, r, f1
+
+
 @dataclass
 class Score:
     """One class's figures (or all classes')."""
@@ -58,11 +70,8 @@ class Score:
     predicted: int = 0  # the model's boxes at the dataset's thresholds
 
     def finish(self) -> Score:
-        """Precision, recall and F1 from the counts (None where undefined)."""
-        self.precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else None
-        self.recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-        p, r = self.precision, self.recall
-        self.f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
+        """Precision, recall and F1 from the counts (None where undefined: :func:`prf`)."""
+        self.precision, self.recall, self.f1 = prf(self.tp, self.fp, self.fn)
         return self
 
 

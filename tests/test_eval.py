@@ -156,3 +156,43 @@ def test_fitted_thresholds_apply_without_the_model_as_a_fresh_run(reviewed, tmp_
     assert sum(r.reviewed for r in journal.values()) == 5  # reviews untouched
     ev = evaluate(list(journal.values()), ["mug", "hand"], {None: (Thresholds(0.35, {0: 0.1, 1: 0.85}), None)})
     assert ev.classes["hand"].tp == 0
+
+
+def test_f1_is_zero_when_nothing_matched_and_none_only_when_there_was_nothing():
+    from autolabel.evaluate import Score, prf
+
+    assert prf(0, 3, 2) == (0.0, 0.0, 0.0)
+    assert prf(0, 0, 2) == (None, 0.0, 0.0)  # nothing found: precision undefined, F1 still 0
+    assert prf(0, 2, 0) == (0.0, None, 0.0)
+    assert prf(0, 0, 0) == (None, None, None)
+    assert prf(3, 1, 2) == (0.75, 0.6, 6 / 9)
+    score = Score(tp=0, fp=0, fn=4).finish()
+    assert (score.precision, score.recall, score.f1) == (None, 0.0, 0.0)
+
+
+def test_the_threshold_sweep_chooses_as_counting_at_every_candidate_does():
+    """One pass over the sorted scores picks the threshold that recounting every box at each candidate picks."""
+    import random
+
+    from autolabel.calibrate import STEP, _midway, choose
+    from autolabel.evaluate import prf
+
+    def slow(scored, truth, floor, target):
+        best, best_key = None, None
+        for t in sorted({round(s - STEP, 6) for s, _ in scored if s - STEP >= floor} | {floor}, reverse=True):
+            tp = sum(1 for s, m in scored if s > t and m)
+            p, _, f1 = prf(tp, sum(1 for s, m in scored if s > t and not m), truth - tp)
+            if target is not None:
+                best = t if p is not None and p >= target else best
+                continue
+            if best_key is None or (f1 if f1 is not None else -1.0) > best_key:
+                best, best_key = t, f1 if f1 is not None else -1.0
+        return None if best is None else _midway(scored, best, floor)
+
+    rng = random.Random(5)
+    for _ in range(300):
+        n = rng.randrange(0, 40)
+        scored = sorted(((round(rng.random(), 2), rng.random() < 0.6) for _ in range(n)), key=lambda s: -s[0])
+        truth = sum(m for _, m in scored) + rng.randrange(0, 5)
+        for target in (None, 0.8):
+            assert choose(scored, truth, 0.1, target) == slow(scored, truth, 0.1, target), (scored, truth, target)

@@ -234,7 +234,7 @@ def test_other_mask_settings_make_the_masks_again_and_a_bad_mask_flag_is_one_lin
         (("--masks", "sam3"), "masks.model (--masks) must be one of sam2, sam, sam-hq, edgetam, ultralytics, none"),
         (("--masks", "sam2", "--mask-model", str(tmp_path / "nowhere")), "does not exist (given by --mask-model)"),
         (("--masks", "sam", "--mask-model", str(tiny_sam2)), "a 'sam2' model, not 'sam'"),
-        (("--masks", "sam2", "--mask-model", "org/na me"), "--mask-model 'org/na me': no such folder, and not a hub id"),
+        (("--masks", "sam2", "--mask-model", "org/na me"), "--mask-model 'org/na me': no such folder, and not a hub"),
     ]:
         bad = cli(monkeypatch, *run_args(tmp_path, *args))
         assert bad.exit_code != 0 and message in bad.output, bad.output
