@@ -158,7 +158,7 @@ def apply_review(ds: Dataset, records: list[FrameRecord], reviews: dict[str, lis
         ds.rewrite_journal(records)
         if ds.segmented:  # boxes drawn or moved get their masks where the dataset's mask model is at hand
             masks = mask_step.apply(ds, MaskLoader(cache=None), reviewed=True)
-            if masks.made:
+            if masks.frames:  # their boxes have masks now (some empty)
                 kept = ds.kept()
         sync_derived(ds, kept, changed)  # COCO says which frames were reviewed, changed or not
     elif ds.segmented:

@@ -35,6 +35,9 @@ from autolabel.naming import SEPARATOR, safe_name
 from autolabel.postprocess import FilterStats, apply_filters, filters_active
 from autolabel.tracking import BLOCK as TRACK_BLOCK
 
+# Frames merged between two commits of the merged journal (in a staging folder: a failure throws it away).
+COMMIT_EVERY = 256
+
 log = logging.getLogger(__name__)
 
 MERGED = MERGED_DIR
@@ -239,6 +242,8 @@ def _merge(
                         continue
                     writer.add(record, image_file=source_image)
                     records.append(dataclasses.replace(record, boxes=[b.bare() for b in record.boxes]))
+                    if len(records) % COMMIT_EVERY == 0:  # the journal lines (masks and all) on disk, not held
+                        writer.commit()
         if not records:
             raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
         ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)

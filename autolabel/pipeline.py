@@ -29,7 +29,7 @@ from autolabel.jobs import Job, ProductResult
 from autolabel.labelers.base import Labeler
 from autolabel.masks.step import MaskLoader
 from autolabel.masks.step import switch as switch_masks
-from autolabel.resume import differences, fingerprint, init_output, model_identity, plan
+from autolabel.resume import differences, fingerprint, init_output, model_identity, plan, refresh_soft
 from autolabel.sources import discover_products
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,15 @@ def _start_job(
         with output_errors(job.out):
             before = ds.context() if job.masks_change else None  # how the files were written until now
             state = init_output(ds, job, config, model_id)
+            if before is not None:  # first: its hand edits are read as the files were written (then pending)
+                result.repaired += switch_masks(ds, job.masks_change, before)
             if job.rederived is not None:
                 result.repaired += rederive.apply(ds, job.rederived)
             if job.missing_images:
                 restore_missing_images(ds, job)
-            if before is not None:
-                result.repaired += switch_masks(ds, job.masks_change, before)
+            if job.state is not None:  # the journal follows the new thresholds and mask settings: now recorded
+                refresh_soft(state.fingerprint, config)
+                ds.save()
             if job.needs_work:
                 model = labeler.describe() | {"files": state.model_files()}
                 floor = config.model.floor() if state.floor is None else max(state.floor, config.model.floor())

@@ -101,7 +101,11 @@ MASKS = "masks"
 
 
 def refresh_soft(fp: dict | None, config: RunConfig) -> None:
-    """Puts a run's box thresholds and mask settings into a dataset's fingerprint (they change without labeling)."""
+    """Puts a run's box thresholds and mask settings into a dataset's fingerprint (they change without labeling).
+
+    Only once the journal follows them (re-derived, masks switched): a run killed before still finds the
+    old ones recorded, and derives again.
+    """
     if fp is None or "model" not in fp:
         return
     m = config.model
@@ -383,8 +387,8 @@ def init_output(ds: Dataset, job: Job, config: RunConfig, model_id: dict[str, st
             info.id, info.complete = identity, False
         sources[source.path.name] = info
     state.sources = sources
-    if not fresh:  # a changed box threshold is no relabel: the fingerprint takes the new one
-        refresh_soft(state.fingerprint, config)
+    # (A changed box threshold or mask setting is no relabel: the fingerprint takes it once the journal
+    # follows it, :func:`refresh_soft`, so a kill before then leaves a dataset that says its old settings.)
     if state.id is None:  # a new dataset, or one an older autolabel made: named by what it was made from
         state.id = product_id(job.product.name, state.fingerprint, state.sources)
     ds.state = state

@@ -58,12 +58,7 @@ def reviewed(clean) -> tuple[Path, dict[str, bytes], dict[str, bytes], int, int]
     from tests.crashpoint import review_export
 
     root = clean[0]
-    work = root / "overwrite-clean"
-    work.mkdir()
-    assert cli(work, *RUN).returncode == 0
-    done = cli(work, *OVERWRITE, count=root / "overwrite-points")
-    assert done.returncode == 0, done.stderr
-    overwritten = dataset_files(work / "dataset")
+    overwritten, overwrite_points = after_a_run(root, "overwrite", OVERWRITE)
     work = root / "import-clean"
     work.mkdir()
     assert cli(work, *RUN).returncode == 0
@@ -71,8 +66,17 @@ def reviewed(clean) -> tuple[Path, dict[str, bytes], dict[str, bytes], int, int]
     done = cli(work, *IMPORT, count=root / "import-points")
     assert done.returncode == 0, done.stderr
     imported = dataset_files(work / "dataset")
-    points = int((root / "overwrite-points").read_text()), int((root / "import-points").read_text())
-    return root, overwritten, imported, *points
+    return root, overwritten, imported, overwrite_points, int((root / "import-points").read_text())
+
+
+def after_a_run(root: Path, name: str, args: tuple[str, ...]) -> tuple[dict[str, bytes], int]:
+    """A labeled dataset, then ``args`` run to the end: the files it leaves, and how many crash points it passed."""
+    work = root / f"{name}-clean"
+    work.mkdir()
+    assert cli(work, *RUN).returncode == 0
+    done = cli(work, *args, count=root / f"{name}-points")
+    assert done.returncode == 0, done.stderr
+    return dataset_files(work / "dataset"), int((root / f"{name}-points").read_text())
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.9])
@@ -88,11 +92,30 @@ def test_killed_overwrite_and_import_finish_byte_identical(reviewed, command, fr
             import_points,
         )
     )
-    work = root / f"{command}-{fraction}"
+    killed_after_a_run(root / f"{command}-{fraction}", args, expected, max(1, round(points * fraction)))
+
+
+def killed_after_a_run(work: Path, args: tuple[str, ...], expected: dict[str, bytes], crash_at: int) -> None:
+    """A labeled dataset, then ``args`` killed at point ``crash_at`` and run again: ``expected``, byte for byte."""
     work.mkdir()
     assert cli(work, *RUN).returncode == 0
-    died = cli(work, *args, crash_at=max(1, round(points * fraction)))
+    died = cli(work, *args, crash_at=crash_at)
     assert died.returncode == 137, died.stderr
     again = cli(work, *args)
     assert again.returncode == 0, again.stderr
     assert dataset_files(work / "dataset") == expected
+
+
+RETHRESHOLD = (*RUN, "--box-threshold", "0.7")  # drops each frame's 0.6 box: every frame derived again
+
+
+@pytest.fixture(scope="module")
+def rethresholded(clean) -> tuple[Path, dict[str, bytes], int]:
+    return clean[0], *after_a_run(clean[0], "rethreshold", RETHRESHOLD)
+
+
+@pytest.mark.parametrize("fraction", [0.03, 0.35, 0.85])
+def test_a_killed_re_derivation_finishes_byte_identical(rethresholded, fraction):
+    """New thresholds recorded only once the journal follows them: a kill before leaves the old ones, derived again."""
+    root, expected, points = rethresholded
+    killed_after_a_run(root / f"rethreshold-{fraction}", RETHRESHOLD, expected, max(1, round(points * fraction)))

@@ -220,6 +220,27 @@ def test_new_thresholds_keep_the_masks_of_boxes_that_stay(tmp_path, tiny_sam2, m
     assert all(r.model_boxes and all(b.mask is None for b in r.model_boxes) for r in after)
 
 
+def test_new_thresholds_and_new_mask_settings_in_one_run_take_no_file_for_a_hand_edit(tmp_path, tiny_sam2, monkeypatch):
+    ds = masked_dataset(tmp_path, tiny_sam2, monkeypatch)
+    masks = ("--masks", "sam2", "--mask-model", str(tiny_sam2))
+    for extra in (("--masks", "none", "--box-threshold", "0.7"), (*masks, "--box-threshold", "0.8")):
+        done = cli(monkeypatch, *run_args(tmp_path, *extra))
+        assert done.exit_code == 0, done.output
+        assert "differed from the journal" not in done.output and not (ds / ".autolabel" / "edited").exists()
+    assert all(len(r.boxes) == 1 and r.boxes[0].mask for r in journal(ds))
+    fresh = tmp_path / "fresh"
+    args = ["run", "-i", str(tmp_path / "videos"), "-o", str(fresh), "--frame-rate", "3", "-q"]
+    assert cli(monkeypatch, *args, *masks, "--box-threshold", "0.8", "--format", "yolo,voc,coco").exit_code == 0
+    for rel in ("labels", "SegmentationObject", "SegmentationClass", "coco_train.json"):
+        assert sorted((ds / rel).rglob("*")) or (ds / rel).is_file()
+        same = [(p.relative_to(ds), p.read_bytes()) for p in sorted([ds / rel, *(ds / rel).rglob("*")]) if p.is_file()]
+        assert same == [
+            (p.relative_to(fresh / "mug"), p.read_bytes())
+            for p in sorted([fresh / "mug" / rel, *(fresh / "mug" / rel).rglob("*")])
+            if p.is_file()
+        ]
+
+
 def test_other_mask_settings_make_the_masks_again_and_a_bad_mask_flag_is_one_line(tmp_path, tiny_sam2, monkeypatch):
     ds = masked_dataset(tmp_path, tiny_sam2, monkeypatch)
     first = [b.mask for r in journal(ds) for b in r.boxes]

@@ -189,20 +189,23 @@ def _stage(root: Path, writers: dict[str, Writer]) -> dict[str, tuple[Path, str]
     return staged
 
 
-def write_changes(ds: Dataset, records: list[FrameRecord], changed: set[str], ctx: Context) -> None:
+def write_changes(ds: Dataset, records: list[FrameRecord], changed: set[str], ctx: Context, files: bool = True) -> None:
     """Boxes changed in memory into the journal, then the changed frames' files; ``pending`` meanwhile.
 
     ``records``: the journal's, read without masks, in order (those left out are unjournaled); the
     boxes of ``changed`` frames that stay in place keep their masks. A kill between the journal and
     the files leaves ``pending`` set: the next run finishes the files from the journal without taking
     them for hand edits. The mark is then left as it was found (a killed command's may still stand).
+    ``files=False``: the files are left to the finalize that follows (where every file of a frame
+    journaled before follows the journal: ``pending`` was set, or the dataset is an older version's).
     """
     state = ds.state
     was, state.pending = state.pending, True
     ds.save()
     ds.rewrite_journal(records, changed=changed)
-    kept = (r for r in ds.records() if r.dropped is None)
-    sync_frame_files(ds.root, kept, ctx, written(state.formats), changed, keep_edits=False)
+    if files:
+        kept = (r for r in ds.records() if r.dropped is None)
+        sync_frame_files(ds.root, kept, ctx, written(state.formats), changed, keep_edits=False)
     state.pending = was
     ds.save()
 

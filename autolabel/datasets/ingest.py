@@ -54,11 +54,11 @@ def restore_missing_images(ds: Dataset, job: Job) -> None:
     if not missing:
         return
     by_stem = {info.stem: name for name, info in ds.state.sources.items()}
-    ds.rewrite_journal([r for r in records if r.name not in missing], changed=set())
-    for r in missing.values():
+    for r in missing.values():  # their sources unfinished first: a kill after the journal still relabels them
         ds.state.sources[by_stem[r.source]].complete = False
         job.done.get(r.source, set()).discard(r.index)
     ds.save()
+    ds.rewrite_journal([r for r in records if r.name not in missing], changed=set())
     log.warning("%s: %d frames had lost their image; labeling them again", ds.root, len(missing))
 
 

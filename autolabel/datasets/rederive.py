@@ -73,12 +73,15 @@ def apply(ds: Dataset, done: Rederived) -> list[tuple[str, bool]]:
     """
     state = ds.state
     ctx = ds.context()
-    kept = (r for r in ds.records() if r.dropped is None)
-    # (not a killed command's stale files, nor an older autolabel's: those follow the journal)
+    # Not a killed command's stale files, nor an older autolabel's, nor those a mask switch set aside
+    # (``pending``): every file follows the journal at finalize, none is a hand edit.
     keep = not (state.pending or ds.outdated())
-    edits = sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), keep_edits=keep)
+    edits = []
+    if keep:
+        kept = (r for r in ds.records() if r.dropped is None)
+        edits = sync_frame_files(ds.root, kept, ctx, formats.written(state.formats), keep_edits=True)
     by_stem = {info.stem: name for name, info in state.sources.items()}
     for r in done.unimaged:
         state.sources[by_stem[r.source]].complete = False
-    write_changes(ds, done.records, done.changed, ctx)
+    write_changes(ds, done.records, done.changed, ctx, files=keep)
     return edits

@@ -276,7 +276,7 @@ def switch(ds: Dataset, change: str, before: Context) -> list[tuple[str, bool]]:
     """A run's new mask settings: hand edits kept (read as before), masks cleared where needed, files to follow.
 
     Args:
-        ds: The dataset, its state already holding the new settings.
+        ds: The dataset (its fingerprint takes the new settings after this, once the journal follows them).
         change: ``add`` (masks for a dataset without), ``remask`` (other mask settings: the model's masks
             of unreviewed frames are made again) or ``strip`` (``--masks none``: the files hold boxes again).
         before: The formats' context before the change, to tell hand edits from files of the old settings.

@@ -31,6 +31,7 @@ from autolabel.datasets.formats.base import (
     Context,
     ExportFolder,
     Format,
+    FrameStream,
     ReadContext,
     boxes_only,
     by_split,
@@ -162,6 +163,8 @@ def write_coco(
     annotations from one pass over ``records``.
     """
     boxes = boxes_only(records)
+    if not isinstance(records, FrameStream):
+        records = boxes  # a list, or an iterator read once into it
     block = id_block(boxes)
     head = json.dumps({"info": _info(dataset_id), "licenses": []}, ensure_ascii=False)
     fh.write(head[:-1].encode("utf-8") + b', "images": [')
