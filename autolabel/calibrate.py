@@ -174,7 +174,7 @@ def fit_dataset(root, target: float | None = None) -> tuple[list[Fit], object]:
     Dataset.peek(root)
     with output_errors(root), Dataset.open(root, "eval") as ds:
         unscored = set(ds.state.unscored)
-        records = [r for r in ds.records() if r.name not in unscored]
+        records = [r for r in ds.records(masks=False) if r.name not in unscored]
         settings = ds.derivation()
         thresholds = settings.get(None)[0] if not ds.is_merged() else next(iter(settings.values()))[0]
         current = {c: thresholds.of(c) for c in range(len(ds.classes))}

@@ -301,7 +301,7 @@ def evaluate_dataset(root, min_iou: float = 0.5) -> Evaluation:
         raise ConfigError(f"--iou must be in (0, 1], got {min_iou}")
     Dataset.peek(root)
     with output_errors(root), Dataset.open(root, "eval") as ds:
-        records = list(ds.records())
+        records = list(ds.records(masks=False))  # boxes are scored, not outlines
         result = evaluate(records, ds.classes, ds.derivation(), min_iou, set(ds.state.unscored))
         atomic_write_text(root / EVAL_JSON, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return result

@@ -61,7 +61,7 @@ def _closeness(model: list[Box], thresholds: Thresholds) -> float:
     return total
 
 
-def _neighbours(records: list[FrameRecord], gap: float) -> dict[str, tuple[FrameRecord, FrameRecord]]:
+def neighbours(records: list[FrameRecord], gap: float) -> dict[str, tuple[FrameRecord, FrameRecord]]:
     """Each frame's previous and next kept frame of its source, when both are within ``gap`` seconds."""
     by_source: dict[str, list[FrameRecord]] = defaultdict(list)
     for r in records:
@@ -136,7 +136,7 @@ def build(
                 best.append((score, r.name))
         for _, name in sorted(best, reverse=True)[:MISSING_FRAMES]:
             missing[name] += 1.0
-    near = _neighbours(records, gap)
+    near = neighbours(records, gap)
     queue = []
     for r in records:
         if r.reviewed:

@@ -148,23 +148,20 @@ def flicker(records: list[FrameRecord], gap: float) -> list[str]:
     """Frames whose set of classes differs from both neighbours while the neighbours agree.
 
     Neighbours are the kept frames of the same source before and after it (by frame
-    index), each at most ``gap`` seconds away: a class seen in that frame only, or
-    missing from it only, is more often the model flickering than the scene changing.
+    index), each at most ``gap`` seconds away (:func:`autolabel.queue.neighbours`): a class
+    seen in that frame only, or missing from it only, is more often the model flickering
+    than the scene changing.
     """
-    by_source: dict[str, list[FrameRecord]] = defaultdict(list)
-    for r in records:
-        by_source[r.source].append(r)
-    flagged = []
-    for frames in by_source.values():
-        frames.sort(key=lambda r: r.index)
-        classes = [frozenset(b.class_id for b in r.boxes) for r in frames]
-        for i in range(1, len(frames) - 1):
-            before, here, after = frames[i - 1], frames[i], frames[i + 1]
-            if here.t - before.t > gap or after.t - here.t > gap:
-                continue
-            if classes[i - 1] == classes[i + 1] != classes[i]:
-                flagged.append(here.name)
-    return sorted(flagged)
+    by_name = {r.name: r for r in records}
+
+    def classes(r: FrameRecord) -> frozenset[int]:
+        return frozenset(b.class_id for b in r.boxes)
+
+    return sorted(
+        name
+        for name, (before, after) in queue.neighbours(records, gap).items()
+        if classes(before) == classes(after) != classes(by_name[name])
+    )
 
 
 def _box_labels(record: FrameRecord, classes: list[str]) -> list[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autolabel.config import TrackingConfig
-from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord
+from autolabel.datasets.records import INTERPOLATED, Box, FrameRecord, frames_per_second
 from autolabel.postprocess import Thresholds, iou, to_detections
 
 BLOCK = 100_000
@@ -50,11 +50,6 @@ class _Track:
         for _, b in self.seen:
             weights[b.class_id] += b.confidence if b.confidence is not None else 1.0
         return max(sorted(weights), key=lambda c: weights[c])
-
-
-def _frames_per_second(frames: list[FrameRecord]) -> float:
-    span = frames[-1].t - frames[0].t
-    return (frames[-1].index - frames[0].index) / span if span > 0 else 30.0
 
 
 def _tracker(config: TrackingConfig, fps: float, start: float):
@@ -76,7 +71,7 @@ def _link(frames: list[FrameRecord], config: TrackingConfig, thresholds: Thresho
     """ByteTrack over one video's detected frames (in frame order): each track's boxes."""
 
     start = thresholds.lowest() if thresholds.applies else 0.0
-    tracker = _tracker(config, _frames_per_second(frames), start)
+    tracker = _tracker(config, frames_per_second(frames), start)
     tracks: dict[int, _Track] = {}
     unclaimed: dict[int, list[Box]] = {}  # per frame: the confident boxes given no track id (a track's birth)
     for position, r in enumerate(frames):

@@ -209,6 +209,13 @@ class FrameRecord:
                 raise ValueError(f"bad box {[b.x1, b.y1, b.x2, b.y2]}")
 
 
+def frames_per_second(frames: list[FrameRecord]) -> float:
+    """A video's frame rate as its frames' indices and times say (frames of one video, in index order; 30 when
+    they span no time)."""
+    span = frames[-1].t - frames[0].t
+    return (frames[-1].index - frames[0].index) / span if span > 0 else 30.0
+
+
 def boxes_per_class(records: Iterable[FrameRecord], classes: list[str]) -> dict[str, int]:
     """Box counts by class name, every class listed (zero included), in class-id order."""
     counts = Counter(b.class_id for r in records for b in r.boxes)

@@ -371,10 +371,7 @@ def load_json(path: Path, what: str):
 
     from autolabel.errors import InputError
 
-    try:
-        text = read_source(path, what).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = read_text(path, what)
     try:
         return json.loads(text, parse_constant=Constant)
     except json.JSONDecodeError as exc:

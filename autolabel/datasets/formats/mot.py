@@ -16,18 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, read_text, text_number
-from autolabel.datasets.records import Box, FrameRecord
+from autolabel.datasets.records import Box, FrameRecord, frames_per_second
 from autolabel.errors import InputError
 from autolabel.sampling import frame_name
 
 GT = "gt/gt.txt"
 SEQINFO = "seqinfo.ini"
 IMAGES = "img1"
-
-
-def _fps(frames: list[FrameRecord]) -> float:
-    span = frames[-1].t - frames[0].t
-    return round((frames[-1].index - frames[0].index) / span, 3) if span > 0 else 30.0
 
 
 def seqinfo(name: str, frames: list[FrameRecord]) -> str:
@@ -37,7 +32,7 @@ def seqinfo(name: str, frames: list[FrameRecord]) -> str:
     ini["Sequence"] = {
         "name": name,
         "imDir": IMAGES,
-        "frameRate": f"{_fps(frames):g}",
+        "frameRate": f"{round(frames_per_second(frames), 3):g}",
         "seqLength": str(frames[-1].index + 1),
         "imWidth": str(frames[0].width),
         "imHeight": str(frames[0].height),
