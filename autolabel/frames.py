@@ -58,16 +58,21 @@ def source_frames(
         yield from _chosen_frames(source, config, done, probes)
     elif source.is_video and s.dedup:
         yield from _deduplicated(source, config, done, duplicates | set(probed), probes)
-    elif probes:
-        sampled = set(sampled_indices(source, s.frame_rate, s.fps))
-        yield from _marked(iter_frames(source, 1, None, skip=done, only=sorted(sampled | probes)), sampled)
     else:
-        yield from iter_frames(source, s.frame_rate, s.fps, skip=done)
+        yield from _pending(source, config, done, probes)
 
 
-def _marked(frames: Iterator[Frame], kept: set[int]) -> Iterator[Frame]:
-    """Frames marked as kept or not (labeled for tracking only)."""
-    for frame in frames:
+def _pending(
+    source: Source, config: RunConfig, done: set[int], probes: set[int], chosen: list[int] | None = None
+) -> Iterator[Frame]:
+    """The sampled frames not yet done (``chosen``: of those, these only), and the probes among them marked
+    as not kept (labeled for tracking only)."""
+    s = config.sampling
+    if not probes:
+        yield from iter_frames(source, s.frame_rate, s.fps, skip=done, only=chosen)
+        return
+    kept = set(chosen) if chosen is not None else set(sampled_indices(source, s.frame_rate, s.fps))
+    for frame in iter_frames(source, 1, None, skip=done, only=sorted(kept | probes)):
         frame.kept = frame.index in kept
         yield frame
 
@@ -115,12 +120,7 @@ def _deduplicated(
     s = config.sampling
     earlier = sorted(done - not_kept)  # kept (labeled) by earlier runs
     dedup = Deduper(s.dedup)
-    if probes:
-        sampled = set(sampled_indices(source, s.frame_rate, s.fps))
-        frames = _marked(iter_frames(source, 1, None, skip=done, only=sorted(sampled | probes)), sampled)
-    else:
-        frames = iter_frames(source, s.frame_rate, s.fps, skip=done)
-    for frame in frames:
+    for frame in _pending(source, config, done, probes):
         if not frame.kept:
             yield frame
             continue
@@ -164,12 +164,8 @@ def _chosen_frames(source: Source, config: RunConfig, done: set[int], probes: se
     del embeddings
     pending = [d for d in dups if d.index not in done]
     k = 0
-    if probes:  # frames to label for tracking only, beside the chosen ones (a duplicate is not probed)
-        extra = probes - {d.index for d in dups}
-        frames = _marked(iter_frames(source, 1, None, skip=done, only=sorted(set(chosen) | extra)), set(chosen))
-    else:
-        frames = iter_frames(source, s.frame_rate, s.fps, skip=done, only=chosen)
-    for frame in frames:
+    extra = probes - {d.index for d in dups}  # frames to label for tracking only (a duplicate is not probed)
+    for frame in _pending(source, config, done, extra, chosen):
         while k < len(pending) and pending[k].index < frame.index:
             yield pending[k]
             k += 1
