@@ -125,15 +125,7 @@ def run_cmd(given: Given) -> int:
         logging.getLogger("autolabel").error("no frames were kept in any product (thresholds or filters?)")
         failed = results
     if given["merge"] or given["train"]:
-        from autolabel.merge import MERGED, find_product_datasets, merge_datasets
-
-        out = Path(cfg.output) / MERGED
-        inputs, skipped = find_product_datasets(Path(cfg.output), exclude=out, flag="--output")
-        chosen = cfg.dataset.formats if given["format"] else None
-        merged = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
-        print_merge_summary(merged, skipped)
-        if cfg.report:
-            print_report(write_report_for(merged.output))
+        merged = _merge(given, cfg, Path(cfg.output), None, "--output")
         if given["train"]:
             from autolabel.train import TrainOptions, train_model
 
@@ -174,19 +166,25 @@ def eval_cmd(given: Given) -> None:
 
 def merge_cmd(given: Given) -> None:
     from autolabel.config import load_config
-    from autolabel.merge import MERGED, find_product_datasets, merge_datasets
 
     cfg = load_config(given["config"], given.overrides())
-    root = given["root"]
-    out = given["output"] or root / MERGED
-    inputs, skipped = list(given["datasets"] or []), []
+    _merge(given, cfg, given["root"], given["output"])
+
+
+def _merge(given: Given, cfg, root: Path, out: Path | None, flag: str = "--root"):
+    """Merges the datasets named (``datasets``), else the product datasets under ``root``; prints it, and reports."""
+    from autolabel.merge import MERGED, find_product_datasets, merge_datasets
+
+    out = out or root / MERGED
+    inputs, skipped = list(given.values.get("datasets") or []), []  # run --merge: none named
     if not inputs:
-        inputs, skipped = find_product_datasets(root, exclude=out)
+        inputs, skipped = find_product_datasets(root, exclude=out, flag=flag)
     chosen = cfg.dataset.formats if given["format"] else None
     result = merge_datasets(inputs, out, cfg.filters, chosen, given["unite_case"])
     print_merge_summary(result, skipped)
-    if cfg.report:  # as run --merge does
+    if cfg.report:
         print_report(write_report_for(result.output))
+    return result
 
 
 def train_cmd(given: Given) -> None:
