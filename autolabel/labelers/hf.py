@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 
-from autolabel.errors import ConfigError, InputError, MissingWeightsError
+from autolabel import pretrained
+from autolabel.errors import ConfigError, InputError
 from autolabel.fetch import Hub, ModelFile, check_hub_id, is_local
 from autolabel.labelers.base import (
     autocast,
@@ -64,14 +65,8 @@ def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool 
     """Loads the fetched model folder (see :func:`model_files`) on the configured device."""
     folder = files["hf_model"]
     commit = None if is_local(mc.hf_model) else folder.name  # a snapshot folder is named by its commit
-    if not (folder / "config.json").is_file():
-        raise MissingWeightsError(
-            f"--hf-model {mc.hf_model}: no config.json in {folder} (a folder written by save_pretrained)"
-        )
-    if commit and not any(folder.glob("*.safetensors")):  # a local folder may hold other weights: loading says
-        raise MissingWeightsError(
-            f"--hf-model {mc.hf_model}: no .safetensors weights in {folder} (only those are loaded: no pickles)"
-        )
+    # (a local folder may hold other weights too: loading says what is wrong with them)
+    pretrained.check_folder(folder, f"--hf-model {mc.hf_model}", safetensors=commit is not None)
     model, processor = load(folder, f"--hf-model {mc.hf_model}")
     identity = {"base_model": "hf", "hf_model": mc.hf_model, "model_type": model.config.model_type}
     if commit:
@@ -93,40 +88,26 @@ def create(mc, files: dict[str, Path], cache: str | None = None, progress: bool 
 
 def load(folder: Path, what: str):
     """``AutoModelForZeroShotObjectDetection`` and ``AutoProcessor`` from a local folder."""
-    from safetensors import SafetensorError
     from transformers import AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoProcessor
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "use_fast" notices and the like: one line per run is ours to say
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                model = AutoModelForZeroShotObjectDetection.from_pretrained(folder, use_safetensors=True)
-            except ValueError as exc:  # an unknown model type / not a zero-shot detector
-                raise InputError(f"{what}: not a zero-shot object detector: {str(exc).splitlines()[0]}") from exc
-            except (OSError, SafetensorError) as exc:  # missing, or truncated / corrupt weights
-                raise MissingWeightsError(f"{what}: cannot load: {str(exc).splitlines()[0]}") from exc
-            try:
-                processor = AutoProcessor.from_pretrained(folder, use_fast=True)
-                # AutoProcessor ignores use_fast where the processor names its image processor class
-                # (Grounding DINO, OWL-ViT): the fast, torch one comes from AutoImageProcessor.
-                processor.image_processor = AutoImageProcessor.from_pretrained(folder, use_fast=True)
-            except (OSError, ValueError, TypeError) as exc:  # TypeError: a tokenizer without its vocabulary files
-                raise MissingWeightsError(
-                    f"{what}: cannot load its processor (image processor and tokenizer files, as written by "
-                    f"save_pretrained): {type(exc).__name__}: {str(exc).splitlines()[0]}"
-                ) from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    def processor(path: Path):
+        loaded = AutoProcessor.from_pretrained(path, use_fast=True)
+        # AutoProcessor ignores use_fast where the processor names its image processor class
+        # (Grounding DINO, OWL-ViT): the fast, torch one comes from AutoImageProcessor.
+        loaded.image_processor = AutoImageProcessor.from_pretrained(path, use_fast=True)
+        return loaded
+
+    files = "image processor and tokenizer files, as written by save_pretrained"
+    model, processor = pretrained.load(
+        folder, what, AutoModelForZeroShotObjectDetection, "a zero-shot object detector", processor, files
+    )
     kind = model.config.model_type
     if kind not in GROUNDING + OWL:
         raise InputError(
             f"{what}: model type {kind!r} is not supported; supported: {', '.join(GROUNDING + OWL)} "
             "(Grounding DINO, MM-Grounding-DINO, LLMDet, OWL-ViT, OWLv2)"
         )
-    return model.eval(), processor
+    return model, processor
 
 
 class HfLabeler:

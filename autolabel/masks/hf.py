@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autolabel.errors import ConfigError, InputError, MissingWeightsError
+from autolabel import pretrained
+from autolabel.errors import ConfigError, InputError
 from autolabel.fetch import Hub, ModelFile, check_hub_id, is_local
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,18 @@ def model_files(mc, cache: str | None = None) -> list[ModelFile]:
 
 def create(mc, files: dict[str, Path], device: str = "auto", precision: str = "auto") -> HfMasker:
     """Loads the fetched model folder on ``device``."""
+    from transformers import AutoModel, AutoProcessor
+
     from autolabel.labelers.base import pick_device, pick_dtype
     from autolabel.masks import get, source
 
     folder = files["mask_model"]
     what = f"--masks {mc.model} --mask-model {source(mc)}"
-    if not (folder / "config.json").is_file():
-        raise MissingWeightsError(f"{what}: no config.json in {folder} (a folder written by save_pretrained)")
-    if not any(folder.glob("*.safetensors")):
-        raise MissingWeightsError(f"{what}: no .safetensors weights in {folder} (only those are loaded: no pickles)")
-    model, processor = _load(folder, what)
+    pretrained.check_folder(folder, what)
+    processor_files = "preprocessor_config.json, as save_pretrained writes it"
+    model, processor = pretrained.load(
+        folder, what, AutoModel, "a SAM-family model", AutoProcessor.from_pretrained, processor_files
+    )
     expected = get(mc.model).model_type
     if model.config.model_type != expected:
         raise InputError(
@@ -81,34 +84,6 @@ def create(mc, files: dict[str, Path], device: str = "auto", precision: str = "a
     if not is_local(source(mc)):
         identity["revision"] = folder.name  # a snapshot folder is named by its commit
     return HfMasker(model, processor, device, pick_dtype(precision, device), mc.batch_size, identity)
-
-
-def _load(folder: Path, what: str):
-    from safetensors import SafetensorError
-    from transformers import AutoModel, AutoProcessor
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                model = AutoModel.from_pretrained(folder, use_safetensors=True)
-            except ValueError as exc:
-                raise InputError(f"{what}: not a SAM-family model: {str(exc).splitlines()[0]}") from exc
-            except (OSError, SafetensorError) as exc:
-                raise MissingWeightsError(f"{what}: cannot load: {str(exc).splitlines()[0]}") from exc
-            try:
-                processor = AutoProcessor.from_pretrained(folder)
-            except (OSError, ValueError, TypeError) as exc:
-                raise MissingWeightsError(
-                    f"{what}: cannot load its processor (preprocessor_config.json, as save_pretrained writes it): "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-                ) from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.eval(), processor
 
 
 class HfMasker:
