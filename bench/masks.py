@@ -4,13 +4,15 @@ Each size runs ``autolabel run --masks sam2 --mask-model <folder>`` in a fresh p
 synthetic 640x480 video (every frame kept) with a labeler that plants two boxes per frame, so the
 numbers are the pipeline's and the mask step's own: frames read back from ``images/``, the image
 encoder (batched), each frame's boxes decoded, every mask upsampled to the frame, traced into rings
-and simplified, the journal committed in windows, every format's files written (YOLO-seg, VOC PNGs,
-COCO). The same run without ``--masks`` gives the rest of the run's cost. The model is a tiny random
-SAM 2 (Hiera, 128 px input) on the CPU; ``--full`` builds SAM 2.1 Hiera-L's architecture (217M
-parameters, 1024 px input) with random weights, for the GPU (weights do not change speed).
+and simplified, each window's masks kept on disk and folded into the journal once, every format's
+files written (YOLO-seg, VOC PNGs, COCO). The same run without ``--masks`` gives the rest of the
+run's cost. The model is a tiny random SAM 2 (Hiera, 128 px input) on the CPU; ``--full`` builds
+SAM 2.1 Hiera-L's architecture (217M parameters, 1024 px input) with random weights, for the GPU
+(weights do not change speed).
 Peak memory must not grow with the frame count. Prints a table and writes JSON.
 
     python bench/masks.py                        # 50 and 400 frames, tiny SAM 2 on the CPU
+    python bench/masks.py --sizes 50 400 1600    # the README's figures: peak memory flat from 400 frames
     python bench/masks.py --full --device cuda   # SAM 2.1-L architecture on a GPU
 """
 
