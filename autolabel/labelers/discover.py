@@ -21,6 +21,7 @@ same way, as a state dict without running pickled code, into a model timm builds
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import sys
 import urllib.parse
@@ -155,14 +156,20 @@ def pretrained_file(key: str, name: str, what: str, flag: str, given: str | None
 def check_models(dc) -> None:
     """ConfigError for a backbone or classifier that timm does not know, or a backbone LOST cannot read.
 
-    Checked before any weights are fetched: the backbone is built on the meta device (no memory, no weights).
+    Checked before any weights are fetched: the backbone is built on the meta device (no memory, no weights),
+    once per pair of names in a process (a run asks for the model's files more than once).
     """
+    _check_models(dc.backbone, dc.classifier)
+
+
+@functools.cache
+def _check_models(backbone_name: str, classifier_name: str) -> None:
     import timm
     import torch
 
     for what, name, flag in (
-        ("discovery backbone", dc.backbone, "--discover-backbone"),
-        ("discovery classifier", dc.classifier, "--discover-classifier"),
+        ("discovery backbone", backbone_name, "--discover-backbone"),
+        ("discovery classifier", classifier_name, "--discover-classifier"),
     ):
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(pretrained=True), n=3, cutoff=0.6)
@@ -172,12 +179,12 @@ def check_models(dc) -> None:
             )
     try:
         with torch.device("meta"):
-            backbone = timm.create_model(dc.backbone, pretrained=False, num_classes=0, dynamic_img_size=True)
+            backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0, dynamic_img_size=True)
     except TypeError as exc:  # only ViTs take dynamic_img_size (any input size, whole patches)
-        raise ConfigError(_NOT_A_VIT.format(name=dc.backbone)) from exc
+        raise ConfigError(_NOT_A_VIT.format(name=backbone_name)) from exc
     except (NotImplementedError, RuntimeError):  # a model that cannot be built on meta: checked once loaded
         return
-    check_backbone(backbone, dc.backbone)
+    check_backbone(backbone, backbone_name)
 
 
 def model_files(mc, cache: str | None = None) -> list[ModelFile]:
