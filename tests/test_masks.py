@@ -491,3 +491,23 @@ def test_a_hand_edit_found_when_masks_are_added_is_kept_and_named_in_the_summary
     assert done.exit_code == 0, done.output
     assert (ds / ".autolabel" / "edited" / "labels" / edited.name).read_text() == "0 0.5 0.5 0.2 0.2\n"
     assert "rewrote 1 files that differed from the journal" in done.output and "autolabel import" in done.output
+
+
+def test_the_mask_counts_a_run_reports_are_the_journals(tmp_path, tiny_sam2):
+    """Counted from the step's own windows (no pass over the journal after it): the same as counting the journal."""
+    from autolabel.datasets.journal import read_journal
+    from autolabel.masks.step import count
+    from autolabel.pipeline import run
+    from tests.conftest import run_config
+
+    make_product(tmp_path / "videos", "mug", {"red mug": "mug", "hand": "hand"}, {"a.mp4": 9, "b.mp4": 5})
+    settings = {"masks.model": "sam2", "masks.mask_model": str(tiny_sam2), "masks.min_area": 400}
+    (r,) = run(run_config(tmp_path, **settings), FakeLabeler)
+    assert r.ok and r.masks.made == r.masks.boxes and r.masks.frames == r.frames
+    assert (r.masks.boxes, r.masks.masked, r.masks.empty, r.masks.missing) == (
+        (c := count(read_journal(r.output))).boxes,
+        c.masked,
+        c.empty,
+        c.missing,
+    )
+    assert r.masks.empty  # min_area drops some of this random model's small masks: both kinds counted

@@ -206,7 +206,7 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
         return r.dropped is None and (reviewed or not r.reviewed) and any(b.mask is None for b in r.boxes)
 
     todo = 0
-    for r in ds.records():  # what is to do, and the counts should nothing be done
+    for r in ds.records():  # what is to do, and the counts before
         _count_frame(r, counts)
         todo += wanted(r)
     masker = loader.for_dataset(recorded) if todo else None
@@ -220,7 +220,12 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autolabel-mask-read") as reader:
                 for window in _windows(r for r in ds.records() if wanted(r)):
+                    was = count(window)
                     counts.made += _window(ds, window, masker, reader, tolerance, min_area, bar)
+                    now = count(window)  # the counts follow the window's boxes (no pass over the journal again)
+                    counts.masked += now.masked - was.masked
+                    counts.empty += now.empty - was.empty
+                    counts.missing += now.missing - was.missing
                     ds.append_masks(window)
                     sync_frame_files(ds.root, window, ctx, formats, keep_edits=False)
                     counts.frames += len(window)
@@ -230,7 +235,6 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
         ds.state.pending = False
         ds.save()
         counts.model = masker.describe()
-        count(ds.records(), counts)
     counts.seconds = time.perf_counter() - start
     return counts
 
