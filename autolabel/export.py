@@ -93,14 +93,29 @@ def _check_output(dataset: Path, output: Path) -> None:
 
 
 def _records(ds: Dataset) -> list[FrameRecord]:
-    """Kept frames in journal order, each with its split from train.txt/val.txt; their images must exist."""
-    records = ds.with_splits(strict=True)
+    """Kept frames in journal order, each with its split from train.txt/val.txt; their images must exist.
+
+    Without their masks: a segmentation dataset's are read as a stream (:meth:`Dataset.kept_frames`).
+    """
+    records = ds.with_splits(strict=True, masks=False)
     for r in records:
         if not (ds.root / r.image).is_file():
             raise InputError(f"{ds.root / r.image}: image listed in {ds.root / JOURNAL} is missing")
     if not records:
         raise InputError(f"{ds.root}: has no frames to export")
     return records
+
+
+def _with_masks(ds: Dataset, queue: list[FrameRecord]) -> list[FrameRecord]:
+    """The review queue's frames (read without masks) with their masks, in the queue's order."""
+    wanted = {r.name: k for k, r in enumerate(queue)}
+    out: list[FrameRecord | None] = [None] * len(queue)
+    for r in ds.records():
+        k = wanted.get(r.name)
+        if k is not None:
+            r.split = queue[k].split
+            out[k] = r
+    return [r for r in out if r is not None]
 
 
 def export_dataset(
@@ -138,15 +153,17 @@ def export_dataset(
         remove_stale_temporaries(output.parent, prefix=output.name)
         records = _records(ds)
         result.total = len(records)
+        frames = ds.kept_frames(records) if ds.segmented else records  # the masks, a frame at a time
         if review is not None:
             result.unreviewed = sum(1 for r in records if not r.reviewed)
             from autolabel.review import review_queue
 
             records = review_queue(ds, records, review)
+            frames = _with_masks(ds, records) if ds.segmented else records
         staging = make_staging_dir(output)
         try:
             ex = ExportFolder(
-                staging, dataset, output, records, ds.context(), image_url_prefix, queued=review is not None
+                staging, dataset, output, frames, ds.context(), image_url_prefix, queued=review is not None
             )
             result.load = fmt.export(ex)
             own = _files(staging)

@@ -290,6 +290,20 @@ def exported(tmp_path_factory, tiny_sam2):
     return root, ds
 
 
+def test_a_review_queue_export_carries_the_masks_of_its_frames_in_queue_order(exported, tmp_path, monkeypatch):
+    root, ds = exported
+    done = cli(monkeypatch, "export", str(ds), "--to", "label-studio", "--review", "2", "-o", str(tmp_path / "q"), "-q")
+    assert done.exit_code == 0, done.output
+    queued = json.loads((tmp_path / "q" / "label_studio_tasks.json").read_text())
+    whole = json.loads((root / "label-studio" / "label_studio_tasks.json").read_text())
+    whole = {Path(t["data"]["image"]).stem: t for t in whole}
+    assert len(queued) == 2
+    for task in queued:  # the same outlines as the whole export's (the queue read them back from the journal)
+        name = Path(task["data"]["image"]).stem
+        assert task["predictions"] == whole[name]["predictions"]
+        assert any(res["type"] == "polygonlabels" for res in task["predictions"][0]["result"])
+
+
 @pytest.mark.parametrize("fmt", ["label-studio", "cvat", "coco", "voc", "yolo", "ultralytics"])
 def test_every_export_carries_the_masks_and_imports_back_unchanged(exported, tmp_path, fmt):
     from autolabel.imports import import_annotations

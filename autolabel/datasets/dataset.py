@@ -231,11 +231,11 @@ class Dataset:
             )
         }
 
-    def with_splits(self, strict: bool = True) -> list[FrameRecord]:
+    def with_splits(self, strict: bool = True, masks: bool = True) -> list[FrameRecord]:
         """The kept frames, each with its split; a frame in neither list is an error (``strict``) or left out."""
         splits = self.splits()
         out = []
-        for r in self.kept():
+        for r in self.kept(masks):
             r.split = splits.get(r.name)
             if r.split is None:
                 if strict:

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from autolabel.datasets.layout import IMAGE_SUFFIX, IMAGES, SPLITS
 from autolabel.datasets.records import Box, FrameRecord
-from autolabel.fileio import atomic_write_bytes, link_or_copy
+from autolabel.fileio import atomic_write_bytes, atomic_write_stream, link_or_copy
 
 
 @dataclass
@@ -125,7 +125,9 @@ class ExportFolder:
         root: Where the files go.
         dataset: The dataset folder (images are hard-linked from it).
         output: The export's final folder (for load hints).
-        records: The kept frames in journal order, each with its split.
+        records: The kept frames in journal order, each with its split: a list, or a segmentation
+            dataset's :class:`FrameStream` (iterate it, more than once if need be; :func:`boxes_only`
+            for the passes that need no outline).
         ctx: Classes, title and dataset id.
         url_prefix: Label Studio: the image URL prefix (None: its Local Files storage).
         queued: ``records`` are a review queue, in its order (formats that number frames keep it).
@@ -134,7 +136,7 @@ class ExportFolder:
     root: Path
     dataset: Path
     output: Path
-    records: list[FrameRecord]
+    records: Iterable[FrameRecord]
     ctx: Context
     url_prefix: str | None = None
     queued: bool = False
@@ -158,9 +160,16 @@ class ExportFolder:
         self.dirs.add(target.parent)
         atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data, sync_parent=False)
 
+    def write_with(self, rel: str, write: Callable[[BinaryIO], object]) -> None:
+        """Writes one file of the export through ``write`` (given the open file: streaming)."""
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.dirs.add(target.parent)
+        atomic_write_stream(target, write, sync_parent=False)
+
     def split(self, name: str) -> list[FrameRecord]:
-        """The frames of one split, in journal order."""
-        return [r for r in self.records if r.split == name]
+        """The frames of one split, in journal order (without their masks where :attr:`records` is a stream)."""
+        return [r for r in boxes_only(self.records) if r.split == name]
 
 
 # What ``autolabel export`` leaves in an export folder: which dataset it came from (path, format, id).
@@ -257,8 +266,8 @@ class Format:
             out.image(r, f"{IMAGES}/{image_name(r)}")
             for rel, data in self.frame_files(r, out.ctx).items():
                 out.write(rel, data)
-        for rel, data in self.dataset_files(out.records, out.ctx).items():
-            out.write(rel, data)
+        for rel, write in self.dataset_writers(out.records, out.ctx).items():
+            out.write_with(rel, write)
         return f"{self.name} files in {out.output}"
 
     def read(self, path: Path, ctx: ReadContext) -> Annotations:

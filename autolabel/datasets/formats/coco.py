@@ -329,12 +329,21 @@ class Coco(Format):
         }
 
     def export(self, out: ExportFolder) -> str:
-        for r in out.records:
+        for r in boxes_only(out.records):
             out.image(r, f"images/{r.split}/{image_name(r)}")
         (out.root / "annotations").mkdir(exist_ok=True)
         ctx = out.ctx
-        for split, body in coco_files(out.records, ctx.classes, image_name, ctx.dataset_id, ctx.masks).items():
-            out.write(f"annotations/instances_{split}.json", dumps(body))
+        for split in SPLITS:  # streamed, a frame at a time
+            write = functools.partial(
+                write_coco,
+                records=out.records,
+                split=split,
+                classes=ctx.classes,
+                file_name=image_name,
+                dataset_id=ctx.dataset_id,
+                masks=ctx.masks,
+            )
+            out.write_with(f"annotations/instances_{split}.json", write)
         return f"COCO(annotations/instances_train.json), images in images/train/ (and val) under {out.output}"
 
     def read(self, path: Path, ctx: ReadContext) -> Annotations:

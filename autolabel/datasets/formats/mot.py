@@ -15,7 +15,15 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
-from autolabel.datasets.formats.base import Annotations, ExportFolder, Format, ReadContext, read_text, text_number
+from autolabel.datasets.formats.base import (
+    Annotations,
+    ExportFolder,
+    Format,
+    ReadContext,
+    boxes_only,
+    read_text,
+    text_number,
+)
 from autolabel.datasets.records import Box, FrameRecord, frames_per_second
 from autolabel.errors import InputError
 from autolabel.sampling import frame_name
@@ -69,11 +77,12 @@ class Mot(Format):
         return 0.002
 
     def export(self, out: ExportFolder) -> str:
-        tracked = [b.track_id for r in out.records for b in r.boxes if b.track_id is not None]
+        records = boxes_only(out.records)  # MOT holds boxes: no outline is read
+        tracked = [b.track_id for r in records for b in r.boxes if b.track_id is not None]
         if not tracked:
             raise InputError(f"{out.dataset}: has no track ids; label it with --track to export MOT sequences")
         by_source: dict[str, list[FrameRecord]] = defaultdict(list)
-        for r in out.records:
+        for r in records:
             by_source[r.source].append(r)
         first_free = max(tracked) + 1
         for source in sorted(by_source):
