@@ -421,20 +421,24 @@ def write_report(root: Path, opts: ReportOptions | None = None) -> ReportResult:
         a.warnings = dataset_warnings(a.boxes_per_class, split)
         a.evaluation = _evaluation(root)
         masks = ds.segmented
-        if masks:
-            from autolabel.masks.step import count
-
-            a.masks = count(ds.records())
-            a.flags["box_polygon"] = sorted(
-                r.name for r in ds.records() if r.dropped is None and any(not b.mask for b in r.boxes)
-            )
         folder = root / THUMBS
         folder.mkdir(parents=True, exist_ok=True)
+        # One pass over the frames with their masks: the thumbnails, the mask counts, the box polygons.
         full = (r for r in ds.records() if r.dropped is None) if masks else iter(records)
-        drawn = []
+        drawn, polygons = [], []
+        if masks:
+            from autolabel.masks.step import MaskCounts
+
+            a.masks = MaskCounts()
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
             while chunk := list(itertools.islice(full, THUMB_CHUNK)):
+                if masks:
+                    for r in chunk:
+                        a.masks.add(r)
+                    polygons += [r.name for r in chunk if any(not b.mask for b in r.boxes)]
                 drawn += pool.map(lambda r: make_thumbnail(root, r, classes, opts.thumb_size, masks), chunk)
+        if masks:
+            a.flags["box_polygon"] = sorted(polygons)
         thumbs = {r.name: name for r, (name, _) in zip(records, drawn, strict=True)}
         a.flags["missing_image"] = sorted(n for n, name in thumbs.items() if name is None)
         # Thumbnails of frames no longer in the journal, or of boxes since changed, go.

@@ -72,26 +72,25 @@ class MaskCounts:
     seconds: float = 0.0
     model: dict | None = None
 
+    def add(self, r: FrameRecord) -> None:
+        """Counts a frame's boxes (a kept frame's: a dropped one has none in the dataset)."""
+        if r.dropped is None:
+            for b in r.boxes:
+                self.boxes += 1
+                if b.mask is None:
+                    self.missing += 1
+                elif b.mask:
+                    self.masked += 1
+                else:
+                    self.empty += 1
 
-def count(records: Iterable[FrameRecord], counts: MaskCounts | None = None) -> MaskCounts:
+
+def count(records: Iterable[FrameRecord]) -> MaskCounts:
     """The kept boxes' mask counts (``records`` read once: the journal's stream will do)."""
-    out = counts or MaskCounts()
-    out.boxes = out.masked = out.empty = out.missing = 0
+    out = MaskCounts()
     for r in records:
-        _count_frame(r, out)
+        out.add(r)
     return out
-
-
-def _count_frame(r: FrameRecord, out: MaskCounts) -> None:
-    if r.dropped is None:
-        for b in r.boxes:
-            out.boxes += 1
-            if b.mask is None:
-                out.missing += 1
-            elif b.mask:
-                out.masked += 1
-            else:
-                out.empty += 1
 
 
 class MaskLoader:
@@ -207,7 +206,7 @@ def apply(ds: Dataset, loader: MaskLoader, title: str | None = None, reviewed: b
 
     todo = 0
     for r in ds.records():  # what is to do, and the counts before
-        _count_frame(r, counts)
+        counts.add(r)
         todo += wanted(r)
     masker = loader.for_dataset(recorded) if todo else None
     if masker is not None:
