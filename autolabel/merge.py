@@ -247,14 +247,12 @@ def _merge(
         if not records:
             raise OutputError(f"{output}: the merge would have no frames (filters?); the previous output is kept")
         ident = dataset_id(MERGED_KIND, sorted(d.state.id or str(d.root) for d in datasets), classes)
+        merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))
         # The masks are read back from the merged journal a frame at a time: never all held.
-        read = Dataset(staging, State(kind=MERGED_KIND, classes=classes))
-        full = read.kept_frames(records) if masks else None
-        ctx = Context(classes, output.name, ident, masks)
-        for note in finalize.write_dataset(staging, records, ctx, formats, full):
+        frames = merged.kept_frames(records) if masks else records
+        for note in finalize.write_dataset(staging, frames, Context(classes, output.name, ident, masks), formats):
             log.warning("%s: %s", output, note)
         result.split = {split: sum(1 for r in records if r.split == split) for split in ("train", "val")}
-        merged = Dataset(staging, State(kind=MERGED_KIND, classes=classes, formats=list(formats), complete=True))
         merged.state.id = ident
         # Relative to the merged dataset: the same wherever the tree is, and it moves with it.
         merged.state.inputs = [os.path.relpath(d.root.resolve(), output.resolve()) for d in datasets]

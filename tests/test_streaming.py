@@ -91,7 +91,7 @@ def finalize_files(root: Path, records: list[FrameRecord]) -> tuple[Dataset, int
         lean[1].boxes[0].x2 -= 5  # one box moved: its mask goes, the other boxes keep theirs
         ds.rewrite_journal(lean, changed={lean[1].name})
         files = sync_frame_files(ds.root, (r for r in ds.records() if r.dropped is None), ctx, written(ds.formats))
-        write_dataset(ds.root, lean, ctx, ds.formats, ds.kept_frames(lean))
+        write_dataset(ds.root, ds.kept_frames(lean), ctx, ds.formats)
         counts = mask_step.count(ds.records())
         _, peak = tracemalloc.get_traced_memory()
     finally:

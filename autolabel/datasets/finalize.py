@@ -21,6 +21,7 @@ from autolabel.datasets.derive import (
     write_changes,
 )
 from autolabel.datasets.formats import Context, written
+from autolabel.datasets.formats.base import FrameStream, boxes_only
 from autolabel.datasets.formats.yolo import data_yaml_text
 from autolabel.datasets.layout import DATA_YAML, IMAGE_SUFFIX, IMAGES, LABELMAP, RUN_YAML, SPLITS
 from autolabel.datasets.records import PROBE, FrameRecord, boxes_per_class, dataset_warnings
@@ -59,9 +60,7 @@ def write_data_yaml(root: Path, classes: list[str], has_val: bool) -> None:
     atomic_write_text(root / DATA_YAML, data_yaml_text(classes, has_val))
 
 
-def write_dataset(
-    root: Path, records: list[FrameRecord], ctx: Context, formats: list[str], full: Iterable[FrameRecord] | None = None
-) -> list[str]:
+def write_dataset(root: Path, records: list[FrameRecord] | FrameStream, ctx: Context, formats: list[str]) -> list[str]:
     """Writes the split lists, ``data.yaml`` and every format's dataset files; returns notes for the summary.
 
     Each file is streamed to a temporary file and hashed on the way, then kept under
@@ -70,18 +69,18 @@ def write_dataset(
 
     Args:
         root: The dataset.
-        records: Every kept frame in journal order, each with its split (masks may be left out).
+        records: Every kept frame in journal order, each with its split: a list, or a segmentation
+            dataset's :class:`FrameStream` (its masks read from the journal on each pass).
         ctx: Classes, title and id.
         formats: The dataset's formats.
-        full: ``records`` with their masks, read again on each pass (a segmentation dataset's
-            journal as a stream); None: ``records`` are.
     """
     chosen = written(formats)
-    has_val = any(r.split == "val" for r in records)
-    own = {f"{split}.txt": split_list_text(records, split).encode() for split in SPLITS}
+    boxes = boxes_only(records)  # the split lists and data.yaml need no outline
+    has_val = any(r.split == "val" for r in boxes)
+    own = {f"{split}.txt": split_list_text(boxes, split).encode() for split in SPLITS}
     own[DATA_YAML] = data_yaml_text(ctx.classes, has_val).encode()
     writers = {rel: (lambda fh, data=data: fh.write(data)) for rel, data in own.items()}
-    writers |= format_writers(records if full is None else full, ctx, chosen)
+    writers |= format_writers(records, ctx, chosen)
     _, edited = sync_dataset_files(root, writers, keep_edits=True)
     notes = []
     if edited:
@@ -201,8 +200,8 @@ def finalize_product(
             f"{len(stray)} images in {job.out / IMAGES} are not in the journal (e.g. {stray[0]}), so not in the "
             "dataset: lines removed from detections.jsonl by hand? --overwrite relabels the product"
         )
-    full = ds.kept_frames(records) if state.segmented else None
-    result.notes += write_dataset(job.out, records, ctx, state.formats, full)
+    frames = ds.kept_frames(records) if state.segmented else records  # the masks read as a stream
+    result.notes += write_dataset(job.out, frames, ctx, state.formats)
     result.split = {split: sum(1 for r in records if r.split == split) for split in SPLITS}
     result.frames = len(records)
     result.reviewed_frames = sum(1 for r in records if r.reviewed)

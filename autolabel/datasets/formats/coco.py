@@ -306,43 +306,34 @@ def _dataset_image(r: FrameRecord) -> str:
     return r.image
 
 
+def _writers(records: Iterable[FrameRecord], ctx: Context, file_name: Callable[[FrameRecord], str]) -> dict:
+    """Each split's COCO file as a streaming writer (:func:`write_coco`), by split."""
+    return {
+        split: functools.partial(
+            write_coco,
+            records=records,
+            split=split,
+            classes=ctx.classes,
+            file_name=file_name,
+            dataset_id=ctx.dataset_id,
+            masks=ctx.masks,
+        )
+        for split in SPLITS
+    }
+
+
 class Coco(Format):
     name = "coco"
     help = "COCO (coco_train.json, coco_val.json; an export: annotations/instances_*.json with images/)"
 
-    def dataset_files(self, records: list[FrameRecord], ctx: Context) -> dict[str, bytes]:
-        files = coco_files(records, ctx.classes, _dataset_image, ctx.dataset_id, ctx.masks)
-        return {f"coco_{split}.json": dumps(body) for split, body in files.items()}
-
     def dataset_writers(self, records: Iterable[FrameRecord], ctx: Context) -> dict:
-        return {
-            f"coco_{split}.json": functools.partial(
-                write_coco,
-                records=records,
-                split=split,
-                classes=ctx.classes,
-                file_name=_dataset_image,
-                dataset_id=ctx.dataset_id,
-                masks=ctx.masks,
-            )
-            for split in SPLITS
-        }
+        return {f"coco_{split}.json": write for split, write in _writers(records, ctx, _dataset_image).items()}
 
     def export(self, out: ExportFolder) -> str:
         for r in boxes_only(out.records):
             out.image(r, f"images/{r.split}/{image_name(r)}")
         (out.root / "annotations").mkdir(exist_ok=True)
-        ctx = out.ctx
-        for split in SPLITS:  # streamed, a frame at a time
-            write = functools.partial(
-                write_coco,
-                records=out.records,
-                split=split,
-                classes=ctx.classes,
-                file_name=image_name,
-                dataset_id=ctx.dataset_id,
-                masks=ctx.masks,
-            )
+        for split, write in _writers(out.records, out.ctx, image_name).items():  # streamed, a frame at a time
             out.write_with(f"annotations/instances_{split}.json", write)
         return f"COCO(annotations/instances_train.json), images in images/train/ (and val) under {out.output}"
 
